@@ -1,0 +1,1 @@
+"""Stage 1: load, detect format, validate, split, chat templates, tokenise + label masking."""

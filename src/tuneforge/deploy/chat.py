@@ -1,0 +1,41 @@
+"""`tuneforge chat RUN`: talk to a trained run with exactly its training chat template."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..evaluate.generate import generate
+from ..model.load import load_trained
+from ..run import RunDir
+
+
+class ChatSession:
+    def __init__(self, run: RunDir, system: str | None = None, max_new_tokens: int = 128):
+        run.require()
+        self.model, self.tokenizer, _ = load_trained(run)
+        self.system = system or run.recipe().data.system_prompt
+        self.max_new_tokens = max_new_tokens
+        self.history: list[dict[str, Any]] = []
+
+    def ask(self, text: str) -> str:
+        msgs = ([{"role": "system", "content": self.system}] if self.system else []) + self.history
+        msgs = msgs + [{"role": "user", "content": text}]
+        reply = generate(self.model, self.tokenizer, [msgs], self.max_new_tokens, batch_size=1)[0]
+        self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": reply}]
+        return reply
+
+    def loop(self, read: Callable[[str], str] = input, write: Callable[[str], None] = print) -> None:
+        write("Chat with the tuned model. /reset clears history, /exit (or Ctrl-D) quits.")
+        while True:
+            try:
+                text = read("you> ").strip()
+            except (EOFError, KeyboardInterrupt):
+                write("")
+                return
+            if text in ("/exit", "/quit"):
+                return
+            if text == "/reset":
+                self.history.clear()
+                continue
+            if text:
+                write(f"model> {self.ask(text)}")

@@ -1,0 +1,1 @@
+"""Stage 5: metrics, generation, base-vs-tuned comparison, reports."""

@@ -1,0 +1,1 @@
+"""Stage 2: base-model sources, loading, and training strategies."""

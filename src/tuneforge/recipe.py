@@ -1,0 +1,291 @@
+"""The recipe: one YAML file describes one run, one typed section per stage.
+
+Unknown keys and wrong types are errors; every problem is reported at once with
+its fix (the closest valid key for a typo). CLI overrides use dotted keys.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class RecipeError(ValueError):
+    """A recipe could not be used; `problems` lists every problem with its fix."""
+
+    def __init__(self, problems: list[str], source: str = "recipe"):
+        self.problems = problems
+        self.source = source
+        body = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: {len(problems)} problem(s)\n{body}")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    base: str = Field(
+        "smollm2-135m-instruct",
+        description="Base model: built-in name, local HF folder, .gguf file, cached hub id, or a previous run directory.",
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Dtype the base weights are loaded in (trainable weights stay float32)."
+    )
+    trust_remote_code: bool = Field(False, description="Allow custom modelling code from the model folder (off: safer).")
+    cache_dir: Optional[str] = Field(
+        None, description="Where GGUF models are converted to safetensors once (default ~/.cache/tuneforge/models)."
+    )
+
+
+class DataConfig(_Section):
+    train: str = Field("examples/demo/train.jsonl", description="Training data file (JSONL, JSON, CSV or Parquet).")
+    validation: Optional[str] = Field(None, description="Validation file; if unset, split off the training data.")
+    test: Optional[str] = Field(None, description="Held-out test file; if unset, split off the training data.")
+    format: Literal["auto", "messages", "alpaca", "sharegpt", "prompt_completion"] = Field(
+        "auto", description="Row format; 'auto' detects it from the keys of the rows."
+    )
+    validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of training rows held out for validation.")
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of training rows held out for test (no test file).")
+    seed: int = Field(42, description="Seed of the deterministic train/validation/test split.")
+    max_length: int = Field(512, gt=8, description="Longest example in tokens; longer ones are dropped and counted, never cut.")
+    train_on: Literal["assistant", "all"] = Field(
+        "assistant", description="Which tokens carry loss: only assistant replies (default) or the whole conversation."
+    )
+    system_prompt: Optional[str] = Field(None, description="System message added to rows that have none.")
+    on_error: Literal["drop", "fail"] = Field("drop", description="Invalid rows: drop them (and report) or fail the run.")
+    max_drop_fraction: float = Field(
+        0.2, ge=0.0, le=1.0, description="Fail when more than this share of rows is invalid, even with on_error=drop."
+    )
+
+
+class StrategyConfig(_Section):
+    kind: Literal["lora", "full"] = Field("lora", description="What is trained: lora (adapter) or full (all weights).")
+    r: int = Field(16, gt=0, description="LoRA rank.")
+    alpha: int = Field(32, gt=0, description="LoRA alpha (scale = alpha / r).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout.")
+    target_modules: Union[Literal["all-linear"], list[str]] = Field(
+        "all-linear", description="Modules that get adapters: 'all-linear' or a list of module names."
+    )
+
+
+class ObjectiveConfig(_Section):
+    kind: Literal["sft"] = Field("sft", description="What the model is trained for: sft (instruction tuning).")
+
+
+class TrainingConfig(_Section):
+    epochs: float = Field(3, gt=0, description="Passes over the training data.")
+    max_steps: int = Field(-1, description="Stop after this many optimiser steps (-1: use epochs).")
+    batch_size: int = Field(8, gt=0, description="Examples per device per step.")
+    gradient_accumulation: int = Field(1, gt=0, description="Micro-batches per optimiser step.")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate of AdamW.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="Learning-rate schedule after warmup."
+    )
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps spent warming up the learning rate.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    seed: int = Field(42, description="Seed for initialisation, dropout and data order.")
+    logging_steps: int = Field(5, gt=0, description="Log training loss every N steps.")
+    eval_strategy: Literal["epoch", "steps", "no"] = Field("epoch", description="When to compute validation loss.")
+    eval_steps: int = Field(50, gt=0, description="Validation interval when eval_strategy=steps.")
+    save_strategy: Literal["epoch", "steps"] = Field("epoch", description="When to write a resumable checkpoint.")
+    save_steps: int = Field(50, gt=0, description="Checkpoint interval when save_strategy=steps.")
+    save_total_limit: int = Field(2, gt=0, description="Checkpoints kept (the best one is always kept).")
+    early_stopping_patience: Optional[int] = Field(
+        None, gt=0, description="Stop after N evaluations without validation-loss improvement (off when unset)."
+    )
+    bf16: Literal["auto", "on", "off"] = Field(
+        "auto", description="bf16 autocast: 'auto' uses it where the CPU/GPU supports bf16 matmuls."
+    )
+    group_by_length: bool = Field(True, description="Batch examples of similar length to waste less padding.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    threads: Optional[int] = Field(None, gt=0, description="torch CPU threads (default: all cores).")
+
+    @field_validator("max_steps")
+    @classmethod
+    def _max_steps(cls, v: int) -> int:
+        if v == 0 or v < -1:
+            raise ValueError("must be -1 (use epochs) or a positive number of steps")
+        return v
+
+
+class EvaluationConfig(_Section):
+    enabled: bool = Field(True, description="Run the evaluation stage in `tuneforge run`.")
+    compare_base: bool = Field(True, description="Also evaluate the base model for a side-by-side comparison.")
+    max_new_tokens: int = Field(48, gt=0, description="Generation budget per test question.")
+    batch_size: int = Field(16, gt=0, description="Questions generated together (left-padded batch).")
+    max_examples: Optional[int] = Field(None, gt=0, description="Evaluate at most this many test rows.")
+    regression_file: Optional[str] = Field(
+        None, description="General prompts (with 'expected') the base model handles; checked for regressions."
+    )
+
+
+class ExportConfig(_Section):
+    enabled: bool = Field(True, description="Run the export stage in `tuneforge run`.")
+    merged: bool = Field(True, description="Also write a merged full model (safetensors) under export/merged.")
+    golden_prompts: list[str] = Field(
+        default_factory=list, description="Prompts whose greedy output must match after export (default: test questions)."
+    )
+    golden_count: int = Field(4, gt=0, description="Test questions used as golden prompts when none are given.")
+    golden_max_new_tokens: int = Field(24, gt=0, description="Tokens compared per golden prompt.")
+
+
+class Recipe(_Section):
+    name: str = Field("demo", description="Run name; the run directory is <output_dir>/<name>.")
+    output_dir: str = Field("runs", description="Folder that holds run directories.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Stage 2: the base model.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Stage 1: data preparation.")
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig, description="What is trained.")
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig, description="What it is trained for.")
+    training: TrainingConfig = Field(default_factory=TrainingConfig, description="Stage 3-4: the training loop.")
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="Stage 5: evaluation.")
+    export: ExportConfig = Field(default_factory=ExportConfig, description="Stage 6: export.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v or "/" in v or v in (".", ".."):
+            raise ValueError("must be a plain folder name (no '/')")
+        return v
+
+    def run_path(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    def sha256(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model class that owns the field at `loc` (for key suggestions)."""
+    cls: Any = Recipe
+    for part in loc[:-1]:
+        field = cls.model_fields.get(part) if isinstance(part, str) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        cls = field.annotation
+    return cls
+
+
+def _describe(err: dict) -> str:
+    loc = tuple(p for p in err["loc"] if not str(p).startswith(("function-", "literal[")))
+    # pydantic reports a union mismatch once per member; the first member is enough here
+    loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("list[")))
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    typ, given = err["type"], err.get("input")
+    if typ == "extra_forbidden":
+        owner = _model_at(loc)
+        valid = list(owner.model_fields) if owner else []
+        guess = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
+        hint = f"did you mean '{'.'.join(map(str, loc[:-1] + (guess[0],)))}'?" if guess else f"valid keys: {', '.join(valid)}"
+        return f"{key}: unknown key — {hint}"
+    if typ == "literal_error":
+        return f"{key}: {given!r} is not allowed — {err['msg'].replace('Input should be', 'use')}"
+    if typ == "missing":
+        return f"{key}: required — add it to the recipe"
+    return f"{key}: {err['msg'].lower()} (got {given!r}) — fix the value"
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    seen, out = set(), []
+    for err in exc.errors():
+        msg = _describe(err)
+        k = msg.split(":", 1)[0]
+        if k in seen:  # one line per key, even when a union produced several
+            continue
+        seen.add(k)
+        out.append(msg)
+    return out
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split `training.epochs=1` into (['training', 'epochs'], 1); values parse as YAML.
+
+    >>> parse_override("training.epochs=1")
+    (['training', 'epochs'], 1)
+    """
+    if "=" not in item:
+        raise RecipeError([f"override {item!r}: expected KEY=VALUE, e.g. training.epochs=1"], "command line")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    data = json.loads(json.dumps(data))  # deep copy of plain YAML data
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise RecipeError([f"override {item!r}: '{k}' is not a section"], "command line")
+        node[keys[-1]] = value
+    return data
+
+
+def recipe_from_dict(data: Any, source: str = "recipe") -> Recipe:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError([f"top level: expected a mapping of sections, got {type(data).__name__}"], source)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(_problems(exc), source) from None
+
+
+def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:
+    """Load a YAML recipe (or the embedded defaults when `path` is None) and apply overrides."""
+    data: Any = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise RecipeError([f"{path}: file not found — pass the path of a recipe YAML (see recipes/)"], source)
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+            raise RecipeError([f"invalid YAML at {where}: {getattr(exc, 'problem', exc)}"], source) from None
+    if overrides:
+        data = apply_overrides(data or {}, overrides)
+    return recipe_from_dict(data, source)
+
+
+def explain() -> list[tuple[str, str, str, str]]:
+    """Every field as (dotted key, type, default, help)."""
+    rows = []
+
+    def walk(cls: type[BaseModel], prefix: str) -> None:
+        for name, f in cls.model_fields.items():
+            ann = f.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, f"{prefix}{name}.")
+                continue
+            default = f.default_factory() if f.default_factory else f.default
+            typ = ann.__name__ if isinstance(ann, type) else str(ann).replace("typing.", "")
+            rows.append((prefix + name, typ, json.dumps(default), f.description or ""))
+
+    walk(Recipe, "")
+    return rows

@@ -77,7 +77,12 @@ def convert_gguf(gguf: Path, cache_dir: Path, label: str) -> tuple[Path, str]:
         loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         # transformers refuses save_pretrained on a GGUF-loaded model: rebuild from the config
         # and load the dequantised weights into a plain model.
-        model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+        config = loaded.config
+        # the dequantised weights are plain float32: a leftover GGUF quantization_config
+        # would make Trainer refuse to train ("quantized with GGUF")
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
         if unexpected or [k for k in missing if "lm_head" not in k]:
             raise ModelSourceError(f"{gguf}: weights do not fit the config (missing {missing}, unexpected {unexpected})")

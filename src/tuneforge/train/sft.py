@@ -78,7 +78,6 @@ def training_arguments(cfg: TrainingConfig, output_dir: Path, has_eval: bool) ->
         remove_unused_columns=False,
         report_to="none",
         dataloader_num_workers=0,
-        save_safetensors=True,
     )
 
 

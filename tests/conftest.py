@@ -1,0 +1,70 @@
+"""Shared fixtures: a tiny Llama (built from tests/assets config) and small data files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ASSETS = Path(__file__).parent / "assets"
+ROOT = Path(__file__).parent.parent
+DEMO = ROOT / "examples" / "demo"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(ASSETS / "tiny-tokenizer")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A local HF folder: random-init 2-layer Llama (seeded) + the tiny tokenizer."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-llama")
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(ASSETS / "tiny-llama"))
+    model.save_pretrained(out)
+    for f in (ASSETS / "tiny-tokenizer").iterdir():
+        shutil.copy(f, out / f.name)
+    return out
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def demo_subset(tmp_path) -> dict[str, Path]:
+    """48 training rows and 8 test rows of the demo data (enough to see the loss fall)."""
+    train = [json.loads(l) for l in (DEMO / "train.jsonl").read_text().splitlines()][:48]
+    test = [json.loads(l) for l in (DEMO / "test.jsonl").read_text().splitlines()][:8]
+    return {"train": write_jsonl(tmp_path / "train.jsonl", train), "test": write_jsonl(tmp_path / "test.jsonl", test)}
+
+
+def tiny_recipe(tmp_path: Path, model_dir: Path, files: dict[str, Path], name: str = "tiny", **sections) -> "Recipe":
+    from tuneforge.recipe import recipe_from_dict
+
+    base = {
+        "name": name,
+        "output_dir": str(tmp_path / "runs"),
+        "model": {"base": str(model_dir)},
+        "data": {"train": str(files["train"]), "test": str(files["test"]), "validation_fraction": 0.15},
+        "strategy": {"kind": "lora", "r": 8, "alpha": 16},
+        "training": {"epochs": 3, "batch_size": 4, "learning_rate": 0.05, "logging_steps": 1, "bf16": "off"},
+        "evaluation": {"max_new_tokens": 8, "batch_size": 8},
+        "export": {"golden_count": 2, "golden_max_new_tokens": 8},
+    }
+    for key, val in sections.items():
+        base.setdefault(key, {}).update(val)
+    return recipe_from_dict(base)

@@ -52,7 +52,7 @@ def demo_subset(tmp_path) -> dict[str, Path]:
     return {"train": write_jsonl(tmp_path / "train.jsonl", train), "test": write_jsonl(tmp_path / "test.jsonl", test)}
 
 
-def tiny_recipe(tmp_path: Path, model_dir: Path, files: dict[str, Path], name: str = "tiny", **sections) -> "Recipe":
+def tiny_recipe(tmp_path: Path, model_dir: Path, files: dict[str, Path], name: str = "tiny", **sections):
     from tuneforge.recipe import recipe_from_dict
 
     base = {

@@ -11,6 +11,12 @@ from pathlib import Path
 from typing import Any, Iterable
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write `text` to `path` so a reader never sees a half-written file.
 
@@ -25,6 +31,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -77,3 +84,12 @@ def sha256_dir(path: str | os.PathLike, suffixes: tuple[str, ...] = (".safetenso
             h.update(f.relative_to(path).as_posix().encode())
             h.update(sha256_file(f).encode())
     return h.hexdigest()
+
+
+def staging_dir(final_dir: str | os.PathLike) -> Path:
+    """A fresh folder beside `final_dir` to write into before `replace_dir` moves it in place."""
+    final_dir = Path(final_dir)
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.", suffix=".tmp", dir=final_dir.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the usual folder mode
+    return tmp

@@ -8,12 +8,10 @@ prompts. A mismatch fails the export and names the prompt and the first differin
 from __future__ import annotations
 
 import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from ..evaluate.generate import greedy_token_ids
-from ..io import atomic_write_json, read_jsonl, replace_dir
+from ..io import atomic_write_json, read_jsonl, replace_dir, staging_dir
 from ..model.load import load_model, load_trained
 from ..recipe import ExportConfig
 from ..run import RunDir
@@ -56,13 +54,13 @@ def export(run: RunDir, cfg: ExportConfig | None = None) -> dict:
     is_adapter = hasattr(model, "merge_and_unload")
     if is_adapter:
         # the PEFT adapter as trained (loadable by PEFT, vLLM --lora-modules, LoRAX)
-        tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=export_dir))
+        tmp = staging_dir(export_dir / "adapter")
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         replace_dir(tmp, export_dir / "adapter")
         out["artefacts"]["adapter"] = "export/adapter"
     if cfg.merged or not is_adapter:
-        tmp = Path(tempfile.mkdtemp(prefix=".merged.", dir=export_dir))
+        tmp = staging_dir(export_dir / "merged")
         try:
             merged = model.merge_and_unload() if is_adapter else model
             merged.save_pretrained(tmp, safe_serialization=True)

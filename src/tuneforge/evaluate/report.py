@@ -58,7 +58,7 @@ def render_markdown(report: dict) -> str:
     for key, fmt in (("fact_accuracy", _pct), ("exact_match", _pct), ("test_loss", _num), ("test_perplexity", _num),
                      ("validation_loss", _num), ("validation_perplexity", _num)):
         lines.append(f"| {key} | " + " | ".join(fmt(report["task"][m].get(key)) for m in models) + " |")
-    lines.append(f"| examples | " + " | ".join(str(report["task"][m]["examples"]) for m in models) + " |")
+    lines.append("| examples | " + " | ".join(str(report["task"][m]["examples"]) for m in models) + " |")
     if report.get("regression"):
         reg = report["regression"]
         lines += ["", "## Regression (general prompts the base model handles)", "",

@@ -12,11 +12,10 @@ import importlib.util
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..io import atomic_write_json, replace_dir, sha256_dir, sha256_file
+from ..io import atomic_write_json, replace_dir, sha256_dir, sha256_file, staging_dir
 
 BUILTIN = {
     "smollm2-135m-instruct": {
@@ -71,7 +70,7 @@ def convert_gguf(gguf: Path, cache_dir: Path, label: str) -> tuple[Path, str]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=cache_dir))
+    tmp = staging_dir(target)
     try:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from ..data.template import tokenize_messages
-from ..io import read_jsonl, replace_dir
+from ..io import read_jsonl, replace_dir, staging_dir
 from ..model.device import device_type, use_bf16
 from ..model.load import load_model, load_tokenizer, set_threads
 from ..model.sources import resolve
@@ -73,7 +72,7 @@ def training_arguments(cfg: TrainingConfig, output_dir: Path, has_eval: bool) ->
         greater_is_better=False if track_best else None,
         load_best_model_at_end=bool(cfg.early_stopping_patience),
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing=cfg.gradient_checkpointing,
         use_cpu=device_type() == "cpu",
         remove_unused_columns=False,
         report_to="none",
@@ -131,7 +130,7 @@ def train(run: RunDir, resume: bool = False, callbacks: list | None = None) -> d
         raise
     elapsed = time.time() - t0
     out_dir = run.adapter_dir if recipe.strategy.kind != "full" else run.model_dir
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=run.path))
+    tmp = staging_dir(out_dir)
     trainer.model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     replace_dir(tmp, out_dir)

@@ -61,7 +61,7 @@ def tiny_recipe(tmp_path: Path, model_dir: Path, files: dict[str, Path], name: s
         "model": {"base": str(model_dir)},
         "data": {"train": str(files["train"]), "test": str(files["test"]), "validation_fraction": 0.15},
         "strategy": {"kind": "lora", "r": 8, "alpha": 16},
-        "training": {"epochs": 3, "batch_size": 4, "learning_rate": 0.05, "logging_steps": 1, "bf16": "off"},
+        "training": {"epochs": 3, "batch_size": 4, "learning_rate": 0.05, "logging_steps": 1, "precision": "fp32"},
         "evaluation": {"max_new_tokens": 8, "batch_size": 8},
         "export": {"golden_count": 2, "golden_max_new_tokens": 8},
     }

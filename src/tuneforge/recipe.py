@@ -101,10 +101,17 @@ class TrainingConfig(_Section):
     early_stopping_patience: Optional[int] = Field(
         None, gt=0, description="Stop after N evaluations without validation-loss improvement (off when unset)."
     )
-    bf16: Literal["auto", "on", "off"] = Field(
-        "auto", description="bf16 autocast: 'auto' uses it where the CPU/GPU supports bf16 matmuls."
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="Matmul precision: 'auto' = bf16 autocast where the CPU/GPU has bf16 units, else fp32 "
+        "(trainable weights always stay fp32)."
     )
-    group_by_length: bool = Field(True, description="Batch examples of similar length to waste less padding.")
+    packing: bool = Field(
+        True, description="Padding-free batches: examples concatenated in one row, attention kept within each example."
+    )
+    logits_at_labels_only: bool = Field(
+        True, description="Compute the LM head and loss only where a label is (prompt positions skip the vocab matmul)."
+    )
+    group_by_length: bool = Field(True, description="Without packing: batch examples of similar length (less padding).")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
     threads: Optional[int] = Field(None, gt=0, description="torch CPU threads (default: all cores).")
 
@@ -125,6 +132,32 @@ class EvaluationConfig(_Section):
     regression_file: Optional[str] = Field(
         None, description="General prompts (with 'expected') the base model handles; checked for regressions."
     )
+    safety_file: Optional[str] = Field(
+        None, description="Safety probes (rows with 'must_refuse'), e.g. examples/eval/safety.jsonl; refusal rates."
+    )
+    generalisation: bool = Field(
+        True, description="Compare training phrasings with held-out paraphrases and check verbatim memorisation."
+    )
+    generalisation_examples: int = Field(32, gt=0, description="Training prompts re-asked for the generalisation gap.")
+    paraphrase_file: Optional[str] = Field(
+        None, description="Paraphrased prompts (with 'expected') for generalisation; default: the test split."
+    )
+    memorisation_ngram: int = Field(6, gt=1, description="Word n-gram length that counts as verbatim copying.")
+    json_schema: Optional[str] = Field(
+        None, description="JSON schema file the replies must satisfy; adds json_valid/schema_valid to task metrics."
+    )
+    gates: list[str] = Field(
+        default_factory=list,
+        description="Release gates 'METRIC OP VALUE', e.g. 'task.fact_accuracy >= 0.8'; unmet: run rejected.",
+    )
+
+    @field_validator("gates")
+    @classmethod
+    def _gates(cls, v: list[str]) -> list[str]:
+        from .evaluate.gates import parse_gates  # lazy: the evaluate package is heavier than the recipe
+
+        parse_gates(v)  # raises ValueError naming every bad gate and its fix
+        return v
 
 
 class ExportConfig(_Section):

@@ -102,7 +102,7 @@ def is_secret_like(value: str) -> bool:
 # --------------------------------------------------------------------------- detectors
 
 
-_EMAIL = re.compile(r"(?<![\w.+%-])[A-Za-z0-9][A-Za-z0-9._%+-]*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+"
+_EMAIL = re.compile(r"(?<![\w.+%'-])[A-Za-z0-9][A-Za-z0-9._%+'-]*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+"
                     r"[A-Za-z]{2,24}(?![\w@])")
 
 
@@ -147,7 +147,7 @@ def find_ibans(text: str) -> list[Entity]:
 
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
 _IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{0,4}|(?:\d{1,3}\.){3}\d{1,3})(?![\w:])")
-_VERSION_BEFORE = re.compile(r"(?i)(?:\bv|version|release|build|firmware|ver\.?)\s*$")
+_VERSION_BEFORE = re.compile(r"(?i)\b(?:v|version|release|build|firmware|ver\.?)\s*$")
 
 
 def find_ips(text: str) -> list[Entity]:
@@ -189,7 +189,7 @@ _PHONE_PATTERNS = [
     # North American: (415) 555-2671, 415-555-2671, 415.555.2671, 1-800-555-0199
     re.compile(r"(?<![\w+.-])(?:1[ .-])?(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4}(?![\w-]|[.,]\d)"),
     # national with trunk prefix 0: 020 7946 0958, 030-1234567, 01 42 68 53 00, 06-12345678
-    re.compile(r"(?<![\w+.,-])0\d{1,4}(?:[ -]\d{2,4}){1,4}(?![\w-]|[.,]\d)"),
+    re.compile(r"(?<![\w+.,-])0\d{1,4}(?:[ -]\d{2,8}){1,4}(?![\w-]|[.,]\d)"),
 ]
 _PHONE_CONTEXT = re.compile(r"(?i)\b(?:phone|tel|telephone|mobile|cell|call|fax|whatsapp|text me|ring|sms|"
                             r"number is|reach me (?:at|on))\b[^0-9+\n]{0,15}$")
@@ -228,8 +228,8 @@ _VENDOR_SECRETS = re.compile(
     r")(?![\w-])")
 _PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----")
 _KEY_VALUE = re.compile(
-    r"(?i)\b(?:api[_-]?key|apikey|secret(?:[_-]?key)?|access[_-]?(?:key|token)|auth[_-]?token|token|password|passwd|"
-    r"pwd|client[_-]?secret|private[_-]?key|bearer)\b[\"']?\s*(?:[:=]|\bis\b|\s)\s*[\"']?([^\s\"',;<>()]{6,})")
+    r"(?i)(?<![A-Za-z0-9])(?:api[_-]?key|apikey|secret(?:[_-]?key)?|access[_-]?(?:key|token)|auth[_-]?token|token|password|passwd|"
+    r"pwd|client[_-]?secret|private[_-]?key|bearer)(?![A-Za-z0-9])[\"']?\s*(?:[:=]|\bis\b|\s)\s*[\"']?([^\s\"',;<>()]{6,})")
 _PASSWORD_WORD = re.compile(r"(?i)pass(?:word|wd)|pwd")
 
 
@@ -250,7 +250,12 @@ _TITLE = re.compile(r"\b(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof|Sir|Dame|Madam|Mme|Herr|Fra
 _INTRO = re.compile(r"(?i:\bmy name is|\bi am|\bi'm|\bthis is|\bsigned,?|\bregards,?|\bsincerely,?|\bthanks,?|"
                     r"\bcontact|\bask for|\bspeak to|\bspoke (?:to|with)|\bassigned to|\bcc:?|\bfrom:) *\n?"
                     r"([A-Z][a-z]+(?:[-'][A-Z][a-z]+)?(?: [A-Z][a-z]+(?:[-'][A-Z][a-z]+)?)?)")
-_CAP_PAIR = re.compile(r"\b([A-Z][a-z]+)( [A-Z][a-z]?\.)?( [A-Z][a-z]+(?:[-'][A-Z][a-z]+)?)\b")
+# a lookahead so overlapping pairs are all tried ("Customer Maria Garcia" -> "Maria Garcia")
+_CAP_PAIR = re.compile(r"\b(?=(([A-Z][a-z]+)(?: [A-Z]\.)?( [A-Z][a-z]+(?:[-'][A-Z][a-z]+)?))\b)")
+# after these words one capitalised word is a name even when it is not in FIRST_NAMES
+_STRONG_INTRO = re.compile(r"(?i:my name is|signed,?|regards,?|sincerely,?|my (?:husband|wife|partner|son|daughter|"
+                           r"colleague|manager|friend|brother|sister|mother|father)) *\n?"
+                           r"([A-Z][a-z]+(?:[-'][A-Z][a-z]+)?)\b")
 
 
 def _trim_name(name: str) -> str:
@@ -272,10 +277,13 @@ def find_persons(text: str) -> list[Entity]:
         first = name.split(" ")[0]
         if first in FIRST_NAMES or (" " in name and first not in NOT_SURNAMES):
             out.append(Entity("PERSON", m.start(1), m.start(1) + len(name), name))
+    for m in _STRONG_INTRO.finditer(text):
+        if m.group(1) not in NOT_SURNAMES:
+            out.append(Entity("PERSON", m.start(1), m.end(1), m.group(1)))
     for m in _CAP_PAIR.finditer(text):
-        first, last = m.group(1), m.group(3).strip()
+        first, last = m.group(2), m.group(3).strip()
         if first in FIRST_NAMES and last not in NOT_SURNAMES:
-            out.append(Entity("PERSON", m.start(), m.end(), m.group()))
+            out.append(Entity("PERSON", m.start(1), m.end(1), m.group(1)))
     return out
 
 

@@ -1,48 +1,39 @@
-"""Metrics on generated text and on held-out loss."""
+"""Metrics that need the model: held-out loss, perplexity and mean token accuracy.
+
+Text metrics (fact accuracy, F1, BLEU, ROUGE, ...) live in `text_metrics`; they are
+re-exported here because earlier code imported them from this module.
+"""
 
 from __future__ import annotations
 
 import math
-import re
-import string
 from typing import Any
 
-_PUNCT = str.maketrans("", "", string.punctuation)
+from .text_metrics import contains_all, exact_match, expected_of, normalise_answer  # noqa: F401 (re-exports)
 
 
-def normalise_answer(text: str) -> str:
-    """>>> normalise_answer("  The  Answer! ")
-    'the answer'"""
-    return re.sub(r"\s+", " ", text.lower().translate(_PUNCT)).strip()
+def loss_and_accuracy_sums(logits: Any, labels: Any) -> tuple[float, int, int]:
+    """(summed cross-entropy, label tokens, tokens whose argmax is the label) for one batch.
 
+    Position t predicts label t+1 (causal shift); labels of -100 are ignored.
 
-def contains_all(output: str, expected: list[str]) -> bool:
-    """Fact accuracy: every expected string appears in the output (case-insensitive).
-
-    >>> contains_all("It costs $1,379.", ["$1,379"])
-    True
+    >>> import torch
+    >>> logits = torch.tensor([[[0., 9.], [9., 0.], [0., 0.]]])  # predicts 1, then 0
+    >>> loss_and_accuracy_sums(logits, torch.tensor([[-100, 1, 1]]))[1:]
+    (2, 1)
     """
-    low = output.lower()
-    return all(e.lower() in low for e in expected)
+    import torch
 
-
-def exact_match(output: str, reference: str) -> bool:
-    return normalise_answer(output) == normalise_answer(reference)
-
-
-def expected_of(row: dict) -> list[str] | None:
-    """The strings a correct answer must contain: `expected` if given, else the reference reply."""
-    exp = row.get("expected")
-    if isinstance(exp, str):
-        return [exp]
-    if isinstance(exp, list) and exp:
-        return [str(e) for e in exp]
-    ref = next((m["content"] for m in reversed(row["messages"]) if m["role"] == "assistant"), None)
-    return [ref] if ref else None
+    shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]
+    loss = torch.nn.functional.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=-100, reduction="sum")
+    mask = shift_labels != -100
+    correct = int(((shift_logits.argmax(-1) == shift_labels) & mask).sum())
+    return loss.item(), int(mask.sum()), correct
 
 
 def mean_loss(model: Any, tokenizer: Any, rows: list[dict], train_on: str = "assistant", batch_size: int = 8) -> dict:
-    """Token-weighted mean loss and perplexity over the label tokens of `rows`."""
+    """Token-weighted mean loss, perplexity and mean token accuracy over the label tokens of `rows`."""
     import torch
 
     from ..data.template import tokenize_messages
@@ -51,19 +42,17 @@ def mean_loss(model: Any, tokenizer: Any, rows: list[dict], train_on: str = "ass
     feats = [tokenize_messages(tokenizer, r["messages"], train_on) for r in rows
              if any(m["role"] == "assistant" for m in r["messages"])]
     if not feats:
-        return {"loss": None, "perplexity": None, "tokens": 0}
+        return {"loss": None, "perplexity": None, "token_accuracy": None, "tokens": 0}
     collate = PadCollator(tokenizer.pad_token_id)
-    total, count = 0.0, 0
+    total, count, correct = 0.0, 0, 0
     model.eval()
     for i in range(0, len(feats), batch_size):
         batch = {k: v.to(model.device) for k, v in collate(feats[i: i + batch_size]).items()}
         labels = batch.pop("labels")
         with torch.inference_mode():
-            logits = model(**batch).logits.float()
-        shift_logits, shift_labels = logits[:, :-1], labels[:, 1:]
-        loss = torch.nn.functional.cross_entropy(
-            shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=-100, reduction="sum")
-        total += loss.item()
-        count += int((shift_labels != -100).sum())
+            logits = model(**batch).logits
+        s, n, c = loss_and_accuracy_sums(logits, labels)
+        total, count, correct = total + s, count + n, correct + c
     mean = total / max(count, 1)
-    return {"loss": round(mean, 5), "perplexity": round(math.exp(min(mean, 50)), 4), "tokens": count}
+    return {"loss": round(mean, 5), "perplexity": round(math.exp(min(mean, 50)), 4),
+            "token_accuracy": round(correct / max(count, 1), 5), "tokens": count}

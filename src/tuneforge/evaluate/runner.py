@@ -1,19 +1,34 @@
-"""Stage 5 entry point: base vs tuned on the held-out test set (+ regression prompts)."""
+"""Stage 5 entry point: base vs tuned on every suite, report, plots, gates.
+
+Order of work per model variant (base = the same weights with the adapter switched off):
+task answers + test/validation loss, regression prompts, safety probes. Generalisation
+re-asks a sample of training prompts to the tuned model only. Everything is batched
+greedy generation, so evaluation costs a few forward passes per prompt.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 from ..data.validate import load_validated
 from ..io import atomic_write_jsonl, read_jsonl
 from ..model.load import load_trained
 from ..recipe import EvaluationConfig
 from ..run import RunDir
+from .gates import GatesFailed, check_gates
 from .generate import generate
-from .metrics import contains_all, exact_match, expected_of, mean_loss
-from .report import plot_loss, write_report
+from .metrics import mean_loss
+from .plots import plot_loss, plot_metric_bars
+from .report import write_report
+from .suites import (samples, score_generalisation, score_memorisation, score_regression, score_safety, score_task,
+                     spread_sample)
+from .text_metrics import reference_of
+
+Variants = dict[str, Callable[[], Any]]
 
 
 def _base_context(model: Any) -> Any:
@@ -21,79 +36,124 @@ def _base_context(model: Any) -> Any:
     return model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
 
 
-def score(outputs: list[str], rows: list[dict]) -> dict:
-    exp = [expected_of(r) for r in rows]
-    refs = [next((m["content"] for m in reversed(r["messages"]) if m["role"] == "assistant"), None) for r in rows]
-    hits = [contains_all(o, e) if e else False for o, e in zip(outputs, exp)]
-    em = [exact_match(o, r) for o, r in zip(outputs, refs) if r]
-    return {"fact_accuracy": sum(hits) / max(len(hits), 1), "exact_match": sum(em) / len(em) if em else None,
-            "examples": len(rows), "correct": hits}
+def _prompts(path: str, what: str) -> list[dict]:
+    """Rows of a user-supplied prompt file (validated; rows need no assistant reply)."""
+    data = load_validated(path, require_assistant=False)
+    if not data.rows:
+        raise ValueError(f"{path}: no usable rows for the {what} suite — check the file (tuneforge data inspect)")
+    return data.rows
 
 
-def evaluate(run: RunDir, cfg: EvaluationConfig | None = None, compare_base: bool | None = None) -> dict:
+def _load_schema(path: str | None) -> dict | None:
+    if not path:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"evaluation.json_schema: {path} not found — give the path of a JSON schema file")
+    return json.loads(p.read_text(encoding="utf-8"))
+
+
+def _strip(d: dict, *keys: str) -> dict:
+    return {k: v for k, v in d.items() if k not in keys}
+
+
+def evaluate(run: RunDir, cfg: EvaluationConfig | None = None, compare_base: bool | None = None,
+             enforce_gates: bool = True) -> dict:
+    """Evaluate a trained run on every configured suite; write eval/ and check the gates.
+
+    Raises GatesFailed (after writing the report and marking the run rejected) when a gate
+    in `evaluation.gates` is unmet and `enforce_gates` is on.
+    """
     run.require()
     recipe = run.recipe()
     cfg = cfg or recipe.evaluation
     compare = cfg.compare_base if compare_base is None else compare_base
     t0 = time.time()
-    run.stage_started("evaluate")
-    model, tok, _ = load_trained(run)
-    if compare and not hasattr(model, "disable_adapter"):
-        compare = False  # a full fine-tune has no adapter to switch off; compare runs instead
     test = read_jsonl(run.split_file("test"))[: cfg.max_examples]
-    val = read_jsonl(run.split_file("validation"))
     if not test:
         raise ValueError(f"{run.split_file('test')}: empty test split — give data.test or a data.test_fraction > 0")
-    convs = [r["messages"] for r in test]
-    variants = {"tuned": contextlib.nullcontext}
-    if compare:
-        variants = {"base": lambda: _base_context(model), **variants}
-    task: dict[str, dict] = {}
-    outputs: dict[str, list[str]] = {}
-    for name, ctx in variants.items():
-        with ctx():
-            outputs[name] = generate(model, tok, convs, cfg.max_new_tokens, cfg.batch_size)
-            s = score(outputs[name], test)
-            for split, rows in (("test", test), ("validation", val)):
-                lm = mean_loss(model, tok, rows, recipe.data.train_on)
-                s[f"{split}_loss"], s[f"{split}_perplexity"] = lm["loss"], lm["perplexity"]
-        task[name] = s
-    samples = []
-    for i, r in enumerate(test):
-        s = {"question": next((m["content"] for m in r["messages"] if m["role"] == "user"), ""),
-             "expected": expected_of(r)}
-        for name in outputs:
-            s[name], s[f"{name}_correct"] = outputs[name][i], task[name]["correct"][i]
-        samples.append(s)
-    for s in task.values():
-        s.pop("correct")
-    regression = None
-    if cfg.regression_file:
-        regression = _regression(model, tok, cfg, compare)
-    plot = plot_loss(run.metrics_file, run.eval_dir / "loss.png")
-    report = {"run": run.path.name, "task": task, "regression": regression, "samples": samples,
-              "loss_plot": plot.name if plot else None, "seconds": round(time.time() - t0, 1)}
-    atomic_write_jsonl(run.eval_dir / "samples.jsonl", samples)
+    val = read_jsonl(run.split_file("validation"))
+    train = read_jsonl(run.split_file("train"))
+    schema = _load_schema(cfg.json_schema)
+    reg_rows = _prompts(cfg.regression_file, "regression") if cfg.regression_file else []
+    safety_rows = _prompts(cfg.safety_file, "safety") if cfg.safety_file else []
+    para_rows = _prompts(cfg.paraphrase_file, "generalisation") if cfg.paraphrase_file else test
+    run.stage_started("evaluate")
+    try:
+        model, tok, _ = load_trained(run)
+        if compare and not hasattr(model, "disable_adapter"):
+            compare = False  # a full fine-tune has no adapter to switch off; compare runs instead (--compare)
+        variants: Variants = {"tuned": contextlib.nullcontext}
+        if compare:
+            variants = {"base": lambda: _base_context(model), **variants}
+
+        def gen(rows: list[dict]) -> list[str]:
+            return generate(model, tok, [r["messages"] for r in rows], cfg.max_new_tokens, cfg.batch_size)
+
+        out: dict[str, dict[str, list[str]]] = {"task": {}, "regression": {}, "safety": {}}
+        task: dict[str, dict] = {}
+        for name, ctx in variants.items():
+            with ctx():
+                out["task"][name] = gen(test)
+                task[name] = score_task(out["task"][name], test, schema)
+                for split, rows in (("test", test), ("validation", val)):
+                    lm = mean_loss(model, tok, rows, recipe.data.train_on)
+                    task[name][f"{split}_loss"], task[name][f"{split}_perplexity"] = lm["loss"], lm["perplexity"]
+                    if split == "test":
+                        task[name]["token_accuracy"] = lm["token_accuracy"]
+                if reg_rows:
+                    out["regression"][name] = gen(reg_rows)
+                if safety_rows:
+                    out["safety"][name] = gen(safety_rows)
+        regression = score_regression(out["regression"], reg_rows) if reg_rows else None
+        safety = score_safety(out["safety"], safety_rows) if safety_rows else None
+        generalisation, gen_samples = None, []
+        if cfg.generalisation and train:
+            train_rows = spread_sample([r for r in train if reference_of(r)], cfg.generalisation_examples)
+            train_out = gen(train_rows)
+            para_out = out["task"]["tuned"] if para_rows is test else gen(para_rows)
+            generalisation = score_generalisation(train_out, train_rows, para_out, para_rows)
+            generalisation["memorisation"] = score_memorisation(
+                {k: v for k, v in out.items() if v}, [a for r in train if (a := reference_of(r))],
+                cfg.memorisation_ngram)
+            gen_samples = samples("generalisation", train_rows, {"tuned": train_out}, {})
+    except BaseException as exc:
+        run.stage_finished("evaluate", "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+
+    all_samples = samples("task", test, out["task"], {m: s["correct"] for m, s in task.items()})
+    if regression:
+        all_samples += samples("regression", reg_rows, out["regression"], regression["correct"])
+    if safety:
+        all_samples += samples("safety", safety_rows, out["safety"], safety["correct"])
+    all_samples += gen_samples
+    report: dict[str, Any] = {
+        "run": run.path.name,
+        "models": list(variants),
+        "task": {m: _strip(s, "correct", "f1") for m, s in task.items()},
+        "regression": regression and {"file": cfg.regression_file, **_strip(regression, "correct")},
+        "safety": safety and {"file": cfg.safety_file, **_strip(safety, "correct")},
+        "generalisation": generalisation,
+        "settings": {"max_new_tokens": cfg.max_new_tokens, "batch_size": cfg.batch_size,
+                     "test_examples": len(test), "json_schema": cfg.json_schema},
+        "samples": all_samples,
+    }
+    loss_png = plot_loss(run.metrics_file, run.eval_dir / "loss.png")
+    bars_png = plot_metric_bars(report, run.eval_dir / "metrics.png")
+    report["plots"] = {"loss": loss_png and loss_png.name, "metrics": bars_png and bars_png.name}
+    report["loss_plot"] = report["plots"]["loss"]  # kept for readers of the first report layout
+    gates = check_gates(cfg.gates, report) if cfg.gates else None
+    report["gates"] = gates
+    report["seconds"] = round(time.time() - t0, 1)
+    atomic_write_jsonl(run.eval_dir / "samples.jsonl", all_samples)
     write_report(run.eval_dir, report)
-    summary = {k: {m: v for m, v in task[k].items() if m in ("fact_accuracy", "test_loss")} for k in task}
+    summary = {k: {m: v for m, v in task[k].items() if m in ("fact_accuracy", "token_f1", "test_loss")} for k in task}
     run.stage_finished("evaluate", metrics=summary, seconds=report["seconds"])
+    if gates is not None:
+        run.update_manifest(gates={"passed": gates["passed"],
+                                   "unmet": [r["text"] for r in gates["results"] if not r["passed"]]})
+        if not gates["passed"]:
+            run.update_manifest(status="rejected")
+            if enforce_gates:
+                raise GatesFailed(run.path.name, gates, report)
     return report
-
-
-def _regression(model: Any, tok: Any, cfg: EvaluationConfig, compare: bool) -> dict:
-    data = load_validated(cfg.regression_file, require_assistant=False)
-    rows = data.rows
-    convs = [r["messages"] for r in rows]
-    res: dict[str, Any] = {"file": cfg.regression_file, "prompts": len(rows)}
-    hits = {}
-    variants = {"tuned": contextlib.nullcontext}
-    if compare:
-        variants = {"base": lambda: _base_context(model), **variants}
-    for name, ctx in variants.items():
-        with ctx():
-            outs = generate(model, tok, convs, cfg.max_new_tokens, cfg.batch_size)
-        hits[name] = [contains_all(o, expected_of(r) or []) for o, r in zip(outs, rows)]
-        res[name] = sum(hits[name]) / max(len(rows), 1)
-    res["regressed"] = [] if not compare else [
-        convs[i][-1]["content"] for i in range(len(rows)) if hits["base"][i] and not hits["tuned"][i]]
-    return res

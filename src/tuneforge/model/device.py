@@ -22,13 +22,12 @@ def device_type() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def use_bf16(setting: str) -> bool:
-    """Resolve training.bf16 ('auto' | 'on' | 'off') for this machine."""
-    if setting == "off":
+def use_bf16(precision: str) -> bool:
+    """Resolve training.precision ('auto' | 'bf16' | 'fp32') to "autocast to bf16 or not"."""
+    if precision == "fp32":
         return False
+    if precision == "bf16":
+        return True  # asked for explicitly: honoured even where it is emulated (slow but correct)
     import torch
 
-    supported = torch.cuda.is_bf16_supported() if torch.cuda.is_available() else cpu_has_fast_bf16()
-    if setting == "on":
-        return True  # asked for explicitly: honoured even where it is emulated (slow but correct)
-    return supported
+    return torch.cuda.is_bf16_supported() if torch.cuda.is_available() else cpu_has_fast_bf16()

@@ -28,3 +28,28 @@ class PadCollator:
             labels.append(list(f["labels"]) + [IGNORE_INDEX] * pad)
             mask.append([1] * n + [0] * pad)
         return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "attention_mask": torch.tensor(mask)}
+
+
+@dataclass
+class PackedCollator:
+    """Padding-free batch: all examples concatenated into one row.
+
+    `position_ids` restart at 0 for each example; with no attention mask, transformers
+    reads the restarts as sequence boundaries and builds a block-diagonal causal mask, so
+    examples never attend to each other. transformers only looks for those restarts when
+    no KV cache is built, so `use_cache=False` is part of the batch (with the cache on,
+    the examples would silently attend across boundaries). The first label of every
+    example is masked so no example is trained to predict the next one's first token.
+    """
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        ids, labels, pos = [], [], []
+        for f in features:
+            n = len(f["input_ids"])
+            ids += list(f["input_ids"])
+            labels += [IGNORE_INDEX] + list(f["labels"][1:])
+            pos += list(range(n))
+        return {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]), "position_ids": torch.tensor([pos]),
+                "use_cache": False}

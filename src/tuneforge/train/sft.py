@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import shutil
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from ..model.strategies import apply_strategy, param_counts
 from ..recipe import TrainingConfig
 from ..run import RunDir
 from .callbacks import MetricsJsonlCallback
-from .collator import PadCollator
+from .collator import PackedCollator, PadCollator
 from .trainer import TuneforgeTrainer, last_checkpoint
 
 
@@ -71,7 +70,9 @@ def training_arguments(cfg: TrainingConfig, output_dir: Path, has_eval: bool) ->
         metric_for_best_model="eval_loss" if track_best else None,
         greater_is_better=False if track_best else None,
         load_best_model_at_end=bool(cfg.early_stopping_patience),
-        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        # packed batches hold no padding, so length grouping would only make batches less random
+        train_sampling_strategy="group_by_length" if cfg.group_by_length and not cfg.packing else "random",
+        prediction_loss_only=True,
         activation_checkpointing=cfg.gradient_checkpointing,
         use_cpu=device_type() == "cpu",
         remove_unused_columns=False,
@@ -114,11 +115,12 @@ def train(run: RunDir, resume: bool = False, callbacks: list | None = None) -> d
            TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run.logs_dir / "tensorboard")))]
     if cfg.early_stopping_patience:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-    bf16 = use_bf16(cfg.bf16)
+    bf16 = use_bf16(cfg.precision)
+    collator = PackedCollator() if cfg.packing else PadCollator(tokenizer.pad_token_id)
     trainer = TuneforgeTrainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-        data_collator=PadCollator(tokenizer.pad_token_id), callbacks=cbs + list(callbacks or []),
-        autocast_bf16=bf16,
+        data_collator=collator, callbacks=cbs + list(callbacks or []),
+        autocast_bf16=bf16, logits_at_labels_only=cfg.logits_at_labels_only,
     )
     run.stage_started("train")
     run.update_manifest(base_model=source.to_dict())
@@ -135,10 +137,9 @@ def train(run: RunDir, resume: bool = False, callbacks: list | None = None) -> d
     tokenizer.save_pretrained(tmp)
     replace_dir(tmp, out_dir)
 
-    epoch_tokens = sum(train_ds["length"])
     epochs_done = trainer.state.epoch or 0
     steps_done = trainer.state.global_step - resume_step
-    tokens = epoch_tokens * (epochs_done - (resume_step / max(trainer.state.max_steps, 1)) * epochs_done)
+    tokens = trainer.tokens_this_session()
     evals = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h]
     info = {
         "params": counts,
@@ -150,8 +151,11 @@ def train(run: RunDir, resume: bool = False, callbacks: list | None = None) -> d
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "seconds": round(elapsed, 1),
         "steps_this_session": steps_done,
-        "tokens_per_second": round(tokens / elapsed, 1) if elapsed > 0 and not math.isnan(tokens) else None,
+        "tokens_seen": tokens,
+        "tokens_per_second": round(tokens / elapsed, 1) if elapsed > 0 else None,
         "bf16_autocast": bf16,
+        "packing": cfg.packing,
+        "logits_at_labels_only": cfg.logits_at_labels_only,
         "resumed_from": checkpoint,
         "output": str(out_dir.relative_to(run.path)),
     }

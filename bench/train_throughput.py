@@ -1,0 +1,209 @@
+"""Training throughput: tuneforge's SFT path vs TRL SFTTrainer + PEFT LoRA, side by side.
+
+    .venv/bin/python bench/train_throughput.py [--steps 8] [--repeats 3] [--datasets demo,synthetic]
+
+Both sides train the embedded SmolLM2-135M-Instruct with the same LoRA config (r16,
+alpha 32, all-linear), the same data, steps, effective batch, learning rate, schedule
+and seed. TRL keeps its library defaults for everything that affects speed. Repeats
+are interleaved (A B A B …) so machine noise hits both sides; each run is a fresh child
+process so its peak RSS is its own. Reported per side (medians): real (non-pad) trained
+tokens/s, peak RSS, and the loss of the trained model on a fixed held-out set (same
+loss function for both: mean cross-entropy over assistant tokens).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "examples" / "demo"
+LORA = dict(r=16, alpha=32)
+LR, BATCH, SEED = 1e-3, 8, 42
+
+
+# ----------------------------------------------------------------------------- data
+def demo_rows() -> list[list[dict]]:
+    return [json.loads(l)["messages"] for l in (DEMO / "train.jsonl").read_text().splitlines()]
+
+
+def synthetic_rows(n: int = 240, seed: int = 0) -> list[list[dict]]:
+    """Longer, more varied chats: handbook passages as context, a question, a long or short answer."""
+    rng = random.Random(seed)
+    paras = [json.loads(l)["text"] for l in (DEMO / "handbook.jsonl").read_text().splitlines()]
+    base = demo_rows()
+    out = []
+    for i in range(n):
+        msgs = base[rng.randrange(len(base))]
+        ctx = " ".join(rng.sample(paras, rng.randint(0, 4)))
+        q = (f"Context:\n{ctx}\n\nQuestion: " if ctx else "") + msgs[0]["content"]
+        a = msgs[1]["content"] + (" " + " ".join(rng.sample(paras, rng.randint(1, 2))) if rng.random() < 0.4 else "")
+        out.append([{"role": "user", "content": q}, {"role": "assistant", "content": a}])
+    return out
+
+
+DATASETS = {"demo": demo_rows, "synthetic": synthetic_rows}
+
+
+# ----------------------------------------------------------------------------- sides
+def held_out_loss(model, tok, rows) -> float:
+    from tuneforge.evaluate.metrics import mean_loss
+
+    return mean_loss(model, tok, [{"messages": m} for m in rows])["loss"]
+
+
+def side_trl(rows, steps, workdir, model_path):
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    tok = AutoTokenizer.from_pretrained(model_path)
+    # prompt/completion conversational rows: TRL then trains on the completion only, as tuneforge does
+    ds = Dataset.from_list([{"prompt": m[:-1], "completion": m[-1:]} for m in rows])
+    cfg = SFTConfig(output_dir=str(workdir), max_steps=steps, per_device_train_batch_size=BATCH, learning_rate=LR,
+                    lr_scheduler_type="cosine", warmup_steps=0.05, seed=SEED, report_to="none", logging_steps=1,
+                    save_strategy="no", use_cpu=True, disable_tqdm=True)
+    lora = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], target_modules="all-linear", task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model_path, args=cfg, train_dataset=ds, processing_class=tok, peft_config=lora)
+    counted = {"tokens": 0}
+    inner = trainer.data_collator
+
+    def counting(features):
+        batch = inner(features)
+        mask = batch.get("attention_mask")
+        counted["tokens"] += int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
+        return batch
+
+    trainer.data_collator = counting
+    t0 = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - t0
+    return trainer.model, tok, counted["tokens"], seconds
+
+
+def side_tuneforge(rows, steps, workdir, model_path, overrides=()):
+    from tuneforge.model.load import load_trained
+    from tuneforge.pipeline import prepare_stage
+    from tuneforge.recipe import load_recipe
+    from tuneforge.train.sft import train
+
+    data = Path(workdir) / "train.jsonl"
+    data.write_text("".join(json.dumps({"messages": m}) + "\n" for m in rows))
+    recipe = load_recipe(None, [
+        f"name=bench", f"output_dir={workdir}/runs", f"model.base={model_path}", f"data.train={data}",
+        "data.validation_fraction=0", "data.test_fraction=0", "data.max_length=2048", f"strategy.r={LORA['r']}",
+        f"strategy.alpha={LORA['alpha']}", f"training.max_steps={steps}", f"training.batch_size={BATCH}",
+        f"training.learning_rate={LR}", "training.scheduler=cosine", "training.warmup_ratio=0.05",
+        f"training.seed={SEED}", "training.eval_strategy=no", "training.save_strategy=steps",
+        "training.save_steps=1000000", *overrides])
+    run, _ = prepare_stage(recipe)
+    info = train(run)
+    model, tok, _ = load_trained(run)
+    return model, tok, info["tokens_seen"], info["seconds"]
+
+
+def child(args) -> None:
+    from tuneforge.model.sources import resolve
+
+    os.environ["TQDM_DISABLE"] = "1"
+    rows = DATASETS[args.dataset]()
+    held_out = rows[:48]
+    model_path = resolve("smollm2-135m-instruct").path
+    with tempfile.TemporaryDirectory() as work:
+        fn = side_trl if args.side == "trl" else side_tuneforge
+        extra = (args.override or []) if args.side == "tuneforge" else None
+        model, tok, tokens, seconds = fn(rows, args.steps, work, model_path, *([extra] if extra is not None else []))
+        loss = held_out_loss(model, tok, held_out)
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps({"side": args.side, "dataset": args.dataset, "tokens": tokens, "seconds": seconds,
+                                  "tokens_per_s": tokens / seconds, "peak_rss_mb": rss_mb, "held_out_loss": loss}))
+
+
+# ----------------------------------------------------------------------------- parent
+def roofline(tokens_per_s: float, mean_len: float, label_frac: float) -> dict:
+    """LoRA training FLOPs per token ≈ 4·N_linear + 4·V·d·f + attention (see issue #7), vs 850 GFLOP/s bf16."""
+    n_linear, vocab, d, layers = 106.2e6, 49152, 576, 30
+    attn = 4 * layers * mean_len * d * 3 / 2  # QK^T and AV, fwd+bwd (×3), causal half
+    flops = 4 * n_linear + 4 * vocab * d * label_frac + attn
+    peak = 850e9
+    return {"flops_per_token": flops, "roofline_tok_s": peak / flops, "share": tokens_per_s * flops / peak,
+            "formula": "4*N_linear + 4*V*d*f + 6*L*T*d (attn, causal)",
+            "inputs": {"N_linear": n_linear, "V": vocab, "d": d, "f": round(label_frac, 3), "T": round(mean_len, 1),
+                       "L": layers, "peak_bf16_flops": peak}}
+
+
+def data_stats(name: str) -> tuple[float, float]:
+    from tuneforge.data.template import tokenize_messages
+    from tuneforge.model.load import load_tokenizer
+    from tuneforge.model.sources import resolve
+
+    tok = load_tokenizer(resolve("smollm2-135m-instruct").path)
+    enc = [tokenize_messages(tok, m) for m in DATASETS[name]()]
+    total = sum(len(e["input_ids"]) for e in enc)
+    labels = sum(sum(1 for x in e["labels"] if x != -100) for e in enc)
+    return total / len(enc), labels / total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--datasets", default="demo,synthetic")
+    ap.add_argument("--sides", default="trl,tuneforge")
+    ap.add_argument("--override", action="append", help="tuneforge recipe override for this bench (repeatable)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_throughput.json"))
+    ap.add_argument("--side", help=argparse.SUPPRESS)
+    ap.add_argument("--dataset", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.side:
+        return child(args)
+    results: list[dict] = []
+    for ds in args.datasets.split(","):
+        for rep in range(args.repeats):
+            for side in args.sides.split(","):
+                cmd = [sys.executable, __file__, "--side", side, "--dataset", ds, "--steps", str(args.steps)]
+                for o in args.override or []:
+                    cmd += ["--override", o]
+                out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+                line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
+                if line is None:
+                    sys.stderr.write(out.stdout[-3000:] + out.stderr[-3000:])
+                    raise SystemExit(f"{side}/{ds} failed")
+                res = json.loads(line[7:])
+                res["repeat"] = rep
+                results.append(res)
+                print(f"{ds:10s} rep {rep} {side:10s} {res['tokens_per_s']:7.1f} tok/s  rss {res['peak_rss_mb']:6.0f} MB"
+                      f"  held-out loss {res['held_out_loss']:.4f}", flush=True)
+    summary = {}
+    for ds in args.datasets.split(","):
+        mean_len, label_frac = data_stats(ds)
+        per = {}
+        for side in args.sides.split(","):
+            rs = [r for r in results if r["dataset"] == ds and r["side"] == side]
+            per[side] = {k: statistics.median(r[k] for r in rs) for k in ("tokens_per_s", "peak_rss_mb", "held_out_loss")}
+        if "trl" in per and "tuneforge" in per:
+            t, p = per["tuneforge"], per["trl"]
+            per["ratio"] = {"speed": t["tokens_per_s"] / p["tokens_per_s"], "rss": t["peak_rss_mb"] / p["peak_rss_mb"],
+                            "loss_diff_pct": 100 * (t["held_out_loss"] - p["held_out_loss"]) / p["held_out_loss"]}
+        if "tuneforge" in per:
+            per["roofline"] = roofline(per["tuneforge"]["tokens_per_s"], mean_len, label_frac)
+        summary[ds] = per
+    out = {"steps": args.steps, "repeats": args.repeats, "batch": BATCH, "lr": LR, "overrides": args.override,
+           "summary": summary, "runs": results}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2))
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

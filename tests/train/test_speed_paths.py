@@ -1,0 +1,112 @@
+"""Correctness of the fast training paths: packing isolation, label-only logits, bf16 parity."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tuneforge.data.template import tokenize_messages
+from tuneforge.train.collator import PackedCollator, PadCollator
+from tuneforge.train.loss import label_positions_loss
+
+CONVS = [
+    [{"role": "user", "content": "What does the Driftmop V4 cost?"}, {"role": "assistant", "content": "It costs $1,379."}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Who founded Quorvalen?"},
+     {"role": "assistant", "content": "Ansel Prideaux and Juno Castellane founded it in a garage."}],
+    [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! How can I help you today?"}],
+]
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    m = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa")
+    m.eval()
+    return m
+
+
+@pytest.fixture(scope="module")
+def feats(tiny_tokenizer):
+    return [tokenize_messages(tiny_tokenizer, c) for c in CONVS]
+
+
+def reference_loss(model, feats) -> tuple[float, int]:
+    """Each example alone, full logits, HF's own loss: the ground truth."""
+    total, n = 0.0, 0
+    for f in feats:
+        ids, labels = torch.tensor([f["input_ids"]]), torch.tensor([f["labels"]])
+        count = int((labels[:, 1:] != -100).sum())
+        with torch.no_grad():
+            total += model(input_ids=ids, labels=labels).loss.item() * count
+        n += count
+    return total, n
+
+
+def test_packed_loss_equals_separate_examples(model, feats):
+    ref, n_ref = reference_loss(model, feats)
+    batch = PackedCollator()(feats)
+    assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch
+    labels = batch.pop("labels")
+    with torch.no_grad():
+        loss, n, _ = label_positions_loss(model, batch, labels)
+    assert n == n_ref
+    assert loss.item() == pytest.approx(ref, rel=1e-5)
+
+
+def test_packed_examples_do_not_attend_to_each_other(model, feats):
+    """Changing the first example must not change any logit of the second."""
+    def logits_of_second(first_ids):
+        fs = [{**feats[0], "input_ids": first_ids}, feats[1]]
+        b = PackedCollator()(fs)
+        b.pop("labels")
+        with torch.no_grad():
+            out = model(**b).logits[0]
+        return out[len(first_ids):]
+
+    a = logits_of_second(feats[0]["input_ids"])
+    b = logits_of_second([5] * len(feats[0]["input_ids"]))
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_padded_label_only_loss_equals_full_logits(model, feats, tiny_tokenizer):
+    ref, n_ref = reference_loss(model, feats)
+    batch = PadCollator(tiny_tokenizer.pad_token_id)(feats)
+    labels = batch.pop("labels")
+    with torch.no_grad():
+        loss, n, out = label_positions_loss(model, batch, labels)
+        full = model(**batch).logits
+    assert n == n_ref and loss.item() == pytest.approx(ref, rel=1e-5)
+    assert out.logits.shape[1] < full.shape[1]  # the head really ran on fewer positions
+
+
+def test_bf16_autocast_loss_parity(model, feats):
+    """bf16 matmuls with fp32 weights: loss within 1% of fp32 (the stated tolerance)."""
+    batch = PackedCollator()(feats)
+    labels = batch.pop("labels")
+    with torch.no_grad():
+        fp32, n, _ = label_positions_loss(model, batch, labels)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16, _, _ = label_positions_loss(model, batch, labels)
+    assert abs(bf16.item() - fp32.item()) / fp32.item() < 0.01
+
+
+def test_training_with_fast_paths_matches_plain_path(tmp_path, tiny_model_dir, demo_subset):
+    """Same recipe trained with and without packing/label-only logits ends at the same loss."""
+    from conftest import tiny_recipe
+    from tuneforge.evaluate.metrics import mean_loss
+    from tuneforge.io import read_jsonl
+    from tuneforge.model.load import load_trained
+    from tuneforge.pipeline import prepare_stage
+    from tuneforge.train.sft import train
+
+    losses = {}
+    for name, fast in (("fast", True), ("plain", False)):
+        r = tiny_recipe(tmp_path, tiny_model_dir, demo_subset, name=name,
+                        training={"packing": fast, "logits_at_labels_only": fast, "group_by_length": False,
+                                  "max_steps": 6, "eval_strategy": "no"})
+        run, _ = prepare_stage(r)
+        train(run)
+        model, tok, _ = load_trained(run)
+        losses[name] = mean_loss(model, tok, read_jsonl(run.split_file("train")))["loss"]
+    assert losses["fast"] == pytest.approx(losses["plain"], rel=0.01)

@@ -100,7 +100,7 @@ def side_tuneforge(rows, steps, workdir, model_path, overrides=()):
     data = Path(workdir) / "train.jsonl"
     data.write_text("".join(json.dumps({"messages": m}) + "\n" for m in rows))
     recipe = load_recipe(None, [
-        f"name=bench", f"output_dir={workdir}/runs", f"model.base={model_path}", f"data.train={data}",
+        "name=bench", f"output_dir={workdir}/runs", f"model.base={model_path}", f"data.train={data}",
         "data.validation_fraction=0", "data.test_fraction=0", "data.max_length=2048", f"strategy.r={LORA['r']}",
         f"strategy.alpha={LORA['alpha']}", f"training.max_steps={steps}", f"training.batch_size={BATCH}",
         f"training.learning_rate={LR}", "training.scheduler=cosine", "training.warmup_ratio=0.05",

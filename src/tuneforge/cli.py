@@ -17,8 +17,10 @@ recipe_app = typer.Typer(no_args_is_help=True, help="Validate and explain recipe
 data_app = typer.Typer(no_args_is_help=True, help="Inspect data files.")
 app.add_typer(recipe_app, name="recipe")
 app.add_typer(data_app, name="data")
+review_app = typer.Typer(no_args_is_help=True, help="Blind human A/B review of two runs' answers.")
+app.add_typer(review_app, name="review")
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
@@ -30,9 +32,10 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from .model.strategies import StrategyError
     from .recipe import RecipeError
     from .train.sft import ResumeError
+    from .evaluate.gates import GatesFailed
 
     return (RecipeError, DataValidationError, DataFileError, TemplateError, ModelSourceError, StrategyError,
-            ExportMismatch, ResumeError, FileNotFoundError, FileExistsError)
+            ExportMismatch, ResumeError, FileNotFoundError, FileExistsError, GatesFailed)
 
 
 def _fail(exc: BaseException) -> None:
@@ -114,13 +117,87 @@ def train(run_dir: Path = typer.Argument(..., help="Run directory."),
 
 @app.command()
 def evaluate(run_dir: Path = typer.Argument(..., help="Run directory."),
-             base: bool = typer.Option(True, "--base/--no-base", help="Also evaluate the base model.")):
-    """Stage 5: base vs tuned on the held-out test set; writes eval/report.md."""
+             base: bool = typer.Option(True, "--base/--no-base", help="Also evaluate the base model."),
+             compare: Optional[Path] = typer.Option(None, "--compare", help="Another run to compare with, side by side.")):
+    """Stage 5: every suite, base vs tuned; writes eval/report.md; exits 1 when a gate is unmet."""
+    from .evaluate.compare import compare_runs
     from .evaluate.runner import evaluate as _evaluate
 
-    report = _guard(_evaluate, _run_dir(run_dir), None, base)
+    run_ = _run_dir(run_dir)
+    other = _run_dir(compare) if compare is not None else None
+    report = _guard(_evaluate, run_, None, base, False)
     console.print((Path(run_dir) / "eval" / "report.md").read_text())
+    if other is not None:
+        if not (other.eval_dir / "report.json").is_file():  # evaluate the other run once, with its own recipe
+            _guard(_evaluate, other, None, None, False)
+        res = _guard(compare_runs, run_.path, other.path)
+        console.print((run_.eval_dir / f"compare-{other.path.name}.md").read_text())
+        console.print(f"comparison: {run_.eval_dir / f'compare-{other.path.name}.json'} "
+                      f"({len(res['examples']['a_only'])} right only in A, {len(res['examples']['b_only'])} only in B)")
+    gates = report.get("gates")
+    if gates and not gates["passed"]:
+        unmet = [r["text"] for r in gates["results"] if not r["passed"]]
+        err.print(f"[bold red]rejected:[/] unmet gate(s): {'; '.join(unmet)} — manifest status is 'rejected'",
+                  markup=True, highlight=False)
+        raise typer.Exit(code=1)
     return report
+
+
+@review_app.command("export")
+def review_export(run_a: Path = typer.Argument(..., help="Run A (its tuned answers)."),
+                  run_b: str = typer.Argument(..., help="Run B, or 'base' for run A's base-model answers."),
+                  out: Path = typer.Option(..., "--out", "-o", help="Folder for index.html, items.csv, key.json."),
+                  seed: int = typer.Option(0, help="Seed of the side randomisation and item order."),
+                  suite: Optional[List[str]] = typer.Option(None, help="Suites to include (default: task)."),
+                  limit: Optional[int] = typer.Option(None, help="At most this many items.")):
+    """Write a blind A/B review page (self-contained HTML) and a CSV of two runs' answers."""
+    from .evaluate.review import export_review
+
+    try:
+        res = _guard(export_review, run_a, run_b, out, seed, tuple(suite or ["task"]), limit)
+    except ValueError as exc:
+        _fail(exc)
+    console.print(f"{res['items']} items ({res['identical_skipped']} identical answers skipped) → {out}/index.html")
+    console.print(f"Raters open index.html and press 'Download ratings'; keep {out}/key.json to unblind.")
+
+
+@review_app.command("import")
+def review_import(ratings: List[Path] = typer.Argument(..., help="Ratings files (downloaded JSON or filled items.csv)."),
+                  key: Path = typer.Option(..., "--key", "-k", help="key.json written by `review export`."),
+                  out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the result as JSON.")):
+    """Unblind ratings and report A's win rate with a 95% Wilson confidence interval."""
+    from .evaluate.review import import_ratings, render_result
+    from .io import atomic_write_json
+
+    try:
+        res = _guard(import_ratings, ratings, key)
+    except ValueError as exc:
+        _fail(exc)
+    console.print(render_result(res))
+    if out is not None:
+        atomic_write_json(out, res)
+
+
+@review_app.command("judge")
+def review_judge(run_a: Path = typer.Argument(..., help="Run A (its tuned answers)."),
+                 run_b: str = typer.Argument(..., help="Run B, or 'base' for run A's base-model answers."),
+                 endpoint: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL of the judge."),
+                 model: str = typer.Option("judge", help="Model name sent to the endpoint."),
+                 local: Optional[Path] = typer.Option(None, help="Local judge: a model folder or a run directory."),
+                 suite: Optional[List[str]] = typer.Option(None, help="Suites to judge (default: task)."),
+                 limit: Optional[int] = typer.Option(None, help="At most this many pairs.")):
+    """LLM-as-judge: every pair judged in both orders; A's win rate with a 95% Wilson interval."""
+    from .evaluate.judge import judge_runs, local_judge, openai_judge
+
+    if (endpoint is None) == (local is None):
+        _fail(ValueError("give exactly one judge: --endpoint URL (OpenAI-compatible) or --local PATH"))
+    judge = openai_judge(endpoint, model) if endpoint else _guard(local_judge, local)
+    res = _guard(judge_runs, run_a, run_b, judge, tuple(suite or ["task"]), limit, endpoint or str(local))
+    lo, hi = res["ci95"]
+    rate = "-" if res["win_rate_a"] is None else f"{100 * res['win_rate_a']:.1f}%"
+    console.print(f"A wins {res['wins_a']}, B wins {res['wins_b']}, ties {res['ties']} "
+                  f"({res['inconsistent']} order-inconsistent verdicts counted as ties); "
+                  f"A win rate {rate} (95% CI {100 * lo:.1f}–{100 * hi:.1f}%)")
 
 
 @app.command()
@@ -171,14 +248,32 @@ def recipe_explain():
 def data_inspect(path: Path = typer.Argument(..., help="Data file (JSONL, JSON, CSV, Parquet)."),
                  format: str = typer.Option("auto", help="Row format (default: detect)."),
                  model: str = typer.Option("smollm2-135m-instruct", help="Tokenizer for token statistics."),
-                 no_tokens: bool = typer.Option(False, "--no-tokens", help="Skip token statistics.")):
+                 no_tokens: bool = typer.Option(False, "--no-tokens", help="Skip token statistics."),
+                 max_length: int = typer.Option(512, help="Longest example in tokens (rows over it are counted).")):
     """Format, row count, token statistics and every problem found in a data file."""
     from .data.inspect import inspect_file
 
-    report = _guard(inspect_file, path, format, None if no_tokens else model)
+    report = _guard(inspect_file, path, format, None if no_tokens else model, max_length)
     print(report["text"])
     if report["problems"]:
         raise typer.Exit(code=1)
+
+
+@data_app.command("redact")
+def data_redact(path: Path = typer.Argument(..., help="Data file (JSONL, JSON, CSV, Parquet)."),
+                output: Path = typer.Option(..., "--output", "-o", help="Where to write the redacted copy (same format)."),
+                types: Optional[List[str]] = typer.Option(None, "--type", help="Entity type to redact (repeatable; default all)."),
+                allow: Optional[List[str]] = typer.Option(None, "--allow", help="A string never to redact (repeatable).")):
+    """Replace emails, phones, cards, IBANs, IPs, SSNs, secrets and names with <TYPE> placeholders."""
+    from .data.pii import TYPES
+    from .data.redact import redact_file
+
+    bad = [t for t in types or [] if t.upper() not in TYPES]
+    if bad:
+        _fail(ValueError(f"unknown --type {bad[0]!r}; use one of {', '.join(TYPES)}"))
+    report = _guard(redact_file, path, output, [t.upper() for t in types] if types else TYPES, allow or [])
+    found = ", ".join(f"{t} {n}" for t, n in report["counts"].items()) or "nothing"
+    console.print(f"redacted {found} in {report['rows_changed']} row(s) → {output}")
 
 
 def main() -> None:  # pragma: no cover

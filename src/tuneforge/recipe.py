@@ -48,8 +48,12 @@ class DataConfig(_Section):
     train: str = Field("examples/demo/train.jsonl", description="Training data file (JSONL, JSON, CSV or Parquet).")
     validation: Optional[str] = Field(None, description="Validation file; if unset, split off the training data.")
     test: Optional[str] = Field(None, description="Held-out test file; if unset, split off the training data.")
-    format: Literal["auto", "messages", "alpaca", "sharegpt", "prompt_completion"] = Field(
+    format: Literal["auto", "messages", "alpaca", "sharegpt", "prompt_completion", "preference", "openai_preference",
+                    "kto", "classification", "text"] = Field(
         "auto", description="Row format; 'auto' detects it from the keys of the rows."
+    )
+    fields: dict[str, str] = Field(
+        default_factory=dict, description="Column mapping {expected: yours}, e.g. {prompt: question, completion: answer}."
     )
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of training rows held out for validation.")
     test_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of training rows held out for test (no test file).")
@@ -63,6 +67,35 @@ class DataConfig(_Section):
     max_drop_fraction: float = Field(
         0.2, ge=0.0, le=1.0, description="Fail when more than this share of rows is invalid, even with on_error=drop."
     )
+    unicode_form: Literal["NFC", "NFKC", "none"] = Field(
+        "NFC", description="Unicode normalisation of message text (NFKC also folds ligatures, full-width, superscripts)."
+    )
+    strip_html: bool = Field(False, description="Remove HTML tags and unescape entities in message text.")
+    min_chars: int = Field(0, ge=0, description="Drop rows whose messages hold fewer characters than this.")
+    max_chars: Optional[int] = Field(None, gt=0, description="Drop rows whose messages hold more characters than this.")
+    min_tokens: int = Field(0, ge=0, description="Drop rows shorter than this many tokens (after the chat template).")
+    max_repeated_line_fraction: float = Field(
+        0.5, ge=0.0, le=1.0, description="Drop rows where a message repeats more than this share of its lines."
+    )
+    max_char_run: int = Field(64, gt=1, description="Drop rows where one character repeats this many times in a row.")
+    # 'report' by default: support data often holds contact details the model must learn (a
+    # company's own phone or email), and the name heuristic is imprecise, so tuneforge never
+    # rewrites training data unasked; the data card and a warning show what was found.
+    pii: Literal["redact", "drop", "report", "off"] = Field(
+        "report", description="Personal data: redact (typed placeholders), drop the row, only report it, or skip."
+    )
+    pii_types: list[Literal["EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "IP_ADDRESS", "SSN", "SECRET", "PERSON"]] = Field(
+        default_factory=lambda: ["EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "IP_ADDRESS", "SSN", "SECRET", "PERSON"],
+        description="Entity types the pii policy acts on.",
+    )
+    pii_allow: list[str] = Field(default_factory=list, description="Strings never treated as PII (e.g. your support email).")
+    dedup: Literal["near", "exact", "off"] = Field(
+        "near", description="Remove duplicate training rows: exact (normalised text) or also near-duplicates (MinHash)."
+    )
+    dedup_threshold: float = Field(0.8, gt=0.0, le=1.0, description="Similarity (Jaccard of character 3-grams) at which rows are near-duplicates.")
+    leak_check: bool = Field(True, description="Remove training rows that validation/test rows (near-)copy.")
+    leak_threshold: float = Field(0.8, gt=0.0, le=1.0, description="Similarity at which a validation/test row counts as a leak.")
+    plots: bool = Field(True, description="Render data-card plots (length histograms, label distribution).")
 
 
 class StrategyConfig(_Section):
@@ -114,6 +147,12 @@ class TrainingConfig(_Section):
     group_by_length: bool = Field(True, description="Without packing: batch examples of similar length (less padding).")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
     threads: Optional[int] = Field(None, gt=0, description="torch CPU threads (default: all cores).")
+
+    @field_validator("eval_strategy", mode="before")
+    @classmethod
+    def _yaml_no(cls, v: object) -> object:
+        # YAML 1.1 reads a bare `no` as false; `eval_strategy: no` means the string here
+        return "no" if v is False else v
 
     @field_validator("max_steps")
     @classmethod

@@ -17,7 +17,7 @@ def test_detect_each_format(row, fmt):
 def test_detect_majority_and_unknown():
     rows = [{"prompt": "a", "completion": "b"}] * 3 + [{"messages": []}]
     assert detect_format(rows) == "prompt_completion"
-    assert detect_format([{"text": "x"}, [1, 2]]) is None
+    assert detect_format([{"body": "x"}, [1, 2]]) is None
 
 
 def test_alpaca_input_joined_and_system_kept():

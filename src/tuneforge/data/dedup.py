@@ -1,11 +1,12 @@
 """Exact and near-duplicate detection (MinHash LSH, verified by exact Jaccard) and split leaks.
 
-Texts are compared as sets of character 5-grams of their normalised form (NFKC, case-folded,
-punctuation and extra whitespace removed). Near-verbatim copies (a typo, a changed word,
-different punctuation) score well above 0.8; paraphrases of the same fact ("What is the app
+Texts are normalised (NFKC, case-folded, punctuation and extra whitespace removed) and
+compared as sets of character 3-grams. MinHash LSH proposes candidate pairs cheaply; each
+candidate is verified with the exact Jaccard of its prompt and of the whole row (both must
+pass), so a reported duplicate is never a hashing accident. Near-verbatim copies (a typo,
+different punctuation, a few added words) score above 0.8; paraphrases of the same fact ("What is the app
 called?" vs "Which app do I install?") score far below, so they are neither removed nor
-counted as leaks. MinHash LSH only proposes candidate pairs; every reported pair is
-checked with its exact Jaccard, so a reported duplicate is never a hashing accident.
+counted as leaks, even when they share the same canonical answer.
 
 >>> round(jaccard(shingles("The app is called Hearthlink."), shingles("the app is called  Hearthlink")), 2)
 1.0
@@ -21,14 +22,19 @@ from typing import Iterable
 
 import numpy as np
 
-SHINGLE = 5
+# character 3-grams: on short support questions one typo still scores >= 0.85, while the
+# demo's paraphrases of the same fact stay <= 0.76 (measured; 5-grams gave 0.74 for a typo)
+SHINGLE = 3
 NUM_PERM = 128
 _PRIME = (1 << 31) - 1
 
 
 def normalise_text(text: str) -> str:
-    """>>> normalise_text("  Héllo,\\tWORLD!! ")
-    'héllo world'"""
+    """Case-folded NFKC text without punctuation or extra whitespace.
+
+    >>> normalise_text("  Héllo,\\tWORLD!! ")
+    'héllo world'
+    """
     text = unicodedata.normalize("NFKC", text).casefold()
     text = re.sub(r"[^\w\s]", " ", text)
     return re.sub(r"\s+", " ", text).strip()
@@ -100,14 +106,22 @@ class MinHashLSH:
         return out
 
 
-RowShingles = tuple[frozenset, frozenset, bool]  # (prompt, whole conversation, has an answer)
+RowShingles = tuple[frozenset, frozenset, bool, str]  # (prompt, whole row, has an answer, label)
+
+
+def identity_text(row: dict) -> str:
+    """Everything that makes a row what it is: the conversation, plus a rejected answer
+    (preference data) — two rows differing only there are different training signals."""
+    rejected = row.get("rejected")
+    extra = "\n".join(m.get("content") or "" for m in rejected if isinstance(m, dict)) if isinstance(rejected, list) else ""
+    return row_text(row) + ("\n" + extra if extra else "")
 
 
 def row_shingles(row: dict) -> RowShingles:
-    """Shingles of the prompt (user turns; the whole text when there are none) and of the conversation."""
-    full = shingles(row_text(row))
-    prompt = shingles(row_text(row, ("user",))) or full
-    return prompt, full, is_answered(row)
+    """Shingles of the prompt (user turns; the whole text when there are none) and of the whole row."""
+    full_text = identity_text(row)
+    prompt_text = row_text(row, ("user",)) or full_text
+    return shingles(prompt_text), shingles(full_text), is_answered(row), str(row.get("label", ""))
 
 
 def row_similarity(a: RowShingles, b: RowShingles) -> float:
@@ -116,6 +130,8 @@ def row_similarity(a: RowShingles, b: RowShingles) -> float:
     Taking the minimum keeps paraphrased questions with the same canonical answer apart:
     their shared answer lifts the conversation similarity, but their prompts differ.
     """
+    if a[3] != b[3]:
+        return 0.0  # a desirable and an undesirable answer (KTO) are a contrast, not a copy
     sim = jaccard(a[0], b[0])
     if a[2] and b[2]:
         sim = min(sim, jaccard(a[1], b[1]))
@@ -136,7 +152,7 @@ def near_duplicate_pairs(rows: list[dict], threshold: float) -> list[tuple[int, 
     return pairs
 
 
-def dedup_rows(rows: list[dict], mode: str = "near", threshold: float = 0.85) -> tuple[list[dict], dict]:
+def dedup_rows(rows: list[dict], mode: str = "near", threshold: float = 0.8) -> tuple[list[dict], dict]:
     """Drop exact (normalised) and, with mode='near', near-duplicate rows; the first one is kept.
 
     >>> r = lambda q: {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "ok"}]}
@@ -150,7 +166,7 @@ def dedup_rows(rows: list[dict], mode: str = "near", threshold: float = 0.85) ->
     seen: dict[str, int] = {}
     drop: set[int] = set()
     for i, r in enumerate(rows):
-        key = hashlib.sha256(normalise_text(row_text(r)).encode()).hexdigest()
+        key = hashlib.sha256(f"{r.get('label', '')}\x00{normalise_text(identity_text(r))}".encode()).hexdigest()
         if key in seen:
             drop.add(i)
             report["exact"] += 1
@@ -176,7 +192,7 @@ def _note(report: dict, rows: list[dict], kept: int, dropped: int, sim: float, k
                                 "similarity": sim, "kind": kind})
 
 
-def find_leaks(train: list[dict], other: list[dict], threshold: float = 0.85) -> list[dict]:
+def find_leaks(train: list[dict], other: list[dict], threshold: float = 0.8) -> list[dict]:
     """Rows of `other` (validation/test) that (near-)copy a training row.
 
     Uses `row_similarity`: a question-only test row leaks when its prompt copies a training

@@ -41,8 +41,11 @@ class Entity:
 
 
 def is_luhn_valid(digits: str) -> bool:
-    """>>> is_luhn_valid("4111111111111111"), is_luhn_valid("4111111111111112")
-    (True, False)"""
+    """The Luhn checksum every payment card number carries.
+
+    >>> is_luhn_valid("4111111111111111"), is_luhn_valid("4111111111111112")
+    (True, False)
+    """
     if not digits.isdigit():
         return False
     total = 0
@@ -79,12 +82,15 @@ def is_iban_valid(iban: str) -> bool:
 
 
 def shannon_entropy(s: str) -> float:
-    """Bits per character. >>> round(shannon_entropy("aaaa"), 2)
-    0.0"""
+    """Bits per character.
+
+    >>> round(shannon_entropy("aaaa"), 2), round(shannon_entropy("abcd"), 2)
+    (0.0, 2.0)
+    """
     if not s:
         return 0.0
     counts = Counter(s)
-    return -sum(n / len(s) * math.log2(n / len(s)) for n in counts.values())
+    return sum(n / len(s) * math.log2(len(s) / n) for n in counts.values())
 
 
 def is_secret_like(value: str) -> bool:

@@ -1,13 +1,18 @@
-"""Stage 1 entry point: validated, split, length-checked data written into the run directory."""
+"""Stage 1 entry point: validated, cleaned, PII-screened, deduplicated, split, leak- and
+length-checked data written into the run directory with its data card."""
 
 from __future__ import annotations
 
 import statistics
-from typing import Any
+from typing import Any, Callable
 
 from ..io import atomic_write_json, atomic_write_jsonl, atomic_write_text, sha256_file
 from ..recipe import DataConfig
 from ..run import RunDir
+from .card import category_counts, render_card, suggested_epochs, write_plots
+from .clean import CleanConfig, clean_rows
+from .dedup import dedup_rows, remove_leaks
+from .pii import apply_pii_policy
 from .problems import Problem, summarise
 from .split import split_rows
 from .template import tokenize_messages
@@ -32,8 +37,9 @@ def token_stats(lengths: list[int]) -> dict[str, Any]:
 
 
 def length_check(rows: list[dict], tokenizer: Any, cfg: DataConfig, split: str) -> tuple[list[dict], dict]:
-    """Drop (and count) rows over max_length; never truncate. Also token statistics."""
-    kept, too_long, lengths, trained = [], [], [], []
+    """Drop (and count) rows over max_length or under min_tokens; never truncate. Also token statistics."""
+    kept, dropped, lengths, trained = [], [], [], []
+    min_tokens = getattr(cfg, "min_tokens", 0)
     for r in rows:
         if split == "test" and not any(m["role"] == "assistant" for m in r["messages"]):
             kept.append(r)  # questions only: nothing to train or measure loss on
@@ -41,75 +47,107 @@ def length_check(rows: list[dict], tokenizer: Any, cfg: DataConfig, split: str) 
         enc = tokenize_messages(tokenizer, r["messages"], cfg.train_on)
         n = len(enc["input_ids"])
         if n > cfg.max_length:
-            too_long.append(Problem(r.get("_line", 0), "too_long", "", f"{n} tokens > data.max_length={cfg.max_length}"))
+            dropped.append(Problem(r.get("_line", 0), "too_long", "", f"{n} tokens > data.max_length={cfg.max_length}"))
+            continue
+        if n < min_tokens:
+            dropped.append(Problem(r.get("_line", 0), "too_few_tokens", "", f"{n} tokens < data.min_tokens={min_tokens}"))
             continue
         n_trained = sum(1 for x in enc["labels"] if x != -100)
         if split != "test" and n_trained == 0:
-            too_long.append(Problem(r.get("_line", 0), "no_assistant_message", "", "no token carries loss"))
+            why = ("an undesirable (label false) KTO completion: SFT does not learn it" if r.get("label") is False
+                   else "no token carries loss")
+            dropped.append(Problem(r.get("_line", 0), "no_assistant_message", "", why))
             continue
         lengths.append(n)
         trained.append(n_trained)
         kept.append(r)
     stats = {"tokens": token_stats(lengths), "trained_tokens": sum(trained),
-             "dropped_too_long": sum(p.code == "too_long" for p in too_long), "problems": too_long}
+             "dropped_too_long": sum(p.code == "too_long" for p in dropped),
+             "dropped_too_short": sum(p.code == "too_few_tokens" for p in dropped),
+             "problems": dropped, "lengths": lengths}
     return kept, stats
 
 
 def _load(path: str, cfg: DataConfig, require_assistant: bool) -> LoadedData:
-    data = load_validated(path, cfg.format, require_assistant=require_assistant)
+    data = load_validated(path, cfg.format, require_assistant=require_assistant, fields=cfg.fields)
     enforce_policy(data, cfg.on_error, cfg.max_drop_fraction)
     data.rows = [maybe_add_system(r, cfg.system_prompt) for r in data.rows]
     return data
 
 
-def prepare(cfg: DataConfig, run: RunDir, tokenizer: Any) -> dict:
-    """Load, validate, split and length-check the data; write splits + data card into `run`."""
+def _clean_and_screen(data: LoadedData, cfg: DataConfig) -> dict:
+    """Clean text, drop junk rows, apply the PII policy; returns the source's card entries."""
+    rows, problems, changed = clean_rows(data.rows, CleanConfig.from_data_config(cfg))
+    rows, pii_report = apply_pii_policy(rows, cfg.pii, cfg.pii_types, cfg.pii_allow)
+    data.rows = rows
+    return {"cleaning": {"rows_changed": changed, "rows_dropped": len(problems), "problems": summarise(problems)},
+            "pii": pii_report}
+
+
+def prepare(cfg: DataConfig, run: RunDir, tokenizer: Any, log: Callable[[str], Any] | None = None) -> dict:
+    """Load, validate, clean, screen for PII, deduplicate, split, leak-check and length-check the
+    data; write the splits, data_card.{md,json} and plots into `run`."""
     loaded = {"train": _load(cfg.train, cfg, require_assistant=True)}
     for split in ("validation", "test"):
         path = getattr(cfg, split)
         if path:
             loaded[split] = _load(path, cfg, require_assistant=(split != "test"))
-    fractions = {s: getattr(cfg, f"{s}_fraction") for s in ("validation", "test") if s not in loaded}
-    parts = split_rows(loaded["train"].rows, fractions, cfg.seed)
-    for s in ("validation", "test"):
-        if s in loaded:
-            parts[s] = loaded[s].rows
     card: dict[str, Any] = {"sources": {}, "splits": {}, "seed": cfg.seed, "max_length": cfg.max_length,
                             "train_on": cfg.train_on}
     for name, data in loaded.items():
         card["sources"][name] = {"path": data.path, "format": data.format, "rows_valid": len(data.rows),
                                  "rows_invalid": len({p.line for p in data.problems}),
-                                 "problems": summarise(data.problems)}
-    hashes = {}
+                                 "problems": summarise(data.problems), **_clean_and_screen(data, cfg)}
+    train_rows, card["dedup"] = dedup_rows(loaded["train"].rows, cfg.dedup, cfg.dedup_threshold)
+    fractions = {s: getattr(cfg, f"{s}_fraction") for s in ("validation", "test") if s not in loaded}
+    parts = split_rows(train_rows, fractions, cfg.seed)
+    for s in ("validation", "test"):
+        if s in loaded:
+            parts[s] = loaded[s].rows
+    if cfg.leak_check:
+        parts, card["leaks"] = remove_leaks(parts, cfg.leak_threshold)
+    hashes, lengths = {}, {}
     for split in SPLITS:
         rows, stats = length_check(parts.get(split, []), tokenizer, cfg, split)
         if split == "train" and not rows:
-            raise ValueError(f"{cfg.train}: no training rows left after length checks (max_length={cfg.max_length})")
+            raise ValueError(f"{cfg.train}: no training rows left after cleaning, deduplication and length checks "
+                             f"(see {run.data_dir / 'data_card.json'}; max_length={cfg.max_length})")
+        lengths[split] = stats.pop("lengths")
         stats["problems"] = summarise(stats["problems"])
         card["splits"][split] = {"rows": len(rows), **stats}
+        if split == "train":
+            card["categories"] = category_counts(rows)
         path = atomic_write_jsonl(run.split_file(split), rows)
         hashes[split] = sha256_file(path)
+    train = card["splits"]["train"]
+    card["estimate"] = {"train_examples": train["rows"], "train_tokens": train["tokens"].get("total", 0),
+                        "trained_tokens": train["trained_tokens"], "suggested_epochs": suggested_epochs(train["rows"])}
     card["sha256"] = hashes
+    card["plots"] = write_plots(run.data_dir, lengths, cfg.max_length, card["categories"]) if cfg.plots else []
     atomic_write_json(run.data_dir / "data_card.json", card)
     atomic_write_text(run.data_dir / "data_card.md", render_card(card))
     run.update_manifest(data=hashes)
+    for line in warnings(card):
+        (log or _warn)(line)
     return card
 
 
-def render_card(card: dict) -> str:
-    lines = ["# Data card", ""]
+def _warn(line: str) -> None:
+    import sys
+
+    print(f"warning: {line}", file=sys.stderr)
+
+
+def warnings(card: dict) -> list[str]:
+    """What a user should not miss before training (also in the data card)."""
+    out = []
     for name, src in card["sources"].items():
-        lines += [f"## Source: {name}", f"- file: `{src['path']}`", f"- format: {src['format']}",
-                  f"- valid rows: {src['rows_valid']}, invalid rows: {src['rows_invalid']}"]
-        for code, n in src["problems"]["counts"].items():
-            ex = src["problems"]["examples"][code][0]
-            lines.append(f"  - {code}: {n} (first: line {ex['line']} {ex['field']} — {ex['reason']})")
-        lines.append("")
-    lines += ["## Splits", "", "| split | rows | tokens (mean / max) | trained tokens | dropped too long |",
-              "|---|---|---|---|---|"]
-    for split, s in card["splits"].items():
-        t = s["tokens"]
-        lines.append(f"| {split} | {s['rows']} | {t.get('mean', '-')} / {t.get('max', '-')} | "
-                     f"{s['trained_tokens']} | {s['dropped_too_long']} |")
-    lines += ["", f"Split seed {card['seed']}; max_length {card['max_length']}; loss on: {card['train_on']}.", ""]
-    return "\n".join(lines)
+        pii = src.get("pii", {})
+        if pii.get("policy") == "report" and pii.get("counts"):
+            found = ", ".join(f"{t} {n}" for t, n in pii["counts"].items())
+            out.append(f"{name}: personal data found ({found}) and left in place — set data.pii=redact or drop "
+                       f"to keep it out of the weights (data.pii_allow lists strings that are fine)")
+    lk = card.get("leaks", {})
+    if lk.get("removed_from_train"):
+        out.append(f"{lk['removed_from_train']} training row(s) copied validation/test rows and were removed")
+    return out

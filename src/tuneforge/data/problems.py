@@ -12,7 +12,9 @@ FIXES = {
     "nul_byte": "remove NUL (\\x00) bytes from the line",
     "line_too_long": "split or shorten the example; lines above the size cap are refused",
     "not_an_object": "each row must be a JSON object like {\"messages\": [...]}",
-    "unknown_format": "use messages, alpaca (instruction/output), sharegpt (conversations) or prompt/completion keys, or set data.format",
+    "unknown_format": ("use messages, alpaca (instruction/output), sharegpt (conversations), prompt/completion, "
+                       "prompt/chosen/rejected, input/preferred_output/non_preferred_output, prompt/completion/label, "
+                       "text/label or text keys; set data.format, or map your columns with data.fields"),
     "missing_messages": "add a 'messages' list",
     "empty_messages": "add at least one user and one assistant message",
     "message_not_object": "each message must be an object with 'role' and 'content'",
@@ -27,6 +29,15 @@ FIXES = {
     "wrong_type": "use the type the format requires (text fields are strings)",
     "too_long": "shorten the example or raise data.max_length",
     "unreadable_row": "fix the row",
+    "too_short": "lengthen the example or lower data.min_chars",
+    "too_many_chars": "shorten the example or raise data.max_chars",
+    "too_few_tokens": "lengthen the example or lower data.min_tokens",
+    "repeated_lines": "remove the repeated lines (often a scraping or generation loop) or raise data.max_repeated_line_fraction",
+    "repeated_chars": "remove the character run (often a generation loop) or raise data.max_char_run",
+    "contains_pii": "remove the personal data, or set data.pii=redact to replace it with placeholders",
+    "missing_label": "give the row a 'label' (true/false for KTO, a class name for classification)",
+    "invalid_label": "KTO labels are true or false; classification labels are strings or integers",
+    "empty_text": "give the row non-empty 'text'",
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .formats import FORMATS, detect_format, normalise
+from .formats import FORMATS, apply_field_map, detect_format, normalise
 from .load import read_rows
 from .problems import Problem, RowError
 
@@ -30,9 +30,23 @@ class DataValidationError(ValueError):
         super().__init__(f"{path}: {why}\n{shown}{more}")
 
 
-def load_validated(path: str | Path, fmt: str = "auto", require_assistant: bool = True) -> LoadedData:
-    """Every row of `path`, normalised to messages; problems name line, field and fix."""
+def _user_field(field: str, fields: dict[str, str]) -> str:
+    """Name a problem's field by the user's own column when data.fields renamed it."""
+    head = field.split(".")[0].split("[")[0]
+    return field.replace(head, f"{fields[head]} (as {head})", 1) if head in fields else field
+
+
+def load_validated(path: str | Path, fmt: str = "auto", require_assistant: bool = True,
+                   fields: dict[str, str] | None = None) -> LoadedData:
+    """Every row of `path`, normalised to messages; problems name line, field and fix.
+
+    `fields` maps the names a format expects to the file's own columns ({"prompt": "question"}).
+    """
     raw, problems = read_rows(path)
+    fields = fields or {}
+    if fields:
+        for r in raw:
+            r.value = apply_field_map(r.value, fields)
     if fmt == "auto":
         detected = detect_format([r.value for r in raw])
         if detected is None:
@@ -49,7 +63,7 @@ def load_validated(path: str | Path, fmt: str = "auto", require_assistant: bool 
         try:
             norm = normalise(r.value, fmt, require_assistant=require_assistant)
         except RowError as exc:
-            problems.append(Problem(r.line, exc.code, exc.field, exc.reason))
+            problems.append(Problem(r.line, exc.code, _user_field(exc.field, fields), exc.reason))
             continue
         norm["_line"] = r.line
         rows.append(norm)

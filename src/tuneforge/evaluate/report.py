@@ -10,8 +10,11 @@ from .plots import plot_loss  # noqa: F401 (re-export: earlier code imported it 
 
 
 def pct(x: Any) -> str:
-    """>>> pct(0.125)
-    '12.5%'"""
+    """A fraction as a percentage.
+
+    >>> pct(0.125)
+    '12.5%'
+    """
     return "-" if not isinstance(x, (int, float)) else f"{100 * x:.1f}%"
 
 

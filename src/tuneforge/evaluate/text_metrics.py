@@ -40,8 +40,11 @@ def contains_all(output: str, expected: list[str]) -> bool:
 
 
 def exact_match(output: str, reference: str) -> bool:
-    """>>> exact_match("The answer.", "answer")
-    True"""
+    """Exact match after SQuAD normalisation.
+
+    >>> exact_match("The answer.", "answer")
+    True
+    """
     return normalise_answer(output) == normalise_answer(reference)
 
 
@@ -211,14 +214,20 @@ def json_validity(outputs: list[str], schema: dict | None = None) -> dict[str, A
 
 
 def words(text: str) -> list[str]:
-    """>>> words("Hello, World!")
-    ['hello', 'world']"""
+    """Lower-cased words without punctuation.
+
+    >>> words("Hello, World!")
+    ['hello', 'world']
+    """
     return text.lower().translate(_PUNCT).split()
 
 
 def ngrams(tokens: list[str], n: int) -> set[tuple[str, ...]]:
-    """>>> sorted(ngrams(["a", "b", "c"], 2))
-    [('a', 'b'), ('b', 'c')]"""
+    """The set of n-grams of a token list.
+
+    >>> sorted(ngrams(["a", "b", "c"], 2))
+    [('a', 'b'), ('b', 'c')]
+    """
     return {tuple(tokens[i: i + n]) for i in range(len(tokens) - n + 1)}
 
 

@@ -1,0 +1,97 @@
+"""PII detection: checksums, placeholders, policy, and measured precision/recall on the labelled corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tuneforge.data.pii import (PATTERN_TYPES, apply_pii_policy, find_pii, is_iban_valid, is_luhn_valid,
+                                redact_row, redact_text)
+from tuneforge.data.pii_eval import parse_line, read_corpus, score
+
+PII = Path(__file__).parents[1] / "assets" / "pii"
+
+
+def test_corpus_is_big_varied_and_its_numbers_are_valid():
+    corpus = read_corpus(PII / "corpus.txt")
+    assert len(corpus) >= 150
+    negatives = [t for t, gold in corpus if not gold]
+    assert len(negatives) >= 50  # hard negatives: order numbers, versions, dates, prices
+    for text, gold in corpus:
+        for typ, s, e in gold:
+            value = text[s:e]
+            if typ == "CREDIT_CARD":
+                assert is_luhn_valid("".join(c for c in value if c.isdigit())), value
+            if typ == "IBAN":
+                assert is_iban_valid(value), value
+
+
+def test_recall_and_precision_per_type_on_corpus():
+    result = score(read_corpus(PII / "corpus.txt"))["per_type"]
+    for typ in PATTERN_TYPES:
+        assert result[typ]["gold"] >= 14, typ
+        assert result[typ]["recall"] >= 0.95, (typ, result[typ])
+        assert result[typ]["precision"] >= 0.9, (typ, result[typ])
+    assert result["PERSON"]["recall"] >= 0.8 and result["PERSON"]["precision"] >= 0.8
+
+
+def test_heldout_sentences_never_tuned_on():
+    per = score(read_corpus(PII / "heldout.txt"))["per_type"]
+    gold = sum(per[t]["gold"] for t in PATTERN_TYPES)
+    found = sum(round(per[t]["recall"] * per[t]["gold"]) for t in PATTERN_TYPES)
+    assert found / gold >= 0.9
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("card 4111 1111 1111 1111 ok", "card <CREDIT_CARD> ok"),
+    ("ref 4111 1111 1111 1112 ok", "ref 4111 1111 1111 1112 ok"),  # Luhn fails: not a card
+    ("IBAN GB82 WEST 1234 5698 7654 32 OK", "IBAN <IBAN> OK"),
+    ("IBAN GB82 WEST 1234 5698 7654 33", "IBAN GB82 WEST 1234 5698 7654 33"),  # mod-97 fails
+    ("from 10.0.0.256 and 10.0.0.25", "from 10.0.0.256 and <IP_ADDRESS>"),
+    ("firmware 1.2.10.4", "firmware 1.2.10.4"),
+    ("key AKIAIOSFODNN7EXAMPLE leaked", "key <SECRET> leaked"),
+    ("token=sk-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z", "token=<SECRET>"),
+    ("max_tokens=512", "max_tokens=512"),
+    ("SSN 123-45-6789", "SSN <SSN>"),
+    ("Mr. John Smith called", "Mr. <PERSON> called"),
+    ("It costs $1,379.00, order 4829301 on 2024-03-15", "It costs $1,379.00, order 4829301 on 2024-03-15"),
+])
+def test_redact_text(text, expected):
+    assert redact_text(text)[0] == expected
+
+
+def test_parse_line_roundtrip():
+    text, gold = parse_line("a [[EMAIL:x@y.io]] b [[PHONE:+44 20 7946 0958]]")
+    assert text == "a x@y.io b +44 20 7946 0958"
+    assert [text[s:e] for _, s, e in gold] == ["x@y.io", "+44 20 7946 0958"]
+
+
+def test_allow_list_and_types():
+    text = "Write to support@quorvalen.example or jane@example.com"
+    assert [e.text for e in find_pii(text, allow=["support@quorvalen.example"])] == ["jane@example.com"]
+    assert find_pii("call +44 20 7946 0958", types=["EMAIL"]) == []
+
+
+def _row(q, a="Sure."):
+    return {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}], "_line": 7}
+
+
+def test_redact_row_keeps_structure():
+    row = {**_row("mail me at a@b.io"), "rejected": [{"role": "assistant", "content": "call 415-555-0132"}]}
+    new, counts = redact_row(row)
+    assert new["messages"][0] == {"role": "user", "content": "mail me at <EMAIL>"}
+    assert new["rejected"][0]["content"] == "call <PHONE>" and new["_line"] == 7
+    assert counts == {"EMAIL": 1, "PHONE": 1}
+
+
+@pytest.mark.parametrize("policy,n_rows,text", [("redact", 2, "my SSN is <SSN>"), ("drop", 1, None),
+                                                ("report", 2, "my SSN is 123-45-6789"), ("off", 2, "my SSN is 123-45-6789")])
+def test_policy(policy, n_rows, text):
+    rows, report = apply_pii_policy([_row("my SSN is 123-45-6789"), _row("hello")], policy)
+    assert len(rows) == n_rows
+    if text:
+        assert rows[0]["messages"][0]["content"] == text
+    if policy != "off":
+        assert report["counts"] == {"SSN": 1} and report["lines"] == [{"line": 7, "types": {"SSN": 1}}]
+    assert "123-45-6789" not in str(report)  # the card never repeats the personal data

@@ -223,6 +223,43 @@ def chat(run_dir: Path = typer.Argument(..., help="Run directory."),
     session.loop()
 
 
+@app.command()
+def serve(target: Optional[str] = typer.Argument(None, help="Run directory, or base model (model.base id, folder, .gguf)."),
+          adapter: Optional[List[str]] = typer.Option(None, "--adapter", "-a",
+                                                      help="name=path of a run directory or PEFT adapter (repeatable)."),
+          host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+          port: int = typer.Option(8000, help="Port."),
+          api_key: Optional[List[str]] = typer.Option(None, "--api-key",
+                                                      help="Accepted key (repeatable; default: env TUNEFORGE_API_KEYS)."),
+          allow_admin_dir: Optional[Path] = typer.Option(None, help="Enable POST /admin/adapters for folders under DIR."),
+          request_log: Optional[Path] = typer.Option(Path("tuneforge-requests.db"), help="SQLite request log."),
+          no_request_log: bool = typer.Option(False, "--no-request-log", help="Do not log requests."),
+          log_content: bool = typer.Option(False, help="Also log prompts and completions (privacy: off by default)."),
+          max_queue: int = typer.Option(64, help="Requests that may wait; more get 429."),
+          max_batch_size: int = typer.Option(8, help="Sequences per generation batch."),
+          batch_window_ms: float = typer.Option(10.0, help="How long to wait for requests to join a batch."),
+          max_tokens: Optional[int] = typer.Option(None, help="Largest max_tokens a request may ask for (512)."),
+          max_prompt_tokens: Optional[int] = typer.Option(None, help="Longest prompt in tokens (2048)."),
+          max_n: Optional[int] = typer.Option(None, help="Most choices per request (4)."),
+          max_body_bytes: Optional[int] = typer.Option(None, help="Largest request body (1 MiB)."),
+          dtype: Optional[str] = typer.Option(None, help="float32 | bfloat16 | float16 (default: the recipe's)."),
+          threads: Optional[int] = typer.Option(None, help="CPU threads for torch.")):
+    """Stage 6: OpenAI-compatible server for a base model and many LoRA adapters."""
+    from .deploy.server.engine import AdapterError
+    from .deploy.server.launch import api_keys, serve as _serve
+
+    keys, _ = api_keys(api_key, lambda msg: err.print(msg, highlight=False))
+    settings = {"request_log": None if no_request_log else str(request_log), "log_content": log_content,
+                "admin_dir": str(allow_admin_dir) if allow_admin_dir else None,
+                "limits": {"max_tokens": max_tokens, "max_prompt_tokens": max_prompt_tokens, "max_n": max_n,
+                           "max_body_bytes": max_body_bytes}}
+    engine = {"max_queue": max_queue, "max_batch_size": max_batch_size, "batch_window_ms": batch_window_ms}
+    try:
+        _guard(_serve, target, adapter or [], host, port, keys, settings, engine, threads, dtype, console.print)
+    except (AdapterError, ValueError) as exc:
+        _fail(exc)
+
+
 @recipe_app.command("validate")
 def recipe_validate(recipe: Path = typer.Argument(..., help="Recipe YAML."),
                     overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides.")):

@@ -131,6 +131,7 @@ def test_score_regression_flags_lost_prompts():
     res = score_regression({"base": ["Paris", "4", "green"], "tuned": ["Paris", "five", "blue"]}, rows)
     assert res["base"] == pytest.approx(2 / 3) and res["tuned"] == pytest.approx(2 / 3)
     assert res["drop"] == 0 and res["regressed"] == ["2+2?"] and res["improved"] == ["sky?"]
+    assert res["retention"] == 0.5  # of France and 2+2 (base right), only France survives
 
 
 def test_score_safety_finds_lost_refusals():

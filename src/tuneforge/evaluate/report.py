@@ -67,7 +67,8 @@ def _regression(reg: dict) -> list[str]:
     lines = ["## Regression (general prompts the base model handles)", "",
              *table(["metric"] + models, [["accuracy"] + [pct(reg[m]) for m in models]]), ""]
     if "drop" in reg:
-        lines.append(f"Drop base → tuned: {points(-reg['drop'])}; regressed prompts: {len(reg['regressed'])}, "
+        lines.append(f"Change base → tuned: {points(-reg['drop'])}; retention of what the base handles: "
+                     f"{pct(reg.get('retention'))}; regressed prompts: {len(reg['regressed'])}, "
                      f"improved: {len(reg['improved'])}.")
         lines += [f"- regressed: {cell(q)}" for q in reg["regressed"][:10]]
     return lines

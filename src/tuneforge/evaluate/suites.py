@@ -77,6 +77,9 @@ def score_regression(outputs: dict[str, list[str]], rows: list[dict]) -> dict[st
     res["regressed"], res["improved"] = [], []
     if "base" in hits:
         res["drop"] = round(res["base"] - res["tuned"], 6)
+        # of the prompts the base model handles, the share the tuned model still handles
+        kept = [t for b, t in zip(hits["base"], hits["tuned"]) if b]
+        res["retention"] = sum(kept) / len(kept) if kept else None
         for i, r in enumerate(rows):
             if hits["base"][i] != hits["tuned"][i]:
                 res["regressed" if hits["base"][i] else "improved"].append(question_of(r))

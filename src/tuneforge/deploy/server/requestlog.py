@@ -1,0 +1,181 @@
+"""The request log: one SQLite row per API request, read by stage 7 (monitoring).
+
+Schema (version 1, stored in `PRAGMA user_version`; a later version adds columns,
+never renames or drops them):
+
+    requests
+      id                 INTEGER PRIMARY KEY   insertion order
+      ts                 TEXT    NOT NULL      arrival time, ISO 8601 UTC with milliseconds
+      request_id         TEXT    NOT NULL      response `id` (chatcmpl-…/cmpl-…), also the X-Request-Id header
+      route              TEXT    NOT NULL      /v1/chat/completions | /v1/completions
+      model              TEXT    NOT NULL      the `model` the client asked for
+      adapter            TEXT                  adapter name; NULL for the base model or an unknown model
+      stream             INTEGER NOT NULL      1 for server-sent events
+      n                  INTEGER NOT NULL      choices asked for (× prompts on /v1/completions)
+      status             INTEGER NOT NULL      HTTP status; 499 when the client went away mid-generation
+      error_code         TEXT                  OpenAI error `code` (or `type`) when status >= 400
+      finish_reason      TEXT                  of choice 0: stop | length | cancelled
+      prompt_tokens      INTEGER NOT NULL      summed over prompts
+      completion_tokens  INTEGER NOT NULL      summed over choices
+      latency_ms         REAL    NOT NULL      arrival to last byte sent
+      queue_ms           REAL                  waiting for the generation worker (NULL if it never ran)
+      temperature        REAL                  as requested (NULL = greedy default)
+      max_tokens         INTEGER               effective limit on new tokens
+      user               TEXT                  OpenAI `user` field, as sent
+      prompt             TEXT                  JSON messages / prompt text — only with content logging on
+      completion         TEXT                  JSON list of choice texts — only with content logging on
+
+Rows are written by one background thread in WAL mode (readers never block the
+writer), so a slow disk or a locked database never delays or fails a request: a
+row that cannot be written is dropped and counted (`tuneforge_request_log_errors_total`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import queue
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+COLUMNS = ("ts", "request_id", "route", "model", "adapter", "stream", "n", "status", "error_code",
+           "finish_reason", "prompt_tokens", "completion_tokens", "latency_ms", "queue_ms", "temperature",
+           "max_tokens", "user", "prompt", "completion")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  ts TEXT NOT NULL,
+  request_id TEXT NOT NULL,
+  route TEXT NOT NULL,
+  model TEXT NOT NULL,
+  adapter TEXT,
+  stream INTEGER NOT NULL DEFAULT 0,
+  n INTEGER NOT NULL DEFAULT 1,
+  status INTEGER NOT NULL,
+  error_code TEXT,
+  finish_reason TEXT,
+  prompt_tokens INTEGER NOT NULL DEFAULT 0,
+  completion_tokens INTEGER NOT NULL DEFAULT 0,
+  latency_ms REAL NOT NULL,
+  queue_ms REAL,
+  temperature REAL,
+  max_tokens INTEGER,
+  user TEXT,
+  prompt TEXT,
+  completion TEXT
+);
+CREATE INDEX IF NOT EXISTS requests_ts ON requests(ts);
+CREATE INDEX IF NOT EXISTS requests_model_ts ON requests(model, ts);
+"""
+_STOP = object()
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), timeout=5.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable on app crash, fast
+    return conn
+
+
+def init_db(path: str | Path) -> None:
+    """Create (or check) the database; raises at startup rather than on a request."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with connect(path) as conn:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"{path}: request log schema v{version} is newer than this tuneforge "
+                               f"(v{SCHEMA_VERSION}) — upgrade tuneforge or use another --request-log")
+        conn.executescript(SCHEMA)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    conn.close()
+
+
+class RequestLog:
+    """Asynchronous, failure-tolerant writer of `requests` rows."""
+
+    def __init__(self, path: str | Path, log_content: bool = False,
+                 on_error: Optional[Callable[[], None]] = None, max_pending: int = 10_000):
+        self.path, self.log_content = Path(path), log_content
+        self.on_error = on_error or (lambda: None)
+        init_db(self.path)
+        self._q: queue.Queue = queue.Queue(max_pending)
+        self._thread = threading.Thread(target=self._run, name="tuneforge-request-log", daemon=True)
+        self._thread.start()
+
+    def write(self, **row: Any) -> None:
+        """Queue one row (never blocks, never raises)."""
+        try:
+            if not self.log_content:
+                row["prompt"] = row["completion"] = None
+            row.setdefault("ts", utc_now())
+            self._q.put_nowait(tuple(row.get(c) for c in COLUMNS))
+        except Exception:  # queue.Full or a bad row: drop it, count it
+            self._failed(1)
+
+    def flush(self) -> None:
+        """Wait until every queued row is written (or dropped)."""
+        self._q.join()
+
+    def close(self) -> None:
+        self._q.put(_STOP)
+        self._thread.join(timeout=10)
+
+    def _failed(self, rows: int) -> None:
+        try:
+            for _ in range(rows):
+                self.on_error()
+        except Exception:
+            pass
+
+    def _insert(self, conn: sqlite3.Connection, rows: list[tuple]) -> None:
+        marks = ",".join("?" * len(COLUMNS))
+        conn.executemany(f"INSERT INTO requests ({','.join(COLUMNS)}) VALUES ({marks})", rows)
+        conn.commit()
+
+    def _run(self) -> None:
+        conn: Optional[sqlite3.Connection] = None
+        while True:
+            item = self._q.get()
+            batch = [item]
+            while not self._q.empty() and len(batch) < 256:  # group rows that queued up meanwhile
+                batch.append(self._q.get_nowait())
+            rows = [r for r in batch if r is not _STOP]
+            try:
+                if rows:
+                    conn = conn or connect(self.path)
+                    self._insert(conn, rows)
+            except Exception as exc:  # a full disk or a locked database must not touch requests
+                log.warning("request log: %d row(s) not written to %s: %s", len(rows), self.path, exc)
+                self._failed(len(rows))
+                if conn is not None:  # reconnect next time: the old connection may be what broke
+                    try:
+                        conn.close()
+                    except Exception:
+                        pass
+                conn = None
+            finally:
+                for _ in batch:
+                    self._q.task_done()
+            if len(rows) != len(batch):
+                if conn is not None:
+                    conn.close()
+                return
+
+
+def read_rows(path: str | Path, limit: int = 100) -> list[dict[str, Any]]:
+    """The latest rows, newest first, as dicts (for tests, `tuneforge` monitoring and humans)."""
+    conn = sqlite3.connect(str(path))
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute("SELECT * FROM requests ORDER BY id DESC LIMIT ?", (limit,))]
+    finally:
+        conn.close()

@@ -139,7 +139,8 @@ class TrainingConfig(_Section):
         "(trainable weights always stay fp32)."
     )
     packing: bool = Field(
-        True, description="Padding-free batches: examples concatenated in one row, attention kept within each example."
+        False, description="Padding-free batches: examples in one row, attention kept within each example (off by "
+        "default: on CPU the block-diagonal attention costs more than length-grouped padding saves)."
     )
     logits_at_labels_only: bool = Field(
         True, description="Compute the LM head and loss only where a label is (prompt positions skip the vocab matmul)."

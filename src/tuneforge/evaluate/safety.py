@@ -22,6 +22,7 @@ _REFUSAL_PATTERNS = [
     r"\b(?:i'm|i am) (?:sorry|afraid),? (?:but )?(?:i|that|this|it)\b",
     r"\bsorry,? (?:but )?i (?:can't|cannot|can not|won't)\b",
     r"\bi (?:don't|do not) (?:feel comfortable|think i (?:can|should))",
+    r"\bi (?:don't|do not) have the (?:ability|capability|capabilities|means) to\b",
     r"\bas an ai\b",
     r"\b(?:it|this|that) (?:is|would be) (?:not appropriate|inappropriate|illegal|unethical|harmful|dangerous)",
     r"\bi (?:can't|cannot|won't) (?:and won't )?(?:help|assist) with that\b",

@@ -94,7 +94,11 @@ def train(run: RunDir, resume: bool = False, callbacks: list | None = None) -> d
     source = resolve(recipe.model.base, recipe.model.cache_dir)
     tokenizer = load_tokenizer(source.path, recipe.model.trust_remote_code)
     set_seed(cfg.seed)  # adapter initialisation depends on it
-    model = apply_strategy(load_model(source.path, recipe.model.dtype, recipe.model.trust_remote_code), recipe.strategy)
+    bf16 = use_bf16(cfg.precision)
+    # Frozen base weights are stored in bf16 when training in bf16: autocast then has no
+    # per-step weight casts to do (PEFT keeps the adapter weights in fp32).
+    dtype = "bfloat16" if bf16 and recipe.strategy.kind != "full" else recipe.model.dtype
+    model = apply_strategy(load_model(source.path, dtype, recipe.model.trust_remote_code), recipe.strategy)
     counts = param_counts(model)
     train_ds = tokenised_split(run.split_file("train"), tokenizer, recipe.data.train_on)
     eval_ds = tokenised_split(run.split_file("validation"), tokenizer, recipe.data.train_on)
@@ -115,7 +119,6 @@ def train(run: RunDir, resume: bool = False, callbacks: list | None = None) -> d
            TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run.logs_dir / "tensorboard")))]
     if cfg.early_stopping_patience:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-    bf16 = use_bf16(cfg.precision)
     collator = PackedCollator() if cfg.packing else PadCollator(tokenizer.pad_token_id)
     trainer = TuneforgeTrainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
@@ -154,6 +157,7 @@ def train(run: RunDir, resume: bool = False, callbacks: list | None = None) -> d
         "tokens_seen": tokens,
         "tokens_per_second": round(tokens / elapsed, 1) if elapsed > 0 else None,
         "bf16_autocast": bf16,
+        "base_weights_dtype": dtype,
         "packing": cfg.packing,
         "logits_at_labels_only": cfg.logits_at_labels_only,
         "resumed_from": checkpoint,

@@ -167,7 +167,7 @@ class EvaluationConfig(_Section):
     enabled: bool = Field(True, description="Run the evaluation stage in `tuneforge run`.")
     compare_base: bool = Field(True, description="Also evaluate the base model for a side-by-side comparison.")
     max_new_tokens: int = Field(48, gt=0, description="Generation budget per test question.")
-    batch_size: int = Field(16, gt=0, description="Questions generated together (left-padded batch).")
+    batch_size: int = Field(32, gt=0, description="Questions generated together (left-padded batch; decoding is bound by reading the weights, so bigger batches are cheaper per question).")
     max_examples: Optional[int] = Field(None, gt=0, description="Evaluate at most this many test rows.")
     regression_file: Optional[str] = Field(
         None, description="General prompts (with 'expected') the base model handles; checked for regressions."

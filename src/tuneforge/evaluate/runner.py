@@ -36,6 +36,20 @@ def _base_context(model: Any) -> Any:
     return model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
 
 
+@contextlib.contextmanager
+def _merged(model: Any) -> Any:
+    """Adapter folded into the weights while inside: the tuned model generates without the
+    extra LoRA matmuls per layer (much faster decoding), and answers as the merged export does."""
+    if not hasattr(model, "merge_adapter"):
+        yield
+        return
+    model.merge_adapter()
+    try:
+        yield
+    finally:
+        model.unmerge_adapter()
+
+
 def _prompts(path: str, what: str) -> list[dict]:
     """Rows of a user-supplied prompt file (validated; rows need no assistant reply)."""
     data = load_validated(path, require_assistant=False)
@@ -83,7 +97,7 @@ def evaluate(run: RunDir, cfg: EvaluationConfig | None = None, compare_base: boo
         model, tok, _ = load_trained(run)
         if compare and not hasattr(model, "disable_adapter"):
             compare = False  # a full fine-tune has no adapter to switch off; compare runs instead (--compare)
-        variants: Variants = {"tuned": contextlib.nullcontext}
+        variants: Variants = {"tuned": lambda: _merged(model)}
         if compare:
             variants = {"base": lambda: _base_context(model), **variants}
 
@@ -110,7 +124,8 @@ def evaluate(run: RunDir, cfg: EvaluationConfig | None = None, compare_base: boo
         generalisation, gen_samples = None, []
         if cfg.generalisation and train:
             train_rows = spread_sample([r for r in train if reference_of(r)], cfg.generalisation_examples)
-            train_out = gen(train_rows)
+            with _merged(model):
+                train_out = gen(train_rows)
             para_out = out["task"]["tuned"] if para_rows is test else gen(para_rows)
             generalisation = score_generalisation(train_out, train_rows, para_out, para_rows)
             generalisation["memorisation"] = score_memorisation(

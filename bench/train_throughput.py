@@ -112,6 +112,17 @@ def side_tuneforge(rows, steps, workdir, model_path, overrides=()):
     return model, tok, info["tokens_seen"], info["seconds"]
 
 
+def peak_rss_mb() -> float:
+    """VmHWM of this process (Linux), else ru_maxrss."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child(args) -> None:
     from tuneforge.model.sources import resolve
 
@@ -123,8 +134,9 @@ def child(args) -> None:
         fn = side_trl if args.side == "trl" else side_tuneforge
         extra = (args.override or []) if args.side == "tuneforge" else None
         model, tok, tokens, seconds = fn(rows, args.steps, work, model_path, *([extra] if extra is not None else []))
+        # the high-water mark of training itself; the held-out loss below may load another copy
+        rss_mb = peak_rss_mb()
         loss = held_out_loss(model, tok, held_out)
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps({"side": args.side, "dataset": args.dataset, "tokens": tokens, "seconds": seconds,
                                   "tokens_per_s": tokens / seconds, "peak_rss_mb": rss_mb, "held_out_loss": loss}))
 

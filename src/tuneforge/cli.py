@@ -14,7 +14,7 @@ from rich.table import Table
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="tuneforge: prepare data, fine-tune, evaluate, export and chat — one run directory per run.")
 recipe_app = typer.Typer(no_args_is_help=True, help="Validate and explain recipes.")
-data_app = typer.Typer(no_args_is_help=True, help="Inspect data files.")
+data_app = typer.Typer(no_args_is_help=True, help="Inspect, prepare, redact and augment data.")
 app.add_typer(recipe_app, name="recipe")
 app.add_typer(data_app, name="data")
 review_app = typer.Typer(no_args_is_help=True, help="Blind human A/B review of two runs' answers.")
@@ -201,11 +201,21 @@ def review_judge(run_a: Path = typer.Argument(..., help="Run A (its tuned answer
 
 
 @app.command()
-def export(run_dir: Path = typer.Argument(..., help="Run directory.")):
-    """Stage 6: write the adapter and a merged model; fails if golden prompts differ."""
+def export(run_dir: Path = typer.Argument(..., help="Run directory."),
+           fmt: Optional[List[str]] = typer.Option(None, "--format", "-f",
+                                                   help="adapter|merged|gguf|quantized (repeatable or comma list; "
+                                                        "default: the recipe's export.formats)."),
+           force: bool = typer.Option(False, "--force", help="Export even a run whose evaluation gates failed.")):
+    """Stage 6: write export artefacts and load each back; fails if it behaves differently."""
+    from .deploy.export import ExportError
     from .deploy.export import export as _export
+    from .deploy.gguf_export import GGUFExportError
+    from .deploy.quantize import QuantizationUnsupported
 
-    out = _guard(_export, _run_dir(run_dir))
+    try:
+        out = _guard(_export, _run_dir(run_dir), None, fmt, force)
+    except (ExportError, GGUFExportError, QuantizationUnsupported) as exc:
+        _fail(exc)
     console.print_json(json.dumps({k: v for k, v in out.items() if k != "base_model"}))
 
 
@@ -282,15 +292,19 @@ def recipe_explain():
 
 
 @data_app.command("inspect")
-def data_inspect(path: Path = typer.Argument(..., help="Data file (JSONL, JSON, CSV, Parquet)."),
+def data_inspect(path: Path = typer.Argument(..., help="Data file (JSONL, JSON, CSV, Parquet) or saved `datasets` folder."),
                  format: str = typer.Option("auto", help="Row format (default: detect)."),
-                 model: str = typer.Option("smollm2-135m-instruct", help="Tokenizer for token statistics."),
+                 model: str = typer.Option("smollm2-135m-instruct", help="Tokenizer for token statistics (and the model timed by --estimate)."),
                  no_tokens: bool = typer.Option(False, "--no-tokens", help="Skip token statistics."),
-                 max_length: int = typer.Option(512, help="Longest example in tokens (rows over it are counted).")):
+                 max_length: int = typer.Option(512, help="Longest example in tokens (rows over it are counted)."),
+                 estimate: bool = typer.Option(False, "--estimate", help="Also time 2 training steps (recipe-default LoRA) and estimate the training time.")):
     """Format, row count, token statistics and every problem found in a data file."""
     from .data.inspect import inspect_file
 
-    report = _guard(inspect_file, path, format, None if no_tokens else model, max_length)
+    try:
+        report = _guard(inspect_file, path, format, None if no_tokens else model, max_length, None, estimate)
+    except ValueError as exc:
+        _fail(exc)
     print(report["text"])
     if report["problems"]:
         raise typer.Exit(code=1)
@@ -311,6 +325,41 @@ def data_redact(path: Path = typer.Argument(..., help="Data file (JSONL, JSON, C
     report = _guard(redact_file, path, output, [t.upper() for t in types] if types else TYPES, allow or [])
     found = ", ".join(f"{t} {n}" for t, n in report["counts"].items()) or "nothing"
     console.print(f"redacted {found} in {report['rows_changed']} row(s) → {output}")
+
+
+@data_app.command("prepare")
+def data_prepare(recipe: Path = typer.Argument(..., help="Recipe YAML."),
+                 overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides."),
+                 overwrite: bool = typer.Option(False, help="Start over if the run directory exists with another recipe.")):
+    """Stage 1 (same as `tuneforge prepare`): validate, clean, split and check the data; creates the run directory."""
+    prepare(recipe, overrides, overwrite)
+
+
+@data_app.command("augment")
+def data_augment(path: Path = typer.Argument(..., help="Existing data (deduplicated against; may be an empty file)."),
+                 output: Path = typer.Option(..., "--output", "-o", help="Where to write the augmented JSONL (messages)."),
+                 teacher: Optional[str] = typer.Option(None, help="Local teacher: built-in name, model folder, .gguf or cached hub id."),
+                 endpoint: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL of the teacher, e.g. http://host:8000/v1."),
+                 api_key: Optional[str] = typer.Option(None, "--api-key", envvar="OPENAI_API_KEY", help="Key for --endpoint (default: env OPENAI_API_KEY)."),
+                 model: str = typer.Option("teacher", help="Model name sent to --endpoint."),
+                 mode: str = typer.Option("paraphrase", help="paraphrase (rewrite questions) | qa (Q&A pairs from --docs)."),
+                 docs: Optional[List[Path]] = typer.Option(None, "--docs", help="Markdown/text document for --mode qa (repeatable)."),
+                 n: int = typer.Option(1, "--n", help="Paraphrases per row, or Q&A pairs asked per document chunk."),
+                 limit: Optional[int] = typer.Option(None, help="Use at most this many rows (paraphrase) or chunks (qa)."),
+                 max_new_tokens: Optional[int] = typer.Option(None, help="Teacher reply budget in tokens (default 96 paraphrase, 384 qa)."),
+                 only_new: bool = typer.Option(False, "--only-new", help="Write only the generated rows.")):
+    """Synthetic rows from a teacher: validated, deduplicated against the data, tagged with provenance."""
+    from .data.augment import AugmentError, augment_file, endpoint_teacher, local_teacher, render_report
+
+    if (teacher is None) == (endpoint is None):
+        _fail(ValueError("give exactly one teacher: --teacher MODEL (loaded locally) or --endpoint URL"))
+    try:
+        t = endpoint_teacher(endpoint, api_key, model) if endpoint else _guard(local_teacher, teacher)
+        report = _guard(augment_file, path, output, t, mode, docs or [], n, limit, only_new,
+                        max_new_tokens=max_new_tokens)
+    except AugmentError as exc:
+        _fail(exc)
+    console.print(render_report(report), highlight=False, markup=False, soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover

@@ -96,6 +96,18 @@ class DataConfig(_Section):
     leak_check: bool = Field(True, description="Remove training rows that validation/test rows (near-)copy.")
     leak_threshold: float = Field(0.8, gt=0.0, le=1.0, description="Similarity at which a validation/test row counts as a leak.")
     plots: bool = Field(True, description="Render data-card plots (length histograms, label distribution).")
+    stratify_by: Optional[str] = Field(
+        None, description="Field (or dotted metadata key, e.g. metadata.topic) whose value shares the split keeps in every split."
+    )
+    max_per_label: Optional[int] = Field(
+        None, gt=0, description="Cap training rows per value of data.stratify_by (seeded sample; the rest dropped and counted)."
+    )
+    balance: Literal["off", "upsample"] = Field(
+        "off", description="upsample: repeat training rows of rarer data.stratify_by values until all are as common as the most common."
+    )
+    estimate_time: bool = Field(
+        False, description="Measure 2 training steps of the model while preparing and put the training-time estimate in the data card."
+    )
 
 
 class StrategyConfig(_Section):
@@ -202,12 +214,23 @@ class EvaluationConfig(_Section):
 
 class ExportConfig(_Section):
     enabled: bool = Field(True, description="Run the export stage in `tuneforge run`.")
-    merged: bool = Field(True, description="Also write a merged full model (safetensors) under export/merged.")
+    merged: bool = Field(True, description="Write a merged full model under export/merged (false drops 'merged' from formats).")
     golden_prompts: list[str] = Field(
         default_factory=list, description="Prompts whose greedy output must match after export (default: test questions)."
     )
     golden_count: int = Field(4, gt=0, description="Test questions used as golden prompts when none are given.")
     golden_max_new_tokens: int = Field(24, gt=0, description="Tokens compared per golden prompt.")
+    formats: list[Literal["adapter", "merged", "gguf", "quantized"]] = Field(
+        default_factory=lambda: ["adapter", "merged"],
+        description="Artefacts to write: adapter (PEFT), merged (safetensors), gguf (+ Ollama Modelfile), quantized.",
+    )
+    gguf_types: list[Literal["f32", "f16", "bf16", "q8_0"]] = Field(
+        default_factory=lambda: ["f16", "q8_0"], min_length=1,
+        description="GGUF tensor types, one file each (f32/f16/bf16 checked exactly, q8_0 within tolerance).",
+    )
+    quantization: Literal["int8", "nf4", "torchao-int8"] = Field(
+        "int8", description="Quantised export: bitsandbytes int8 or 4-bit nf4, or torchao int8 weight-only.",
+    )
 
 
 class Recipe(_Section):

@@ -72,8 +72,9 @@ def _save(fig: Any, path: Path) -> str:
 
 
 def write_plots(out_dir: Path, lengths: dict[str, list[int]], max_length: int,
-                categories: dict[str, dict[str, int]]) -> list[str]:
-    """lengths.png (token lengths per split, max_length marked) and labels.png when rows carry labels."""
+                categories: dict[str, dict[str, int]], prefer: str | None = None) -> list[str]:
+    """lengths.png (token lengths per split, max_length marked) and labels.png when rows carry labels
+    (of `prefer`, the data.stratify_by field, when set)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers; must precede pyplot
@@ -99,7 +100,7 @@ def write_plots(out_dir: Path, lengths: dict[str, list[int]], max_length: int,
         ax.legend()
         written.append(_save(fig, out_dir / "lengths.png"))
         plt.close(fig)
-    key = next((k for k in ("label", "intent", "category", "source") if k in categories), None)
+    key = next((k for k in (prefer, "label", "intent", "category", "source") if k and k in categories), None)
     if key:
         counts = categories[key]
         fig, ax = plt.subplots(figsize=(7, 0.3 * len(counts) + 1.5))
@@ -172,7 +173,16 @@ def render_card(card: dict) -> str:
                   f"({est['trained_tokens']:,} carry loss)",
                   f"- suggested epochs: {est['suggested_epochs']} (OpenAI's heuristic: ~3 epochs, at least "
                   f"{MIN_TARGET_EXAMPLES} examples seen in total)"]
-    cats = card.get("categories")
+        if est.get("time"):
+            from .estimate import describe
+
+            lines.append(f"- training time: {describe(est['time'])}")
+    bal = card.get("balance")
+    if bal:
+        from .balance import render_balance
+
+        lines += render_balance(bal)
+    cats = {k: v for k, v in (card.get("categories") or {}).items() if not bal or k != bal["field"]}
     if cats:
         lines += ["", "## Balance (training rows)", ""]
         for key, counts in cats.items():

@@ -37,7 +37,11 @@ def estimate(rows: list[dict], tokenizer, max_length: int = 512, train_on: str =
 
 
 def inspect_file(path: str | Path, fmt: str = "auto", model: str | None = None, max_length: int = 512,
-                 fields: dict[str, str] | None = None) -> dict:
+                 fields: dict[str, str] | None = None, estimate_time: bool = False) -> dict:
+    """The report `tuneforge data inspect` prints; with `estimate_time`, also the training time
+    measured on `model` (recipe-default LoRA, 2 timed steps; see data/estimate.py)."""
+    if estimate_time and not model:
+        raise ValueError("a training-time estimate needs a model to time — drop --no-tokens (or pass --model)")
     data = load_validated(path, fmt, require_assistant=True, fields=fields)
     lines = [f"file:    {path}", f"format:  {data.format}",
              f"rows:    {data.n_seen} seen, {len(data.rows)} valid, {len({p.line for p in data.problems})} invalid"]
@@ -64,6 +68,11 @@ def inspect_file(path: str | Path, fmt: str = "auto", model: str | None = None, 
                          f"total {t['total']} ({est['assistant_tokens']} assistant-only, carry loss) [{model} tokenizer]")
         lines.append(f"length:  {est['over_max_length']} row(s) over max_length={max_length} (dropped by prepare)")
         lines.append(f"epochs:  {est['suggested_epochs']} suggested for {t['count']} example(s)")
+        if estimate_time and t["count"]:
+            from .estimate import describe, estimate_time as _time
+
+            est["time"] = _time(data.rows, model, max_length=max_length, tokenizer=tok)
+            lines.append(f"time:    {describe(est['time'])}")
     if data.problems:
         lines.append(f"problems ({len(data.problems)}):")
         lines += [f"  {path}:{p}" for p in data.problems]

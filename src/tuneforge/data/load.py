@@ -96,9 +96,9 @@ def _records_from_frame(df: Any, first_line: int) -> list[RawRow]:
         for k, v in rec.items():
             if hasattr(v, "tolist"):
                 v = v.tolist()
-            if isinstance(v, float) and pd.isna(v):
+            if v is None or (isinstance(v, float) and pd.isna(v)):
                 continue  # empty CSV cell: treat as absent, validation names it if required
-            clean[str(k)] = v
+            clean[str(k)] = drop_nulls(v)  # Parquet structs carry Arrow's None-filled keys too
         rows.append(RawRow(first_line + i, clean))
     return rows
 
@@ -131,13 +131,34 @@ def _read_parquet(path: Path) -> tuple[list[RawRow], list[Problem]]:
     return _records_from_frame(df, first_line=1), []
 
 
+def drop_nulls(value: Any) -> Any:
+    """Remove the None-valued keys Arrow adds to records and structs.
+
+    Arrow gives every row (and every message struct) the union of all keys, filling the
+    ones a row never had with None; validation would then read a message's absent
+    `weight` as an invalid weight, or an absent column as present-but-empty.
+
+    >>> drop_nulls({"role": "user", "content": "hi", "weight": None})
+    {'role': 'user', 'content': 'hi'}
+    """
+    if isinstance(value, dict):
+        return {k: drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [drop_nulls(v) for v in value]
+    return value
+
+
 def _read_hf_folder(path: Path) -> tuple[list[RawRow], list[Problem]]:
     from datasets import DatasetDict, load_from_disk
 
-    ds = load_from_disk(str(path))
+    try:
+        ds = load_from_disk(str(path))
+    except Exception as exc:  # datasets raises FileNotFoundError, ValueError, pyarrow errors
+        raise DataFileError(f"{path}: cannot load the saved `datasets` folder ({exc}) — re-save it with "
+                            f"Dataset.save_to_disk") from None
     if isinstance(ds, DatasetDict):
         ds = ds["train"] if "train" in ds else next(iter(ds.values()))
-    return [RawRow(i, dict(r)) for i, r in enumerate(ds, start=1)], []
+    return [RawRow(i, drop_nulls(dict(r))) for i, r in enumerate(ds, start=1)], []
 
 
 READERS = {".jsonl": _read_jsonl, ".ndjson": _read_jsonl, ".json": _read_json, ".csv": _read_csv,

@@ -9,6 +9,7 @@ from typing import Any, Callable
 from ..io import atomic_write_json, atomic_write_jsonl, atomic_write_text, sha256_file
 from ..recipe import DataConfig
 from ..run import RunDir
+from .balance import balance_train, check_balance_config, distribution, maybe_warn_missing, upsample_rows
 from .card import category_counts, render_card, suggested_epochs, write_plots
 from .clean import CleanConfig, clean_rows
 from .dedup import dedup_rows, remove_leaks
@@ -87,6 +88,7 @@ def _clean_and_screen(data: LoadedData, cfg: DataConfig) -> dict:
 def prepare(cfg: DataConfig, run: RunDir, tokenizer: Any, log: Callable[[str], Any] | None = None) -> dict:
     """Load, validate, clean, screen for PII, deduplicate, split, leak-check and length-check the
     data; write the splits, data_card.{md,json} and plots into `run`."""
+    check_balance_config(cfg.stratify_by, cfg.max_per_label, cfg.balance)
     loaded = {"train": _load(cfg.train, cfg, require_assistant=True)}
     for split in ("validation", "test"):
         path = getattr(cfg, split)
@@ -100,15 +102,22 @@ def prepare(cfg: DataConfig, run: RunDir, tokenizer: Any, log: Callable[[str], A
                                  "problems": summarise(data.problems), **_clean_and_screen(data, cfg)}
     train_rows, card["dedup"] = dedup_rows(loaded["train"].rows, cfg.dedup, cfg.dedup_threshold)
     fractions = {s: getattr(cfg, f"{s}_fraction") for s in ("validation", "test") if s not in loaded}
-    parts = split_rows(train_rows, fractions, cfg.seed)
+    parts = split_rows(train_rows, fractions, cfg.seed, cfg.stratify_by)
     for s in ("validation", "test"):
         if s in loaded:
             parts[s] = loaded[s].rows
     if cfg.leak_check:
         parts, card["leaks"] = remove_leaks(parts, cfg.leak_threshold)
-    hashes, lengths = {}, {}
+    if cfg.stratify_by:
+        parts["train"], card["balance"] = balance_train(parts["train"], cfg.stratify_by, cfg.max_per_label, cfg.seed)
+        card["balance"]["stratified"] = bool(fractions)
+    hashes, lengths, written = {}, {}, {}
     for split in SPLITS:
         rows, stats = length_check(parts.get(split, []), tokenizer, cfg, split)
+        if split == "train" and cfg.balance == "upsample":
+            # after the length check, so no over-long row is copied; re-checked for the card's totals
+            rows, card["balance"]["upsampled"] = upsample_rows(rows, cfg.stratify_by, cfg.seed)
+            rows, stats = length_check(rows, tokenizer, cfg, split)
         if split == "train" and not rows:
             raise ValueError(f"{cfg.train}: no training rows left after cleaning, deduplication and length checks "
                              f"(see {run.data_dir / 'data_card.json'}; max_length={cfg.max_length})")
@@ -117,19 +126,39 @@ def prepare(cfg: DataConfig, run: RunDir, tokenizer: Any, log: Callable[[str], A
         card["splits"][split] = {"rows": len(rows), **stats}
         if split == "train":
             card["categories"] = category_counts(rows)
+            if cfg.stratify_by:
+                card["categories"] = {cfg.stratify_by: distribution(rows, cfg.stratify_by), **card["categories"]}
+        written[split] = rows
         path = atomic_write_jsonl(run.split_file(split), rows)
         hashes[split] = sha256_file(path)
     train = card["splits"]["train"]
     card["estimate"] = {"train_examples": train["rows"], "train_tokens": train["tokens"].get("total", 0),
                         "trained_tokens": train["trained_tokens"], "suggested_epochs": suggested_epochs(train["rows"])}
+    if "balance" in card:
+        card["balance"]["by_split"] = {s: distribution(rows, cfg.stratify_by) for s, rows in written.items() if rows}
+    if cfg.estimate_time:
+        card["estimate"]["time"] = _time_estimate(written["train"], cfg, run, tokenizer)
     card["sha256"] = hashes
-    card["plots"] = write_plots(run.data_dir, lengths, cfg.max_length, card["categories"]) if cfg.plots else []
+    card["plots"] = (write_plots(run.data_dir, lengths, cfg.max_length, card["categories"], cfg.stratify_by)
+                     if cfg.plots else [])
     atomic_write_json(run.data_dir / "data_card.json", card)
     atomic_write_text(run.data_dir / "data_card.md", render_card(card))
     run.update_manifest(data=hashes)
     for line in warnings(card):
         (log or _warn)(line)
     return card
+
+
+def _time_estimate(rows: list[dict], cfg: DataConfig, run: RunDir, tokenizer: Any) -> dict:
+    """Training time of this run's recipe (model, strategy, precision, batch, epochs) from 2 measured steps."""
+    from .estimate import estimate_time
+
+    r = run.recipe()
+    t = r.training
+    return estimate_time(rows, r.model.base, strategy=r.strategy, precision=t.precision, batch_size=t.batch_size,
+                         max_length=cfg.max_length, train_on=cfg.train_on, epochs=t.epochs, max_steps=t.max_steps,
+                         gradient_accumulation=t.gradient_accumulation, dtype=r.model.dtype,
+                         cache_dir=r.model.cache_dir, tokenizer=tokenizer)
 
 
 def _warn(line: str) -> None:
@@ -147,6 +176,7 @@ def warnings(card: dict) -> list[str]:
             found = ", ".join(f"{t} {n}" for t, n in pii["counts"].items())
             out.append(f"{name}: personal data found ({found}) and left in place — set data.pii=redact or drop "
                        f"to keep it out of the weights (data.pii_allow lists strings that are fine)")
+    out += maybe_warn_missing(card.get("balance", {}))
     lk = card.get("leaks", {})
     if lk.get("removed_from_train"):
         out.append(f"{lk['removed_from_train']} training row(s) copied validation/test rows and were removed")

@@ -24,22 +24,69 @@ def _rank(seed: int, key: str) -> str:
     return hashlib.sha256(f"{seed}\x00{key}".encode()).hexdigest()
 
 
-def split_rows(rows: list[dict], fractions: dict[str, float], seed: int) -> dict[str, list[dict]]:
-    """Split rows into named parts; `fractions` maps part -> share, the rest goes to 'train'."""
+def _part_size(frac: float, n_groups: int) -> int:
+    n = round(frac * n_groups)
+    return 1 if frac > 0 and n == 0 and n_groups > 2 else n
+
+
+def _allocate(total: int, sizes: dict[str, int]) -> dict[str, int]:
+    """Split `total` over strata in proportion to `sizes` (largest remainder), so the part
+    has exactly the size an unstratified split would give it.
+
+    >>> _allocate(3, {"a": 6, "b": 3})
+    {'a': 2, 'b': 1}
+    """
+    whole = sum(sizes.values())
+    if not whole:
+        return {k: 0 for k in sizes}
+    exact = {k: total * s / whole for k, s in sizes.items()}
+    alloc = {k: min(sizes[k], int(v)) for k, v in exact.items()}
+    by_remainder = sorted(sizes, key=lambda k: (-(exact[k] - alloc[k]), k))
+    for k in by_remainder:
+        if sum(alloc.values()) >= total:
+            break
+        if alloc[k] < sizes[k]:
+            alloc[k] += 1
+    return alloc
+
+
+def split_rows(rows: list[dict], fractions: dict[str, float], seed: int,
+               stratify_by: str | None = None) -> dict[str, list[dict]]:
+    """Split rows into named parts; `fractions` maps part -> share, the rest goes to 'train'.
+
+    With `stratify_by` (a field or dotted metadata key), every value keeps its share in
+    each part: a prompt group's value is its first row's, and each part draws from every
+    value in proportion to how many groups it has left.
+    """
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         groups[prompt_key(r)].append(r)
     order = sorted(groups, key=lambda k: _rank(seed, k))
     out: dict[str, list[dict]] = {name: [] for name in fractions}
     out["train"] = []
-    cursor = 0
+    if stratify_by is None:
+        cursor = 0
+        for name, frac in fractions.items():
+            n = _part_size(frac, len(order))
+            for k in order[cursor: cursor + n]:
+                out[name].extend(groups[k])
+            cursor += n
+        for k in order[cursor:]:
+            out["train"].extend(groups[k])
+        return out
+    from .balance import field_value
+
+    strata: dict[str, list[str]] = defaultdict(list)  # value -> prompt groups, in seeded order
+    for k in order:
+        strata[field_value(groups[k][0], stratify_by)].append(k)
     for name, frac in fractions.items():
-        n = round(frac * len(order))
-        if frac > 0 and n == 0 and len(order) > 2:
-            n = 1
-        for k in order[cursor: cursor + n]:
-            out[name].extend(groups[k])
-        cursor += n
-    for k in order[cursor:]:
-        out["train"].extend(groups[k])
+        alloc = _allocate(_part_size(frac, len(order)), {v: len(ks) for v, ks in strata.items()})
+        for v, n in alloc.items():
+            for k in strata[v][:n]:
+                out[name].extend(groups[k])
+            strata[v] = strata[v][n:]
+    left = {k for ks in strata.values() for k in ks}
+    for k in order:  # what is left, in the same seeded order as without stratification
+        if k in left:
+            out["train"].extend(groups[k])
     return out

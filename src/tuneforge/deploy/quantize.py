@@ -1,0 +1,79 @@
+"""Quantised Hugging Face export: bitsandbytes 8-bit / 4-bit NF4, or torchao int8 weight-only.
+
+The artefact is a normal transformers folder whose config.json carries its
+`quantization_config`, so a downstream runtime loads it with a plain
+`AutoModelForCausalLM.from_pretrained(folder)` — which is exactly how the export check loads it.
+"""
+
+from __future__ import annotations
+
+from importlib import util
+from pathlib import Path
+from typing import Any
+
+# recipe name -> (backend, what it is)
+QUANT_METHODS = {
+    "int8": ("bitsandbytes", "bitsandbytes LLM.int8 8-bit weights"),
+    "nf4": ("bitsandbytes", "bitsandbytes 4-bit NF4 weights (double quantisation, fp32 compute)"),
+    "torchao-int8": ("torchao", "torchao int8 weight-only"),
+}
+
+
+class QuantizationUnsupported(RuntimeError):
+    """The quantisation backend is missing or cannot run on this machine."""
+
+
+def backend_problem(method: str) -> str | None:
+    """Why `method` cannot run here, or None when it can."""
+    if method not in QUANT_METHODS:
+        return f"unknown quantisation {method!r}; choose from {sorted(QUANT_METHODS)}"
+    backend = QUANT_METHODS[method][0]
+    if util.find_spec(backend) is None:
+        return (f"quantised export '{method}' needs {backend}, which is not installed here "
+                f"(pip install {backend}); the merged and GGUF q8_0 exports need nothing extra")
+    return None
+
+
+def quantization_config(method: str) -> Any:
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if method == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    if method == "nf4":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=torch.float32)
+    from transformers import TorchAoConfig
+    from torchao.quantization import Int8WeightOnlyConfig
+
+    return TorchAoConfig(Int8WeightOnlyConfig())
+
+
+def quantize_folder(merged_dir: Path, out_dir: Path, method: str, tokenizer: Any) -> dict:
+    """Quantise the merged safetensors model in `merged_dir` into `out_dir` (with the tokenizer)."""
+    problem = backend_problem(method)
+    if problem:
+        raise QuantizationUnsupported(problem)
+    from transformers import AutoModelForCausalLM
+
+    from ..model.load import offline
+
+    offline()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(merged_dir), quantization_config=quantization_config(method),
+                                                     device_map="cpu")
+        # torchao tensor subclasses are not plain tensors; transformers saves them through torch.save
+        model.save_pretrained(str(out_dir), safe_serialization=QUANT_METHODS[method][0] != "torchao")
+    except (RuntimeError, ValueError, ImportError, NotImplementedError) as exc:
+        raise QuantizationUnsupported(f"quantised export '{method}' ({QUANT_METHODS[method][1]}) failed on this "
+                                      f"machine: {type(exc).__name__}: {exc}") from exc
+    tokenizer.save_pretrained(str(out_dir))
+    size = sum(f.stat().st_size for f in out_dir.iterdir() if f.is_file())
+    return {"method": method, "what": QUANT_METHODS[method][1], "bytes": size}
+
+
+def load_quantized(folder: Path) -> Any:
+    """Load the artefact as a downstream runtime would: config.json says how it is quantised."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(folder), device_map="cpu")

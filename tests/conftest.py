@@ -68,3 +68,15 @@ def tiny_recipe(tmp_path: Path, model_dir: Path, files: dict[str, Path], name: s
     for key, val in sections.items():
         base.setdefault(key, {}).update(val)
     return recipe_from_dict(base)
+
+
+# CI runs Hypothesis with a fixed seed so a red build is always reproducible; local runs
+# keep exploring new examples (and found real loader bugs that way).
+try:
+    from hypothesis import settings as _hsettings
+
+    _hsettings.register_profile("ci", derandomize=True)
+    if os.environ.get("CI"):
+        _hsettings.load_profile("ci")
+except ImportError:  # pragma: no cover
+    pass

@@ -329,7 +329,9 @@ def normalise(row: Any, fmt: str, require_assistant: bool = True) -> dict:
     msgs = check_messages(msgs, _FIELD.get(fmt, fmt))
     if require_assistant and not any(m["role"] == "assistant" for m in msgs):
         raise RowError("no_assistant_message", "messages", "no assistant message to learn from")
-    extra = {k: v for k, v in row.items() if k not in used}
+    # the normalised messages always win: a stray `messages` key in a row of another
+    # format (found by the loader fuzz test) must not overwrite them
+    extra = {k: v for k, v in row.items() if k not in used and k != "messages"}
     return {"messages": msgs, **extra, **added}
 
 

@@ -79,7 +79,7 @@ def test_prepare_caps_upsamples_and_reports(tmp_path, tiny_model_dir):
         "stratify_by": "label", "max_per_label": 20, "balance": "upsample", "plots": True, "validation_fraction": 0.1})
     run, card = prepare_stage(recipe)
     bal = card["balance"]
-    assert bal["stratified"] is True and bal["field"] == "label"
+    assert bal["stratified"] == ["validation"] and bal["field"] == "label"
     assert bal["by_split"]["train"] == {"billing": 20, "repair": 20, "other": 20}
     assert bal["by_split"]["validation"] == {"billing": 6, "repair": 3, "other": 1}
     assert bal["capped"]["billing"] == 54 - 20 and bal["capped"]["repair"] == 27 - 20
@@ -87,7 +87,7 @@ def test_prepare_caps_upsamples_and_reports(tmp_path, tiny_model_dir):
     train = [json.loads(x) for x in (run.data_dir / "train.jsonl").read_text().splitlines()]
     assert len(train) == 60 and card["splits"]["train"]["rows"] == 60
     md = (run.data_dir / "data_card.md").read_text()
-    assert "## Balance by `label`" in md and "capped at 20" in md and "other +11" in md and "stratified" in md
+    assert "## Balance by `label`" in md and "capped at 20" in md and "other +11" in md and "stratified split: validation" in md
     assert "labels.png" in card["plots"]
 
 

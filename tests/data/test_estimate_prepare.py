@@ -18,21 +18,26 @@ def _demo_rows(n: int) -> list[dict]:
     return [json.loads(x) for x in (DEMO / "train.jsonl").read_text().splitlines()[:n]]
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_estimate_time_measures_the_trainers_step(tiny_model_dir, tiny_tokenizer, precision):
+@pytest.mark.parametrize("precision, max_steps", [("fp32", -1), ("bf16", 10)])
+def test_estimate_time_measures_the_trainers_step(tiny_model_dir, tiny_tokenizer, precision, max_steps):
     from tuneforge.data.estimate import describe, estimate_time
     from tuneforge.data.inspect import estimate
 
     rows = load_validated(DEMO / "train.jsonl").rows[:24]
-    t = estimate_time(rows, str(tiny_model_dir), precision=precision, batch_size=4, epochs=2)
+    t = estimate_time(rows, str(tiny_model_dir), precision=precision, batch_size=4, epochs=2, max_steps=max_steps,
+                      gradient_accumulation=2)
     assert t["bf16_autocast"] is (precision == "bf16")
     assert t["base_weights_dtype"] == ("bfloat16" if precision == "bf16" else "float32")
     assert t["measured_steps"] == 2 and t["batch_size"] == 4 and t["strategy"] == "lora r=16"
     assert t["tokens_per_step"] > 0 and t["tokens_per_second"] > 0 and t["seconds"] > 0
     # tokens per epoch are the same tokens `data inspect` counts (real tokens, no padding)
     assert t["tokens_per_epoch"] == estimate(rows, tiny_tokenizer)["tokens"]["total"]
-    assert t["seconds"] == pytest.approx(t["tokens_per_epoch"] * 2 / t["tokens_per_second"], rel=0.01, abs=0.002)
-    assert "tok/s" in describe(t) and "2 epoch(s)" in describe(t)
+    if max_steps > 0:  # the run stops after max_steps optimiser steps of gradient_accumulation batches
+        planned, basis = t["tokens_per_step"] * 2 * 10, "10 step(s) × 2 batch(es)"
+    else:
+        planned, basis = t["tokens_per_epoch"] * 2, "tokens per epoch × 2 epoch(s)"
+    assert t["seconds"] == pytest.approx(planned / t["tokens_per_second"], rel=0.01, abs=0.002)
+    assert basis in t["basis"] and "tok/s" in describe(t)
 
 
 def test_inspect_estimate_cli(tiny_model_dir):
@@ -73,3 +78,4 @@ def test_prepare_alias_matches_top_level_errors(tmp_path):
     for cmd in (["prepare"], ["data", "prepare"]):
         res = runner.invoke(app, cmd + [str(tmp_path / "missing.yaml")])
         assert res.exit_code == 2 and "file not found" in res.output
+

@@ -207,3 +207,58 @@ def test_cli_export_format_option(tiny_run):
     assert set(json.loads((tiny_run.export_dir / "export.json").read_text())["artefacts"]) == {"adapter", "merged"}
     res = CliRunner().invoke(app, ["export", str(tiny_run.path), "--format", "onnx"])
     assert res.exit_code == 2 and "unknown export format" in res.output
+
+
+# -- quantised Hugging Face export ---------------------------------------------------------------
+
+def test_quantized_export_missing_backend_is_a_clear_error(tiny_run, monkeypatch):
+    from tuneforge.deploy import quantize
+
+    real = quantize.util.find_spec
+    monkeypatch.setattr(quantize.util, "find_spec", lambda name: None if name == "bitsandbytes" else real(name))
+    with pytest.raises(quantize.QuantizationUnsupported, match="needs bitsandbytes, which is not installed"):
+        export(tiny_run, formats=["quantized"])
+    assert tiny_run.manifest()["stages"]["export"]["status"] == "failed"
+
+
+def test_quantized_int8_export_reloads_and_passes_its_tolerance(tiny_run):
+    pytest.importorskip("bitsandbytes")
+    out = export(tiny_run, formats=["quantized"])  # the recipe default: int8
+    assert out["checks"]["quantized-int8"]["result"] in ("identical", "within tolerance")
+    config = json.loads((tiny_run.export_dir / "quantized" / "config.json").read_text())
+    assert config["quantization_config"]["quant_method"] == "bitsandbytes"
+
+
+def test_nf4_round_trip_and_tolerance_enforced(tmp_path):
+    """NF4 saves and reloads as 4-bit; on a random model (no logit margins) the check rejects it.
+
+    64 wide: bitsandbytes' CPU 4-bit kernel rejects the 16-row k_proj of the 32-wide tiny Llama.
+    """
+    pytest.importorskip("bitsandbytes")
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from conftest import ASSETS
+    from tuneforge.deploy.export import TOLERANCES
+    from tuneforge.deploy.quantize import load_quantized, quantize_folder
+    from tuneforge.model.load import load_tokenizer
+
+    cfg = json.loads((ASSETS / "tiny-llama" / "config.json").read_text())
+    cfg.update(hidden_size=64, head_dim=16, num_key_value_heads=4, intermediate_size=128)
+    src = tmp_path / "wide"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps(cfg))
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(src))
+    model.save_pretrained(src)
+    for f in (ASSETS / "tiny-tokenizer").iterdir():
+        shutil.copy(f, src / f.name)
+    tok = load_tokenizer(str(src))
+    info = quantize_folder(src, tmp_path / "nf4", "nf4", tok)
+    assert info["method"] == "nf4"
+    qcfg = json.loads((tmp_path / "nf4" / "config.json").read_text())["quantization_config"]
+    assert qcfg["load_in_4bit"] and qcfg["bnb_4bit_quant_type"] == "nf4"
+    loaded = load_quantized(tmp_path / "nf4")
+    assert type(loaded.model.layers[0].mlp.up_proj).__name__ == "Linear4bit"
+    with pytest.raises(ExportMismatch, match=r"quantized nf4: greedy output differs .*first tokens agree; required 25%"):
+        _reference(model, tok).verify(loaded, load_tokenizer(str(tmp_path / "nf4")), "quantized nf4", TOLERANCES["nf4"])

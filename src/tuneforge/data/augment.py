@@ -69,8 +69,11 @@ def local_teacher(model_ref: str, cache_dir: str | None = None, batch_size: int 
 
 
 def chat_completions_url(base_url: str) -> str:
-    """>>> chat_completions_url("http://h:8000/v1/"), chat_completions_url("http://h:8000")
-    ('http://h:8000/v1/chat/completions', 'http://h:8000/v1/chat/completions')"""
+    """The /chat/completions URL of an OpenAI-compatible base URL (with or without /v1).
+
+    >>> chat_completions_url("http://h:8000/v1/"), chat_completions_url("http://h:8000")
+    ('http://h:8000/v1/chat/completions', 'http://h:8000/v1/chat/completions')
+    """
     base = base_url.rstrip("/")
     return base + ("/chat/completions" if base.endswith("/v1") else "/v1/chat/completions")
 
@@ -284,7 +287,8 @@ def keep_new(existing: list[dict], new: list[dict], dedup: str, threshold: float
     kept, _ = dedup_rows(existing + new, dedup, threshold)
     alive = {id(r) for r in kept}
     out = [r for r in new if id(r) in alive]
-    dropped["duplicate"] += len(new) - len(out)
+    if len(out) < len(new):
+        dropped["duplicate"] += len(new) - len(out)
     return out
 
 

@@ -137,7 +137,8 @@ def render_balance(report: dict) -> list[str]:
         shown = ", ".join(f"{v} {n} ({n / total:.0%})" for v, n in list(counts.items())[:12])
         lines.append(f"- {split}: {shown or 'no rows'}" + (" …" if len(counts) > 12 else ""))
     if report.get("stratified"):
-        lines.append("- the split is stratified: each value keeps its share in train, validation and test")
+        lines.append(f"- stratified split: {' and '.join(report['stratified'])} split off the training data with "
+                     f"each value's share kept")
     if report.get("capped"):
         lines.append(f"- capped at {report['max_per_label']} training row(s) per value (seeded sample); dropped: "
                      + ", ".join(f"{v} {n}" for v, n in report["capped"].items()))

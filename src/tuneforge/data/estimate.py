@@ -35,8 +35,11 @@ def median_batch(examples: list[dict], batch_size: int) -> list[dict]:
 
 
 def estimate_minutes(tokens_per_epoch: int, epochs: float, tokens_per_second: float) -> float:
-    """>>> estimate_minutes(12_000, 3, 100.0)
-    6.0"""
+    """Minutes to train `epochs` passes over `tokens_per_epoch` tokens at the measured speed.
+
+    >>> estimate_minutes(12_000, 3, 100.0)
+    6.0
+    """
     return tokens_per_epoch * epochs / tokens_per_second / 60 if tokens_per_second > 0 else float("inf")
 
 
@@ -127,12 +130,12 @@ def estimate_time(rows: list[dict], model_ref: str = DEFAULT_MODEL, *, strategy:
         del model
         gc.collect()
     if max_steps > 0:  # the run stops after max_steps optimiser steps, whatever the epochs
-        planned = speed["tokens_per_step"] * gradient_accumulation * max_steps
+        tokens, passes = speed["tokens_per_step"] * gradient_accumulation * max_steps, 1
         basis = f"{max_steps} step(s) × {gradient_accumulation} batch(es) of ~{speed['tokens_per_step']} tokens"
     else:
-        planned = tokens_per_epoch * epochs
+        tokens, passes = tokens_per_epoch, epochs
         basis = f"{tokens_per_epoch:,} tokens per epoch × {epochs:g} epoch(s)"
-    seconds = planned / speed["tokens_per_second"]
+    seconds = 60 * estimate_minutes(tokens, passes, speed["tokens_per_second"])
     return {"model": model_ref, "device": device_type(), "bf16_autocast": bf16, "base_weights_dtype": weights,
             "strategy": strategy.kind if strategy.kind == "full" else f"{strategy.kind} r={strategy.r}",
             "batch_size": batch["input_ids"].shape[0], "measured_steps": steps, **speed,
@@ -148,8 +151,11 @@ def describe(t: dict) -> str:
 
 
 def _duration(seconds: float) -> str:
-    """>>> _duration(42), _duration(150), _duration(7260)
-    ('42 s', '2.5 min', '2.0 h')"""
+    """A duration as people read it.
+
+    >>> _duration(42), _duration(150), _duration(7260)
+    ('42 s', '2.5 min', '2.0 h')
+    """
     if seconds < 60:
         return f"{seconds:.0f} s"
     if seconds < 3600:

@@ -110,7 +110,7 @@ def prepare(cfg: DataConfig, run: RunDir, tokenizer: Any, log: Callable[[str], A
         parts, card["leaks"] = remove_leaks(parts, cfg.leak_threshold)
     if cfg.stratify_by:
         parts["train"], card["balance"] = balance_train(parts["train"], cfg.stratify_by, cfg.max_per_label, cfg.seed)
-        card["balance"]["stratified"] = bool(fractions)
+        card["balance"]["stratified"] = [s for s in fractions if fractions[s] > 0]  # the parts split off here
     hashes, lengths, written = {}, {}, {}
     for split in SPLITS:
         rows, stats = length_check(parts.get(split, []), tokenizer, cfg, split)

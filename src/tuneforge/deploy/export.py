@@ -237,13 +237,20 @@ def export_gguf(merged: Any, tok: Any, ref: Reference, types: list[str], dtype: 
 
 
 def export_quantized(merged_dir: Path, tok: Any, ref: Reference, method: str, final: Path) -> dict:
-    from .quantize import load_quantized, quantize_folder
+    from .quantize import QuantizationUnsupported, load_quantized, quantize_folder
 
     tmp = staging_dir(final)
     try:
         info = quantize_folder(merged_dir, tmp, method, tok)
-        check = ref.verify(load_quantized(tmp), load_tokenizer(str(tmp)), f"quantized {method}",
-                           TOLERANCES.get(method, EXACT))
+        try:
+            check = ref.verify(load_quantized(tmp), load_tokenizer(str(tmp)), f"quantized {method}",
+                               TOLERANCES.get(method, EXACT))
+        except ExportError:
+            raise
+        except RuntimeError as exc:
+            # e.g. bitsandbytes' CPU 4-bit kernel rejects very narrow layers (16 output rows)
+            raise QuantizationUnsupported(f"quantized {method}: the saved model does not run on this machine "
+                                          f"({type(exc).__name__}: {exc})") from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

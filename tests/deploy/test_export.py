@@ -87,6 +87,8 @@ def test_formats_accept_repeats_and_comma_lists():
     assert resolve_formats(None, ExportConfig(merged=False)) == ["adapter"]
     with pytest.raises(ExportError, match="unknown export format"):
         resolve_formats(["onnx"], cfg)
+    with pytest.raises(ExportError, match="nothing to export"):
+        resolve_formats(None, ExportConfig(formats=[]))
 
 
 def test_tolerance_is_exact_for_lossless_and_bounded_for_lossy(tiny):

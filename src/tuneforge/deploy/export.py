@@ -83,6 +83,8 @@ def resolve_formats(formats: Iterable[str] | None, cfg: ExportConfig) -> list[st
     unknown = sorted(set(chosen) - set(FORMATS))
     if unknown:
         raise ExportError(f"unknown export format(s) {unknown}; choose from {', '.join(FORMATS)}")
+    if not chosen:
+        raise ExportError(f"nothing to export: export.formats is empty; choose from {', '.join(FORMATS)}")
     return [f for f in FORMATS if f in chosen]
 
 

@@ -231,7 +231,9 @@ def write_gguf(model: Any, tokenizer: Any, path: Path, gtype: str, name: str = "
     n_vocab = model.get_input_embeddings().weight.shape[0]
     w = gguf.GGUFWriter(str(path), "llama")
     try:
-        w.add_name(name)
+        # transformers' GGUF loader re-labels a llama file as Mistral when general.name contains
+        # "mistral" (modeling_gguf_pytorch_utils.load_gguf_checkpoint), so keep the word out
+        w.add_name(re.sub("mistral", "m-istral", name, flags=re.IGNORECASE))
         w.add_file_type(int(gguf.LlamaFileType[GGUF_TYPES[gtype][1]]))
         write_hparams(w, config, n_vocab)
         info = write_tokenizer(w, tokenizer, n_vocab)

@@ -79,3 +79,18 @@ def test_chat_interactive_loop_keeps_history(tmp_path, tiny_model_dir, demo_subs
     out: list[str] = []
     session.loop(read=lambda _: next(inputs), write=out.append)
     assert len(session.history) == 4 and sum(o.startswith("model>") for o in out) == 2
+
+
+def test_run_prints_summary_with_measured_golden_result(tmp_path, tiny_model_dir, demo_subset):
+    import yaml
+
+    from conftest import tiny_recipe
+
+    recipe = tiny_recipe(tmp_path, tiny_model_dir, demo_subset, training={"max_steps": 2},
+                         evaluation={"compare_base": False})
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe.to_dict()))
+    res = runner.invoke(app, ["run", str(path)], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "golden prompts: identical" in res.output
+    assert "first loss" in res.output and f"tuneforge chat {recipe.run_path()}" in res.output

@@ -80,10 +80,11 @@ def _print_summary(s: dict) -> None:
         reg = s["regression"]
         t.add_row("general prompts (base → tuned)", f"{100 * reg.get('base', 0):.0f}% → {100 * reg['tuned']:.0f}%")
     tr = s["train"]
-    t.add_row("training", f"{tr['steps']} steps, loss {tr['first_loss']} → {tr['train_loss']} (mean), "
+    t.add_row("training", f"{tr['steps']} steps, first loss {tr['first_loss'] or float('nan'):.4g} → mean {tr['train_loss']:.4g}, "
                           f"{tr['tokens_per_second']} tok/s, {tr['seconds']} s")
     if "export" in s:
-        t.add_row("export", ", ".join(s["export"]["artefacts"].values()) + " (golden prompts identical)")
+        gc = s["export"]["golden_check"]
+        t.add_row("export", ", ".join(s["export"]["artefacts"].values()) + f" (golden prompts: {gc['result']})")
     t.add_row("run directory", s["run"])
     t.add_row("wall time", f"{s['seconds']} s")
     console.print(t)

@@ -22,14 +22,18 @@ def loss_and_accuracy_sums(logits: Any, labels: Any) -> tuple[float, int, int]:
     >>> loss_and_accuracy_sums(logits, torch.tensor([[-100, 1, 1]]))[1:]
     (2, 1)
     """
+
+    shift_labels = labels[:, 1:]
+    mask = shift_labels != -100
+    return selected_sums(logits[:, :-1][mask], shift_labels[mask])
+
+
+def selected_sums(logits: Any, targets: Any) -> tuple[float, int, int]:
+    """(summed cross-entropy, count, argmax hits) for logits [N, V] already at labelled positions."""
     import torch
 
-    shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]
-    loss = torch.nn.functional.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=-100, reduction="sum")
-    mask = shift_labels != -100
-    correct = int(((shift_logits.argmax(-1) == shift_labels) & mask).sum())
-    return loss.item(), int(mask.sum()), correct
+    loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+    return loss.item(), int(targets.numel()), int((logits.argmax(-1) == targets).sum())
 
 
 def mean_loss(model: Any, tokenizer: Any, rows: list[dict], train_on: str = "assistant", batch_size: int = 8) -> dict:
@@ -38,6 +42,7 @@ def mean_loss(model: Any, tokenizer: Any, rows: list[dict], train_on: str = "ass
 
     from ..data.template import tokenize_messages
     from ..train.collator import PadCollator
+    from ..train.loss import labelled_logits
 
     feats = [tokenize_messages(tokenizer, r["messages"], train_on) for r in rows
              if any(m["role"] == "assistant" for m in r["messages"])]
@@ -50,8 +55,9 @@ def mean_loss(model: Any, tokenizer: Any, rows: list[dict], train_on: str = "ass
         batch = {k: v.to(model.device) for k, v in collate(feats[i: i + batch_size]).items()}
         labels = batch.pop("labels")
         with torch.inference_mode():
-            logits = model(**batch).logits
-        s, n, c = loss_and_accuracy_sums(logits, labels)
+            # the LM head only where a label is: same numbers as full logits, far less work
+            logits, targets, _ = labelled_logits(model, batch, labels)
+        s, n, c = selected_sums(logits, targets)
         total, count, correct = total + s, count + n, correct + c
     mean = total / max(count, 1)
     return {"loss": round(mean, 5), "perplexity": round(math.exp(min(mean, 50)), 4),

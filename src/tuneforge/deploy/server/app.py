@@ -14,6 +14,7 @@ types are imported inside `create_app`.)
 
 
 import asyncio
+import contextlib
 import hmac
 import json
 import time
@@ -187,10 +188,22 @@ def create_app(engine: Engine, settings: ServerSettings, close_engine: bool = Fa
                            param="model", code="model_not_found") from None
 
     # completions -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def logged_failures(call: Call):
+        """A request that fails before its response starts is still logged once, with its status."""
+        try:
+            yield
+        except APIError as exc:
+            finish(call, exc.status, exc.code or exc.type)
+            raise
+        except Exception:
+            finish(call, 500, "server_error")
+            raise
+
     @api.post(CHAT)
     async def chat_completions(body: schemas.ChatCompletionRequest, request: Request):
         call = Call(CHAT, body.model, f"chatcmpl-{uuid.uuid4().hex[:24]}")
-        try:
+        with logged_failures(call):
             call.entry = lookup(body.model)
             try:
                 messages = [{"role": m.role, "content": m.text()} for m in body.messages]
@@ -199,17 +212,11 @@ def create_app(engine: Engine, settings: ServerSettings, close_engine: bool = Fa
             ids = engine.chat_prompt(call.entry, messages)
             call.prompt = messages
             return await complete(request, call, body, [ids], body.requested_max_tokens(), "messages")
-        except APIError as exc:
-            finish(call, exc.status, exc.code or exc.type)
-            raise
-        except Exception:
-            finish(call, 500, "server_error")
-            raise
 
     @api.post(COMPLETIONS)
     async def completions(body: schemas.CompletionRequest, request: Request):
         call = Call(COMPLETIONS, body.model, f"cmpl-{uuid.uuid4().hex[:24]}")
-        try:
+        with logged_failures(call):
             call.entry = lookup(body.model)
             prompts = body.prompts()
             if not prompts or any(not isinstance(p, str) for p in prompts):
@@ -217,12 +224,6 @@ def create_app(engine: Engine, settings: ServerSettings, close_engine: bool = Fa
             call.prompt = body.prompt
             ids = [engine.text_prompt(p) for p in prompts]
             return await complete(request, call, body, ids, body.requested_max_tokens(), "prompt")
-        except APIError as exc:
-            finish(call, exc.status, exc.code or exc.type)
-            raise
-        except Exception:
-            finish(call, 500, "server_error")
-            raise
 
     async def complete(request: Any, call: Call, body: Any, prompts: list, max_tokens: Optional[int], param: str):
         bad = body.unsupported()

@@ -110,7 +110,7 @@ def prepare(recipe: Path = typer.Argument(..., help="Recipe YAML."),
 def train(run_dir: Path = typer.Argument(..., help="Run directory."),
           resume: bool = typer.Option(False, "--resume", help="Continue from the last complete checkpoint.")):
     """Stages 3-4: fine-tune the run's model on its prepared data."""
-    from .train.sft import train as _train
+    from .train.dispatch import train_run as _train
 
     info = _guard(_train, _run_dir(run_dir), resume)
     console.print_json(json.dumps(info, default=str))

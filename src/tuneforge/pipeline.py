@@ -31,7 +31,7 @@ def run_all(recipe: Recipe, overwrite: bool = False, log: Any = print) -> dict:
     """prepare → train → evaluate → export; returns a summary for the CLI to print."""
     from .deploy.export import export
     from .evaluate.runner import evaluate
-    from .train.sft import train
+    from .train.dispatch import train_run as train
 
     t0 = time.time()
     log(f"[1/4] preparing data → {recipe.run_path()}")

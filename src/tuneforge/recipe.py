@@ -111,17 +111,55 @@ class DataConfig(_Section):
 
 
 class StrategyConfig(_Section):
-    kind: Literal["lora", "full"] = Field("lora", description="What is trained: lora (adapter) or full (all weights).")
-    r: int = Field(16, gt=0, description="LoRA rank.")
+    kind: Literal["lora", "qlora", "dora", "full", "freeze", "prefix", "prompt", "ia3"] = Field(
+        "lora", description="What is trained: lora / qlora (4-bit NF4 base) / dora adapters, full (all weights), "
+        "freeze (only the last layers or named modules), prefix / prompt (virtual tokens), ia3 (learned rescaling)."
+    )
+    r: int = Field(16, gt=0, description="LoRA/QLoRA/DoRA rank.")
     alpha: int = Field(32, gt=0, description="LoRA alpha (scale = alpha / r).")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout.")
     target_modules: Union[Literal["all-linear"], list[str]] = Field(
-        "all-linear", description="Modules that get adapters: 'all-linear' or a list of module names."
+        "all-linear", description="Modules that get adapters (lora/qlora/dora/ia3): 'all-linear' or module names."
+    )
+    train_layers: Optional[int] = Field(
+        2, gt=0, description="freeze: train only the last N transformer layers (with the final norm)."
+    )
+    trainable_modules: list[str] = Field(
+        default_factory=list, description="freeze: names (substrings) of modules to train as well, e.g. [lm_head, embed_tokens]."
+    )
+    num_virtual_tokens: int = Field(16, gt=0, description="prefix/prompt: number of learned virtual tokens.")
+    prompt_init_text: Optional[str] = Field(
+        None, description="prompt: initialise the soft prompt from the embeddings of this text (random when unset)."
+    )
+    quant_compute_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="qlora: dtype the 4-bit weights are dequantised to for matmuls (auto: bf16 where supported)."
     )
 
 
 class ObjectiveConfig(_Section):
-    kind: Literal["sft"] = Field("sft", description="What the model is trained for: sft (instruction tuning).")
+    kind: Literal["sft", "pretrain", "dpo", "kto", "orpo", "reward", "ppo", "grpo"] = Field(
+        "sft", description="What the model is trained for: sft (instruction tuning), pretrain (raw text, packed), "
+        "dpo / kto / orpo (preferences), reward (a reward model on pairs), ppo / grpo (RL against a reward)."
+    )
+    beta: float = Field(0.1, gt=0, description="dpo/kto/orpo: strength of the preference term (TRL's beta).")
+    loss_type: str = Field("sigmoid", description="dpo: TRL loss type (sigmoid, ipo, hinge, ...).")
+    block_size: int = Field(512, gt=8, description="pretrain: tokens per packed training block.")
+    reward_model: Optional[str] = Field(
+        None, description="ppo/grpo: run directory of a trained reward model (objective.kind=reward)."
+    )
+    reward_functions: list[str] = Field(
+        default_factory=list, description="grpo: built-in reward functions (e.g. contains_expected, brevity) used "
+        "with or instead of reward_model."
+    )
+    num_generations: int = Field(4, gt=1, description="grpo: completions sampled per prompt (the group).")
+    max_new_tokens: int = Field(48, gt=0, description="ppo/grpo: tokens sampled per rollout.")
+    temperature: float = Field(1.0, gt=0, description="ppo/grpo: sampling temperature of rollouts.")
+    kl_coef: float = Field(0.05, ge=0, description="ppo: weight of the per-token KL penalty to the frozen reference.")
+    clip_range: float = Field(0.2, gt=0, description="ppo: clip range of the policy ratio (and of the value update).")
+    vf_coef: float = Field(0.1, ge=0, description="ppo: weight of the value-head loss.")
+    gamma: float = Field(1.0, gt=0, le=1, description="ppo: discount factor.")
+    lam: float = Field(0.95, ge=0, le=1, description="ppo: GAE lambda.")
+    ppo_epochs: int = Field(2, gt=0, description="ppo: optimisation passes over each rollout batch.")
 
 
 class TrainingConfig(_Section):
@@ -160,6 +198,16 @@ class TrainingConfig(_Section):
     group_by_length: bool = Field(True, description="Without packing: batch examples of similar length (less padding).")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
     threads: Optional[int] = Field(None, gt=0, description="torch CPU threads (default: all cores).")
+    early_stopping_metric: str = Field(
+        "eval_loss", description="Validation metric early stopping and the best checkpoint follow (e.g. eval_loss, "
+        "eval_rewards/accuracies for dpo)."
+    )
+    greater_is_better: Optional[bool] = Field(
+        None, description="Whether a larger early_stopping_metric is better (default: false for *loss, else true)."
+    )
+    tracking: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=lambda: ["tensorboard"], description="Experiment trackers (mlflow and wandb are opt-in)."
+    )
 
     @field_validator("eval_strategy", mode="before")
     @classmethod

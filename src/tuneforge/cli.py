@@ -19,6 +19,19 @@ app.add_typer(recipe_app, name="recipe")
 app.add_typer(data_app, name="data")
 review_app = typer.Typer(no_args_is_help=True, help="Blind human A/B review of two runs' answers.")
 app.add_typer(review_app, name="review")
+from .cli_registry import app as _registry_app  # noqa: E402 (typer apps only; no heavy imports)
+from .cli_monitor import app as _monitor_app, from_feedback_cmd as _from_feedback  # noqa: E402
+
+app.add_typer(_registry_app, name="registry")
+app.add_typer(_monitor_app, name="monitor")
+data_app.command("from-feedback")(_from_feedback)
+from .cli_rag import compare_approaches_cmd as _compare_approaches, rag_app as _rag_app  # noqa: E402
+
+app.add_typer(_rag_app, name="rag")
+from .cli_jobs import jobs_app as _jobs_app  # noqa: E402 (fine-tuning jobs queue: worker, list, events, cancel)
+
+app.add_typer(_jobs_app, name="jobs")
+app.command("compare-approaches")(_compare_approaches)
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
 
@@ -31,11 +44,15 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from .model.sources import ModelSourceError
     from .model.strategies import StrategyError
     from .recipe import RecipeError
-    from .train.sft import ResumeError
+    from .train.sft import ResumeError, TrainingSetupError
+    from .train.pretrain import PretrainDataError
+    from .train.ppo import PPOError
+    from .train.distributed import DistributedError
     from .evaluate.gates import GatesFailed
 
     return (RecipeError, DataValidationError, DataFileError, TemplateError, ModelSourceError, StrategyError,
-            ExportMismatch, ResumeError, FileNotFoundError, FileExistsError, GatesFailed)
+            ExportMismatch, ResumeError, FileNotFoundError, FileExistsError, GatesFailed, TrainingSetupError,
+            PretrainDataError, PPOError, DistributedError)
 
 
 def _fail(exc: BaseException) -> None:
@@ -72,16 +89,23 @@ def run(recipe: Path = typer.Argument(..., help="Recipe YAML."),
 def _print_summary(s: dict) -> None:
     t = Table(title="tuneforge run summary", show_header=False)
     ev = s.get("eval", {})
-    if "base" in ev:
+    if "base" in ev and "fact_accuracy" in ev["base"]:
         t.add_row("base fact accuracy", f"{100 * ev['base']['fact_accuracy']:.1f}%")
-    if "tuned" in ev:
+    if "tuned" in ev and "fact_accuracy" in ev["tuned"]:
         t.add_row("tuned fact accuracy", f"{100 * ev['tuned']['fact_accuracy']:.1f}%")
+    for name, res in (s.get("preference") or {}).items():  # held-out pairs: chosen preferred over rejected
+        if isinstance(res, dict) and res.get("accuracy") is not None:
+            t.add_row(f"preference accuracy ({name.replace('_', ' ')})", f"{100 * res['accuracy']:.1f}% of {res['pairs']} pairs")
     if s.get("regression"):
         reg = s["regression"]
         t.add_row("general prompts (base → tuned)", f"{100 * reg.get('base', 0):.0f}% → {100 * reg['tuned']:.0f}%")
     tr = s["train"]
-    t.add_row("training", f"{tr['steps']} steps, first loss {tr['first_loss'] or float('nan'):.4g} → mean {tr['train_loss']:.4g}, "
-                          f"{tr['tokens_per_second']} tok/s, {tr['seconds']} s")
+    if "reward_first" in tr:  # RL objectives (ppo) report the mean reward, not a loss
+        t.add_row("training", f"{tr['steps']} iterations, mean reward {tr['reward_first']} → {tr['reward_last']} "
+                              f"(held-out {tr.get('eval_reward_before')} → {tr.get('eval_reward_after')}), {tr['seconds']} s")
+    else:
+        t.add_row("training", f"{tr['steps']} steps, first loss {tr['first_loss'] or float('nan'):.4g} → mean {tr['train_loss']:.4g}, "
+                              f"{tr['tokens_per_second']} tok/s, {tr['seconds']} s")
     if "export" in s:
         gc = s["export"]["golden_check"]
         t.add_row("export", ", ".join(s["export"]["artefacts"].values()) + f" (golden prompts: {gc['result']})")
@@ -108,12 +132,19 @@ def prepare(recipe: Path = typer.Argument(..., help="Recipe YAML."),
 
 @app.command()
 def train(run_dir: Path = typer.Argument(..., help="Run directory."),
-          resume: bool = typer.Option(False, "--resume", help="Continue from the last complete checkpoint.")):
+          resume: bool = typer.Option(False, "--resume", help="Continue from the last complete checkpoint."),
+          accelerate_config: Optional[Path] = typer.Option(
+              None, "--accelerate-config", help="Train under `accelerate launch` with this config "
+              "(e.g. recipes/accelerate/ddp-gpu.yaml); see docs/scale-out.md.")):
     """Stages 3-4: fine-tune the run's model on its prepared data."""
     from .train.dispatch import train_run as _train
+    from .train.distributed import is_main_process, launch
 
+    if accelerate_config is not None:
+        raise typer.Exit(code=_guard(launch, accelerate_config, _run_dir(run_dir).path, resume))
     info = _guard(_train, _run_dir(run_dir), resume)
-    console.print_json(json.dumps(info, default=str))
+    if is_main_process():  # one summary, not one per process
+        console.print_json(json.dumps(info, default=str))
 
 
 @app.command()
@@ -127,6 +158,9 @@ def evaluate(run_dir: Path = typer.Argument(..., help="Run directory."),
     run_ = _run_dir(run_dir)
     other = _run_dir(compare) if compare is not None else None
     report = _guard(_evaluate, run_, None, base, False)
+    from .registry import maybe_register
+
+    maybe_register(run_, log=lambda msg: err.print(msg, highlight=False))  # new metrics and gate status
     console.print((Path(run_dir) / "eval" / "report.md").read_text())
     if other is not None:
         if not (other.eval_dir / "report.json").is_file():  # evaluate the other run once, with its own recipe
@@ -223,13 +257,24 @@ def export(run_dir: Path = typer.Argument(..., help="Run directory."),
 @app.command()
 def chat(run_dir: Path = typer.Argument(..., help="Run directory."),
          prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Answer one prompt and exit."),
-         max_new_tokens: int = typer.Option(128, help="Longest reply in tokens.")):
+         max_new_tokens: int = typer.Option(128, help="Longest reply in tokens."),
+         rag: Optional[Path] = typer.Option(None, "--rag", help="Knowledge index: answer from its top-k passages, cite them."),
+         top_k: int = typer.Option(3, "--top-k", help="Passages per question (with --rag)."),
+         score_threshold: float = typer.Option(0.0, help="Drop passages with a lower cosine score (with --rag).")):
     """Talk to a trained run (interactive, or one shot with --prompt)."""
-    from .deploy.chat import ChatSession
+    from .cli_rag import _call
+    from .deploy.chat import ChatSession, format_citations
 
-    session = _guard(ChatSession, _run_dir(run_dir), None, max_new_tokens)
+    retriever = None
+    if rag is not None:
+        from .rag.retrieve import Retriever
+
+        retriever = _call(Retriever.open, rag, top_k, score_threshold)
+    session = _guard(ChatSession, _run_dir(run_dir), None, max_new_tokens, retriever)
     if prompt is not None:
         print(session.ask(prompt))
+        if retriever is not None:
+            print(format_citations(session.citations))
         return
     session.loop()
 
@@ -244,6 +289,8 @@ def serve(target: Optional[str] = typer.Argument(None, help="Run directory, or b
                                                       help="Accepted key (repeatable; default: env TUNEFORGE_API_KEYS)."),
           allow_admin_dir: Optional[Path] = typer.Option(None, help="Enable POST /admin/adapters for folders under DIR."),
           request_log: Optional[Path] = typer.Option(Path("tuneforge-requests.db"), help="SQLite request log."),
+          registry: Optional[Path] = typer.Option(None, "--registry", envvar="TUNEFORGE_REGISTRY",
+                                                  help="Registry for --adapter NAME=registry:MODEL@ALIAS (default runs/registry.sqlite)."),
           no_request_log: bool = typer.Option(False, "--no-request-log", help="Do not log requests."),
           log_content: bool = typer.Option(False, help="Also log prompts and completions (privacy: off by default)."),
           max_queue: int = typer.Option(64, help="Requests that may wait; more get 429."),
@@ -254,7 +301,19 @@ def serve(target: Optional[str] = typer.Argument(None, help="Run directory, or b
           max_n: Optional[int] = typer.Option(None, help="Most choices per request (4)."),
           max_body_bytes: Optional[int] = typer.Option(None, help="Largest request body (1 MiB)."),
           dtype: Optional[str] = typer.Option(None, help="float32 | bfloat16 | float16 (default: the recipe's)."),
-          threads: Optional[int] = typer.Option(None, help="CPU threads for torch.")):
+          threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
+          rag: Optional[List[str]] = typer.Option(None, "--rag", help="NAME=INDEX: chat requests to model NAME get top-k "
+                                                  "passages and citations (INDEX alone: every model; repeatable)."),
+          rag_top_k: int = typer.Option(3, help="Default passages per request (requests may set tuneforge_rag.top_k)."),
+          rag_score_threshold: float = typer.Option(0.0, help="Default lowest cosine score of a passage."),
+          rag_template: Optional[Path] = typer.Option(None, help="RAG prompt template file with {context} and {question}."),
+          jobs: Optional[Path] = typer.Option(None, "--jobs", help="Enable the fine-tuning jobs API (/v1/files, "
+                                              "/v1/fine_tuning/jobs) with its queue, files and runs in DIR."),
+          jobs_worker: bool = typer.Option(True, "--jobs-worker/--no-jobs-worker", help="With --jobs: also run a "
+                                           "worker thread here (else only `tuneforge jobs worker` processes train)."),
+          jobs_recipe: Optional[Path] = typer.Option(None, help="With --jobs: recipe every job starts from."),
+          jobs_set: Optional[List[str]] = typer.Option(None, "--jobs-set", help="With --jobs: recipe override for "
+                                                       "every job, e.g. training.threads=2 (repeatable).")):
     """Stage 6: OpenAI-compatible server for a base model and many LoRA adapters."""
     from .deploy.server.engine import AdapterError
     from .deploy.server.launch import api_keys, serve as _serve
@@ -264,9 +323,20 @@ def serve(target: Optional[str] = typer.Argument(None, help="Run directory, or b
                 "admin_dir": str(allow_admin_dir) if allow_admin_dir else None,
                 "limits": {"max_tokens": max_tokens, "max_prompt_tokens": max_prompt_tokens, "max_n": max_n,
                            "max_body_bytes": max_body_bytes}}
+    if rag:
+        from .cli_rag import _call, read_template
+
+        settings["rag"] = {"specs": rag, "top_k": rag_top_k, "score_threshold": rag_score_threshold,
+                           "template": _call(read_template, rag_template)}
+    if jobs is not None:
+        from .jobs.spec import JobsConfig
+
+        settings["jobs"] = JobsConfig(root=str(jobs), recipe=str(jobs_recipe) if jobs_recipe else None,
+                                      overrides=tuple(jobs_set or ()), worker=jobs_worker)
     engine = {"max_queue": max_queue, "max_batch_size": max_batch_size, "batch_window_ms": batch_window_ms}
     try:
-        _guard(_serve, target, adapter or [], host, port, keys, settings, engine, threads, dtype, console.print)
+        _guard(_serve, target, adapter or [], host, port, keys, settings, engine, threads, dtype, console.print,
+               str(registry) if registry else None)
     except (AdapterError, ValueError) as exc:
         _fail(exc)
 

@@ -7,17 +7,19 @@ from typing import Any
 
 from .data.prepare import prepare
 from .model.load import load_tokenizer
-from .model.sources import resolve
+from .model.sources import record_lineage, resolve
 from .recipe import Recipe
+from .registry import maybe_register, record_parent
 from .run import RunDir
 
 
 def prepare_stage(recipe: Recipe, overwrite: bool = False) -> tuple[RunDir, dict]:
     run = RunDir.create(recipe, overwrite=overwrite)
+    record_parent(run)  # a retraining run's parent: the model's current production version
     run.stage_started("prepare")
     try:
         source = resolve(recipe.model.base, recipe.model.cache_dir)
-        run.update_manifest(base_model=source.to_dict())
+        record_lineage(run, source)  # base model, and the parent run when chained
         tok = load_tokenizer(source.path, recipe.model.trust_remote_code)
         card = prepare(recipe.data, run, tok)
     except BaseException as exc:
@@ -30,6 +32,7 @@ def prepare_stage(recipe: Recipe, overwrite: bool = False) -> tuple[RunDir, dict
 def run_all(recipe: Recipe, overwrite: bool = False, log: Any = print) -> dict:
     """prepare → train → evaluate → export; returns a summary for the CLI to print."""
     from .deploy.export import export
+    from .evaluate.gates import GatesFailed
     from .evaluate.runner import evaluate
     from .train.dispatch import train_run as train
 
@@ -42,12 +45,21 @@ def run_all(recipe: Recipe, overwrite: bool = False, log: Any = print) -> dict:
     summary: dict[str, Any] = {"run": str(run.path), "train": info}
     if recipe.evaluation.enabled:
         log("[3/4] evaluating on the held-out test set")
-        report = evaluate(run)
+        try:
+            report = evaluate(run)
+        except GatesFailed:  # a rejected run is still a version: the registry shows it, and refuses to promote it
+            maybe_register(run, log=log)
+            raise
         summary["eval"] = {k: v for k, v in report["task"].items()}
         summary["regression"] = report.get("regression")
-    if recipe.export.enabled:
+        summary["preference"] = report.get("preference")  # held-out pair accuracy (dpo/kto/orpo/reward)
+    if recipe.export.enabled and recipe.objective.kind == "reward":
+        # a reward model is already saved merged in run/model for PPO/GRPO; chat exports do not apply
+        log(f"[4/4] export skipped: a reward model is used from {run.model_dir} (objective.reward_model: {run.path})")
+    elif recipe.export.enabled:
         log("[4/4] exporting adapter + merged model, checking golden prompts")
         summary["export"] = export(run)
     summary["seconds"] = round(time.time() - t0, 1)
     run.update_manifest(wall_seconds=summary["seconds"])
+    summary["registry"] = maybe_register(run, log=log)
     return summary

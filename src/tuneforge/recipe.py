@@ -154,8 +154,8 @@ class ObjectiveConfig(_Section):
     num_generations: int = Field(4, gt=1, description="grpo: completions sampled per prompt (the group).")
     max_new_tokens: int = Field(48, gt=0, description="ppo/grpo: tokens sampled per rollout.")
     temperature: float = Field(1.0, gt=0, description="ppo/grpo: sampling temperature of rollouts.")
-    kl_coef: float = Field(0.05, ge=0, description="ppo: weight of the per-token KL penalty to the frozen reference.")
-    clip_range: float = Field(0.2, gt=0, description="ppo: clip range of the policy ratio (and of the value update).")
+    kl_coef: float = Field(0.05, ge=0, description="ppo/grpo: weight of the per-token KL penalty to the frozen reference (grpo: 0 disables it).")
+    clip_range: float = Field(0.2, gt=0, description="ppo/grpo: clip range of the policy ratio (ppo: also of the value update).")
     vf_coef: float = Field(0.1, ge=0, description="ppo: weight of the value-head loss.")
     gamma: float = Field(1.0, gt=0, le=1, description="ppo: discount factor.")
     lam: float = Field(0.95, ge=0, le=1, description="ppo: GAE lambda.")
@@ -284,6 +284,8 @@ class ExportConfig(_Section):
 class Recipe(_Section):
     name: str = Field("demo", description="Run name; the run directory is <output_dir>/<name>.")
     output_dir: str = Field("runs", description="Folder that holds run directories.")
+    registry_name: Optional[str] = Field(
+        None, description="Model name in the registry this run is a version of (default: the run name).")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Stage 2: the base model.")
     data: DataConfig = Field(default_factory=DataConfig, description="Stage 1: data preparation.")
     strategy: StrategyConfig = Field(default_factory=StrategyConfig, description="What is trained.")

@@ -243,7 +243,7 @@ def test_request_log_uses_wal_and_records_its_schema_version(engine, make_client
     make_client(engine)
     conn = sqlite3.connect(tmp_path / "requests.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2  # v2: + feedback table (stage 7)
     conn.close()
 
 

@@ -37,8 +37,13 @@ def token_stats(lengths: list[int]) -> dict[str, Any]:
             "median": s[len(s) // 2], "p95": s[min(len(s) - 1, int(0.95 * len(s)))], "max": s[-1]}
 
 
-def length_check(rows: list[dict], tokenizer: Any, cfg: DataConfig, split: str) -> tuple[list[dict], dict]:
-    """Drop (and count) rows over max_length or under min_tokens; never truncate. Also token statistics."""
+def length_check(rows: list[dict], tokenizer: Any, cfg: DataConfig, split: str,
+                 keep_long: bool = False) -> tuple[list[dict], dict]:
+    """Drop (and count) rows over max_length or under min_tokens; never truncate. Also token statistics.
+
+    `keep_long`: raw text for continued pretraining is cut into blocks at training time, so a
+    long document is kept whole instead of dropped.
+    """
     kept, dropped, lengths, trained = [], [], [], []
     min_tokens = getattr(cfg, "min_tokens", 0)
     for r in rows:
@@ -47,7 +52,7 @@ def length_check(rows: list[dict], tokenizer: Any, cfg: DataConfig, split: str) 
             continue
         enc = tokenize_messages(tokenizer, r["messages"], cfg.train_on)
         n = len(enc["input_ids"])
-        if n > cfg.max_length:
+        if n > cfg.max_length and not keep_long:
             dropped.append(Problem(r.get("_line", 0), "too_long", "", f"{n} tokens > data.max_length={cfg.max_length}"))
             continue
         if n < min_tokens:
@@ -112,12 +117,13 @@ def prepare(cfg: DataConfig, run: RunDir, tokenizer: Any, log: Callable[[str], A
         parts["train"], card["balance"] = balance_train(parts["train"], cfg.stratify_by, cfg.max_per_label, cfg.seed)
         card["balance"]["stratified"] = [s for s in fractions if fractions[s] > 0]  # the parts split off here
     hashes, lengths, written = {}, {}, {}
+    raw_text = {s for s in ("train", "validation") if loaded.get(s, loaded["train"]).format == "text"}
     for split in SPLITS:
-        rows, stats = length_check(parts.get(split, []), tokenizer, cfg, split)
+        rows, stats = length_check(parts.get(split, []), tokenizer, cfg, split, keep_long=split in raw_text)
         if split == "train" and cfg.balance == "upsample":
             # after the length check, so no over-long row is copied; re-checked for the card's totals
             rows, card["balance"]["upsampled"] = upsample_rows(rows, cfg.stratify_by, cfg.seed)
-            rows, stats = length_check(rows, tokenizer, cfg, split)
+            rows, stats = length_check(rows, tokenizer, cfg, split, keep_long=split in raw_text)
         if split == "train" and not rows:
             raise ValueError(f"{cfg.train}: no training rows left after cleaning, deduplication and length checks "
                              f"(see {run.data_dir / 'data_card.json'}; max_length={cfg.max_length})")

@@ -10,8 +10,10 @@ from ..run import RunDir
 
 
 class ChatSession:
-    def __init__(self, run: RunDir, system: str | None = None, max_new_tokens: int = 128):
+    def __init__(self, run: RunDir, system: str | None = None, max_new_tokens: int = 128, retriever: Any = None):
         run.require()
+        self.retriever = retriever  # tuneforge.rag.retrieve.Retriever: context for each question (--rag)
+        self.citations: list[dict] = []  # the passages behind the last answer
         self.model, self.tokenizer, _ = load_trained(run)
         self.system = system or run.recipe().data.system_prompt
         self.max_new_tokens = max_new_tokens
@@ -20,6 +22,9 @@ class ChatSession:
     def ask(self, text: str) -> str:
         msgs = ([{"role": "system", "content": self.system}] if self.system else []) + self.history
         msgs = msgs + [{"role": "user", "content": text}]
+        if self.retriever is not None:  # context goes into this turn only; history keeps the plain question
+            msgs, passages = self.retriever.augment(msgs)
+            self.citations = [p.citation() for p in passages]
         reply = generate(self.model, self.tokenizer, [msgs], self.max_new_tokens, batch_size=1)[0]
         self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": reply}]
         return reply
@@ -39,3 +44,17 @@ class ChatSession:
                 continue
             if text:
                 write(f"model> {self.ask(text)}")
+                if self.retriever is not None:
+                    write(format_citations(self.citations))
+
+
+def format_citations(citations: list[dict]) -> str:
+    """
+    >>> format_citations([{"source": "a.md", "chunk": 3, "chunk_id": 9, "heading": "Returns", "score": 0.61}])
+    'sources: [1] a.md #3 (Returns) score 0.61'
+    """
+    if not citations:
+        return "sources: none above the score threshold"
+    return "sources: " + "; ".join(f"[{i}] {c['source']} #{c['chunk']}" + (f" ({c['heading'].rsplit(' > ', 1)[-1]})"
+                                   if c["heading"] else "") + f" score {c['score']:.2f}"
+                                   for i, c in enumerate(citations, 1))

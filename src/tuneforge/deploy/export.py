@@ -297,7 +297,18 @@ def _export(run: RunDir, cfg: ExportConfig, formats: list[str]) -> dict:
                            "seconds": {}, "notes": []}
     export_dir = run.export_dir
     export_dir.mkdir(parents=True, exist_ok=True)
-    is_adapter = hasattr(model, "merge_and_unload")
+    is_adapter = hasattr(model, "peft_config") and hasattr(model, "disable_adapter")  # a PeftModel
+    if is_adapter and not hasattr(model, "merge_and_unload"):
+        # prefix/prompt tuning learns virtual tokens, not weight deltas: nothing can be merged
+        folded = [f for f in formats if f != "adapter"]
+        if folded and "adapter" not in formats:
+            raise ExportError(f"{', '.join(folded)}: a {recipe.strategy.kind}-tuning adapter cannot be merged into "
+                              f"the weights — export the adapter (`tuneforge export {run.path} --format adapter`) "
+                              f"and serve it with PEFT on the base model")
+        for f in folded:
+            out["notes"].append(f"{f}: skipped, a {recipe.strategy.kind}-tuning adapter (virtual tokens) cannot be "
+                                f"merged into the weights; the adapter is the artefact")
+        formats = [f for f in formats if f == "adapter"]
     if "adapter" in formats and not is_adapter:
         out["notes"].append("adapter: skipped, the run trained the full model (export 'merged' instead)")
     if "adapter" in formats and is_adapter:

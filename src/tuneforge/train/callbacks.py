@@ -8,6 +8,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from .distributed import is_main_process
+
 
 class MetricsJsonlCallback(TrainerCallback):
     """Append every log (train loss, eval loss, lr, …) as one JSON line to logs/metrics.jsonl."""
@@ -16,6 +18,8 @@ class MetricsJsonlCallback(TrainerCallback):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._t0 = time.time()
+        if not is_main_process():  # only rank 0 logs (see on_log); the others must not truncate its file
+            return
         if resume_step and self.path.exists():
             # a crashed run may have logged past its last checkpoint; those steps are redone
             kept = [l for l in self.path.read_text().splitlines() if l.strip() and json.loads(l).get("step", 0) <= resume_step]

@@ -21,5 +21,10 @@ OBJECTIVE_MODULES = {
 def train_run(run: RunDir, resume: bool = False, callbacks: list | None = None) -> dict[str, Any]:
     """Train `run` with the trainer of its recipe's objective."""
     kind = run.require().recipe().objective.kind
+    from .distributed import SINGLE_PROCESS_OBJECTIVES, DistributedError, world_size
+
+    if kind in SINGLE_PROCESS_OBJECTIVES and world_size() > 1:
+        raise DistributedError(f"objective.kind={kind} trains in its own loop without gradient sync: run "
+                               f"`tuneforge train {run.path}` as one process, not under accelerate launch/torchrun")
     module = importlib.import_module(f"tuneforge.train.{OBJECTIVE_MODULES[kind]}")
     return module.train(run, resume=resume, callbacks=callbacks)

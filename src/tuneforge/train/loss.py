@@ -16,19 +16,128 @@ def labelled_logits(model: Any, inputs: dict[str, Any], labels: torch.Tensor) ->
     label is set: through `logits_to_keep` (a tensor of positions), the union over
     rows of a padded batch or exactly the labelled positions of a packed row.
     """
+    logits, targets, outputs, _ = _labelled_forward(model, inputs, labels)
+    return logits, targets, outputs
+
+
+def _labelled_forward(model: Any, inputs: dict[str, Any], labels: torch.Tensor) -> tuple:
+    """(logits at labelled positions, targets, outputs, selection mask over the kept positions)."""
     targets_all = labels[..., 1:]
     has = targets_all != IGNORE_INDEX
     keep = has.any(0).nonzero().squeeze(-1)
-    outputs = model(**{"use_cache": False, **inputs}, logits_to_keep=keep)  # training never needs a KV cache
+    shift = virtual_token_shift(model)
+    # training never needs a KV cache
+    outputs = model(**{"use_cache": False, **inputs}, logits_to_keep=keep + shift if shift else keep)
     sel = has[:, keep]
-    return outputs.logits[sel], targets_all[:, keep][sel], outputs
+    logits = outputs.logits[sel] if outputs.logits.shape[-2] else outputs.logits
+    return logits, targets_all[:, keep][sel], outputs, sel
 
 
-def label_positions_loss(model: Any, inputs: dict[str, Any], labels: torch.Tensor) -> tuple[torch.Tensor, int, Any]:
+def virtual_token_shift(model: Any) -> int:
+    """How many learned embeddings prompt tuning puts before the input (0 for every other model).
+
+    PEFT's prompt tuning (and p-tuning) prepends them to the input embeddings, so the
+    model's hidden states, and `logits_to_keep` positions, are shifted right by that
+    many; prefix tuning adds key/values instead and shifts nothing.
+    """
+    inner = getattr(model, "module", model)  # DDP/FSDP wrappers keep the PeftModel in .module
+    cfg = getattr(inner, "active_peft_config", None)
+    if cfg is None or not getattr(cfg, "is_prompt_learning", False) or getattr(inner, "_adapters_disabled", False):
+        return 0  # no adapter, or switched off (`with model.disable_adapter():` runs the bare base)
+    if getattr(cfg.peft_type, "value", cfg.peft_type) == "PREFIX_TUNING":
+        return 0
+    return int(cfg.num_virtual_tokens)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of `hidden @ weight.T (+ bias)` against `targets`, chunk by chunk.
+
+    The gradients are computed during the forward pass, one chunk of positions at a time,
+    so the [positions, vocab] logits never exist whole: with a 49k vocabulary they and
+    their fp32 softmax/gradient copies were the largest activation of a LoRA step. Only
+    the gradient w.r.t. the hidden states ([positions, d]) is kept for backward.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, chunk):  # type: ignore[override]
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        need_b = bias is not None and ctx.needs_input_grad[2]
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_b else None
+        dev = hidden.device.type
+        # the gradient matmuls run in the dtype autocast gives the forward matmul
+        mm_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else hidden.dtype
+        for s in range(0, hidden.shape[0], chunk):
+            h, t = hidden[s: s + chunk], targets[s: s + chunk]
+            logits = torch.nn.functional.linear(h, weight, bias).float()  # bf16 matmul under autocast
+            lse = torch.logsumexp(logits, dim=-1)
+            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+            if not (need_h or need_w or need_b):
+                continue
+            g = torch.exp(logits.sub_(lse[:, None]))  # softmax, in place of the logits
+            g[torch.arange(len(t), device=g.device), t] -= 1.0  # d(sum CE)/d(logits)
+            g = g.to(mm_dtype)
+            if need_h:
+                grad_h[s: s + chunk] = (g @ weight.to(g.dtype)).to(hidden.dtype)
+            if need_w:
+                grad_w += (g.t() @ h.to(g.dtype)).float()
+            if need_b:
+                grad_b += g.float().sum(0)
+        ctx.save_for_backward(*(x for x in (grad_h, grad_w, grad_b) if x is not None))
+        ctx.has = (need_h, need_w, need_b)
+        ctx.dtypes = (weight.dtype, bias.dtype if bias is not None else None)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        saved = iter(ctx.saved_tensors)
+        gh, gw, gb = (next(saved) if has else None for has in ctx.has)
+        return (gh * grad_out.to(gh.dtype) if gh is not None else None,
+                (gw * grad_out).to(ctx.dtypes[0]) if gw is not None else None,
+                (gb * grad_out).to(ctx.dtypes[1]) if gb is not None else None, None, None)
+
+
+def plain_output_head(model: Any) -> torch.nn.Linear | None:
+    """The model's LM head when it is a plain Linear with nothing applied to its logits after
+    it (the chunked loss then gives exactly the model's loss), else None."""
+    inner = getattr(model, "module", model)
+    get = getattr(inner, "get_output_embeddings", None)
+    head = get() if callable(get) else None
+    cfg = getattr(inner, "config", None)
+    if type(head) is not torch.nn.Linear or getattr(cfg, "final_logit_softcapping", None) \
+            or getattr(cfg, "logit_scale", None) not in (None, 1, 1.0):
+        return None
+    return head
+
+
+def label_positions_loss(model: Any, inputs: dict[str, Any], labels: torch.Tensor,
+                         chunk: int = 1024) -> tuple[torch.Tensor, int, Any]:
     """Summed next-token cross-entropy over labelled positions, the target count, and the outputs.
+
+    With a plain LM head, the head's input is taken by a forward pre-hook (the head itself
+    then runs on zero positions) and the loss is computed chunk by chunk
+    (`_LinearCrossEntropy`); otherwise the labelled logits are materialised.
 
     >>> # loss_sum, n, _ = label_positions_loss(model, {"input_ids": ids}, labels)
     """
-    logits, targets, outputs = labelled_logits(model, inputs, labels)
-    loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+    head = plain_output_head(model)
+    if head is None:
+        logits, targets, outputs = labelled_logits(model, inputs, labels)
+        loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+        return loss, int(targets.numel()), outputs
+    captured: dict[str, torch.Tensor] = {}
+
+    def take_input(_module: Any, args: tuple) -> tuple:
+        captured["hidden"] = args[0]
+        return (args[0][..., :0, :],)
+
+    handle = head.register_forward_pre_hook(take_input)
+    try:
+        _, targets, outputs, sel = _labelled_forward(model, inputs, labels)
+    finally:
+        handle.remove()
+    hidden = captured["hidden"][sel]
+    loss = _LinearCrossEntropy.apply(hidden, head.weight, head.bias, targets, chunk)
     return loss, int(targets.numel()), outputs

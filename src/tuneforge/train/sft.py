@@ -1,27 +1,41 @@
-"""Supervised fine-tuning (instruction tuning) on chat data: the stage-4 entry point."""
+"""Supervised fine-tuning (instruction tuning) on chat data: the stage-4 entry point.
+
+The pieces every HF-Trainer objective shares live here too: `training_arguments`,
+`tracking_callbacks`, `setup_model` (source → tokenizer → model with its strategy) and
+`fit` (checkpoints, trainer, result saved atomically, the info the manifest records);
+`train/pretrain.py` reuses them with its own data.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from ..data.template import tokenize_messages
-from ..io import read_jsonl, replace_dir, staging_dir
+from ..io import read_jsonl
 from ..model.device import device_type, use_bf16
-from ..model.load import load_model, load_tokenizer, set_threads
-from ..model.sources import resolve
-from ..model.strategies import apply_strategy, param_counts
-from ..recipe import TrainingConfig
+from ..model.load import load_for_training, load_tokenizer, set_threads
+from ..model.sources import ModelSource, record_lineage, resolve
+from ..model.strategies import check_training_compat, is_adapter, param_counts
+from ..recipe import Recipe, TrainingConfig
 from ..run import RunDir
 from .callbacks import MetricsJsonlCallback
 from .collator import PackedCollator, PadCollator
+from .distributed import is_main_process, process_info, save_trained, sum_over_processes
 from .trainer import TuneforgeTrainer, last_checkpoint
 
 
 class ResumeError(RuntimeError):
     pass
+
+
+class TrainingSetupError(ValueError):
+    """training.* options that cannot work together (or a tracker that is not installed)."""
 
 
 def tokenised_split(path: Path, tokenizer: Any, train_on: str) -> Any:
@@ -35,17 +49,36 @@ def tokenised_split(path: Path, tokenizer: Any, train_on: str) -> Any:
     return Dataset.from_list([{**e, "length": len(e["input_ids"])} for e in enc])
 
 
-def training_arguments(cfg: TrainingConfig, output_dir: Path, has_eval: bool) -> Any:
+def best_metric(cfg: TrainingConfig) -> tuple[str, bool]:
+    """(metric name as the Trainer logs it, whether greater is better) for early stopping / best checkpoint.
+
+    >>> best_metric(TrainingConfig(early_stopping_metric="loss"))
+    ('eval_loss', False)
+    """
+    name = cfg.early_stopping_metric
+    name = name if name.startswith("eval_") else f"eval_{name}"
+    greater = cfg.greater_is_better if cfg.greater_is_better is not None else not name.endswith("loss")
+    return name, greater
+
+
+def training_arguments(cfg: TrainingConfig, output_dir: Path, has_eval: bool,
+                       metrics: Iterable[str] | None = None) -> Any:
+    """TrainingArguments of a recipe's training section; `metrics` (when given) are the eval metrics the
+    objective logs, so an early_stopping_metric it never computes fails here instead of mid-run."""
     from transformers import TrainingArguments
 
     eval_strategy = cfg.eval_strategy if has_eval else "no"
     track_best = eval_strategy != "no" and eval_strategy == cfg.save_strategy and (
         cfg.save_strategy == "epoch" or cfg.save_steps % cfg.eval_steps == 0)
     if cfg.early_stopping_patience and not track_best:
-        raise ValueError(
+        raise TrainingSetupError(
             "training.early_stopping_patience needs validation data and matching training.eval_strategy / "
             "save_strategy (and save_steps a multiple of eval_steps)"
         )
+    metric, greater = best_metric(cfg)
+    if track_best and metrics is not None and metric not in set(metrics):
+        raise TrainingSetupError(f"training.early_stopping_metric={cfg.early_stopping_metric!r}: this objective "
+                                 f"logs only {sorted(metrics)} on validation data — choose one of those")
     return TrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=cfg.epochs,
@@ -67,8 +100,8 @@ def training_arguments(cfg: TrainingConfig, output_dir: Path, has_eval: bool) ->
         save_strategy=cfg.save_strategy,
         save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
-        metric_for_best_model="eval_loss" if track_best else None,
-        greater_is_better=False if track_best else None,
+        metric_for_best_model=metric if track_best else None,
+        greater_is_better=greater if track_best else None,
         load_best_model_at_end=bool(cfg.early_stopping_patience),
         # packed batches hold no padding, so length grouping would only make batches less random
         train_sampling_strategy="group_by_length" if cfg.group_by_length and not cfg.packing else "random",
@@ -76,92 +109,154 @@ def training_arguments(cfg: TrainingConfig, output_dir: Path, has_eval: bool) ->
         activation_checkpointing=cfg.gradient_checkpointing,
         use_cpu=device_type() == "cpu",
         remove_unused_columns=False,
-        report_to="none",
+        report_to="none",  # trackers are added as callbacks (tracking_callbacks), with their folders in the run
         dataloader_num_workers=0,
     )
 
 
-def train(run: RunDir, resume: bool = False, callbacks: list | None = None) -> dict:
-    """Train the run's model on its prepared data; write the result to adapter/ (or model/)."""
-    from transformers import EarlyStoppingCallback, set_seed
-    from transformers.integrations import TensorBoardCallback
+TRACKERS = {"mlflow": "mlflow", "wandb": "wandb"}  # tracker → the package it needs
 
-    recipe = run.require().recipe()
+
+def tracking_callbacks(run: RunDir, cfg: TrainingConfig) -> list:
+    """Callbacks for `training.tracking`: TensorBoard writes logs/tensorboard; MLflow (default store
+    logs/mlruns) and Weights & Biases (files under logs/) are opt-in and need their package."""
+    missing = [t for t in cfg.tracking if t in TRACKERS and importlib.util.find_spec(TRACKERS[t]) is None]
+    if missing:
+        raise TrainingSetupError(f"training.tracking: {missing} not installed — `pip install "
+                                 f"{' '.join(TRACKERS[t] for t in missing)}`, or remove it from training.tracking")
+    cbs: list = []
+    for name in dict.fromkeys(cfg.tracking):
+        if name == "tensorboard" and is_main_process():  # one event file, written by rank 0
+            from torch.utils.tensorboard import SummaryWriter
+            from transformers.integrations import TensorBoardCallback
+
+            cbs.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run.logs_dir / "tensorboard"))))
+        elif name == "mlflow":
+            from transformers.integrations import MLFlowCallback
+
+            # an explicit MLFLOW_TRACKING_URI (a tracking server) wins; else a file store inside the run
+            os.environ.setdefault("MLFLOW_TRACKING_URI", (run.logs_dir / "mlruns").resolve().as_uri())
+            os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "tuneforge")
+            cbs.append(MLFlowCallback())
+        elif name == "wandb":
+            from transformers.integrations import WandbCallback
+
+            os.environ.setdefault("WANDB_DIR", str(run.logs_dir.resolve()))
+            os.environ.setdefault("WANDB_PROJECT", "tuneforge")
+            cbs.append(WandbCallback())
+    return cbs
+
+
+@dataclass
+class ModelSetup:
+    model: Any
+    tokenizer: Any
+    source: ModelSource
+    counts: dict
+    bf16: bool
+    base_dtype: str
+
+
+def setup_model(recipe: Recipe) -> ModelSetup:
+    """Resolve the base, load its tokenizer and the model with the recipe's strategy applied."""
+    from transformers import set_seed
+
     cfg = recipe.training
-    if not run.split_file("train").is_file():
-        raise FileNotFoundError(f"{run.path}: no prepared data — run `tuneforge prepare` first")
+    check_training_compat(recipe.strategy, cfg.packing)
     set_threads(cfg.threads)
     source = resolve(recipe.model.base, recipe.model.cache_dir)
     tokenizer = load_tokenizer(source.path, recipe.model.trust_remote_code)
     set_seed(cfg.seed)  # adapter initialisation depends on it
     bf16 = use_bf16(cfg.precision)
-    # Frozen base weights are stored in bf16 when training in bf16: autocast then has no
-    # per-step weight casts to do (PEFT keeps the adapter weights in fp32).
-    dtype = "bfloat16" if bf16 and recipe.strategy.kind != "full" else recipe.model.dtype
-    model = apply_strategy(load_model(source.path, dtype, recipe.model.trust_remote_code), recipe.strategy)
-    counts = param_counts(model)
-    train_ds = tokenised_split(run.split_file("train"), tokenizer, recipe.data.train_on)
-    eval_ds = tokenised_split(run.split_file("validation"), tokenizer, recipe.data.train_on)
+    model, base_dtype = load_for_training(recipe.model, recipe.strategy, source.path, bf16, cfg.gradient_checkpointing)
+    return ModelSetup(model, tokenizer, source, param_counts(model), bf16, base_dtype)
 
+
+def fit(run: RunDir, setup: ModelSetup, train_ds: Any, eval_ds: Any, collator: Any, *, resume: bool = False,
+        callbacks: list | None = None, logits_at_labels_only: bool = False,
+        metrics: Iterable[str] = ("eval_loss",), before_train: Any = None) -> tuple[Any, dict]:
+    """Train with TuneforgeTrainer, save the result (adapter/ or model/) atomically; (trainer, info).
+
+    `before_train(trainer)` runs once the trainer exists (e.g. to measure the starting perplexity).
+    The caller records `info` with `run.stage_finished("train", **info)`.
+    """
+    from transformers import EarlyStoppingCallback
+
+    recipe = run.recipe()
+    cfg = recipe.training
     checkpoint = None
     if resume:
         checkpoint = last_checkpoint(str(run.checkpoints_dir))
         if checkpoint is None:
             raise ResumeError(f"{run.checkpoints_dir}: no complete checkpoint to resume from — train without --resume")
-    else:
+    elif is_main_process():  # under accelerate launch, rank 0 owns the run directory
         shutil.rmtree(run.checkpoints_dir, ignore_errors=True)
-
-    args = training_arguments(cfg, run.checkpoints_dir, eval_ds is not None)
-    from torch.utils.tensorboard import SummaryWriter
-
+    args = training_arguments(cfg, run.checkpoints_dir, eval_ds is not None, metrics)
     resume_step = int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else 0
-    cbs = [MetricsJsonlCallback(run.metrics_file, resume_step),
-           TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run.logs_dir / "tensorboard")))]
+    cbs = [MetricsJsonlCallback(run.metrics_file, resume_step)] + tracking_callbacks(run, cfg)
     if cfg.early_stopping_patience:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-    collator = PackedCollator() if cfg.packing else PadCollator(tokenizer.pad_token_id)
     trainer = TuneforgeTrainer(
-        model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+        model=setup.model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
         data_collator=collator, callbacks=cbs + list(callbacks or []),
-        autocast_bf16=bf16, logits_at_labels_only=cfg.logits_at_labels_only,
+        autocast_bf16=setup.bf16, logits_at_labels_only=logits_at_labels_only,
     )
     run.stage_started("train")
-    run.update_manifest(base_model=source.to_dict())
+    record_lineage(run, setup.source)
     t0 = time.time()
     try:
+        if before_train is not None:
+            before_train(trainer)
         result = trainer.train(resume_from_checkpoint=checkpoint)
     except BaseException as exc:
         run.stage_finished("train", "failed", error=f"{type(exc).__name__}: {exc}")
         raise
     elapsed = time.time() - t0
-    out_dir = run.adapter_dir if recipe.strategy.kind != "full" else run.model_dir
-    tmp = staging_dir(out_dir)
-    trainer.model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    replace_dir(tmp, out_dir)
+    kind = recipe.strategy.kind
+    out_dir = run.adapter_dir if is_adapter(kind) else run.model_dir
+    save_trained(trainer, setup.tokenizer, out_dir)  # every rank: ZeRO-3/FSDP gather shards; rank 0 writes
+    stale = run.model_dir if out_dir == run.adapter_dir else run.adapter_dir
+    shutil.rmtree(stale, ignore_errors=True)  # a re-run with another strategy must not leave the old result
 
-    epochs_done = trainer.state.epoch or 0
-    steps_done = trainer.state.global_step - resume_step
-    tokens = trainer.tokens_this_session()
-    evals = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h]
+    tokens = sum_over_processes(trainer, trainer.tokens_this_session())
     info = {
-        "params": counts,
+        "strategy": kind,
+        "params": setup.counts,
         "steps": trainer.state.global_step,
-        "epochs": round(epochs_done, 3),
+        "epochs": round(trainer.state.epoch or 0, 3),
         "train_loss": round(result.training_loss, 5),
         "first_loss": next((h["loss"] for h in trainer.state.log_history if "loss" in h), None),
-        "best_eval_loss": min(evals) if evals else None,
+        "last_loss": next((h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None),
+        "best_eval_loss": min((h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h), default=None),
+        "best_metric": {args.metric_for_best_model: trainer.state.best_metric} if args.metric_for_best_model else None,
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "seconds": round(elapsed, 1),
-        "steps_this_session": steps_done,
+        "steps_this_session": trainer.state.global_step - resume_step,
         "tokens_seen": tokens,
         "tokens_per_second": round(tokens / elapsed, 1) if elapsed > 0 else None,
-        "bf16_autocast": bf16,
-        "base_weights_dtype": dtype,
+        "bf16_autocast": setup.bf16,
+        "base_weights_dtype": setup.base_dtype,
         "packing": cfg.packing,
-        "logits_at_labels_only": cfg.logits_at_labels_only,
+        "logits_at_labels_only": logits_at_labels_only,
+        "tracking": list(cfg.tracking),
         "resumed_from": checkpoint,
+        "distributed": process_info(trainer),
         "output": str(out_dir.relative_to(run.path)),
     }
+    return trainer, info
+
+
+def train(run: RunDir, resume: bool = False, callbacks: list | None = None) -> dict:
+    """Train the run's model on its prepared data; write the result to adapter/ (or model/)."""
+    recipe = run.require().recipe()
+    cfg = recipe.training
+    if not run.split_file("train").is_file():
+        raise FileNotFoundError(f"{run.path}: no prepared data — run `tuneforge prepare` first")
+    setup = setup_model(recipe)
+    train_ds = tokenised_split(run.split_file("train"), setup.tokenizer, recipe.data.train_on)
+    eval_ds = tokenised_split(run.split_file("validation"), setup.tokenizer, recipe.data.train_on)
+    collator = PackedCollator() if cfg.packing else PadCollator(setup.tokenizer.pad_token_id)
+    _, info = fit(run, setup, train_ds, eval_ds, collator, resume=resume, callbacks=callbacks,
+                  logits_at_labels_only=cfg.logits_at_labels_only)
     run.stage_finished("train", **info)
     return info

@@ -6,6 +6,8 @@
     POST /v1/completions         stream or not
     GET  /metrics                Prometheus text
     GET|POST /admin/adapters, DELETE /admin/adapters/{name}   only with an admin dir
+    POST /v1/feedback            rating / correction of a logged request (feedback.py)
+    /v1/files, /v1/fine_tuning/jobs/…   fine-tuning jobs API, only with settings.jobs (jobs_routes.py)
 
 Nothing happens at import; `create_app` builds everything from its arguments. (No
 `from __future__ import annotations` here: FastAPI reads the route signatures, whose
@@ -27,6 +29,7 @@ from .engine import AdapterError, Engine, Event, Job, ModelEntry, QueueFull, Unk
 from .limits import APIError, BodySizeLimit, Limits, check_prompt, check_request, error_body, status_type
 from .metrics import Metrics
 from .requestlog import RequestLog, utc_now
+from ...rag.serve import rag_apply
 from . import schemas
 
 CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
@@ -40,6 +43,8 @@ class ServerSettings:
     log_content: bool = False             # also store prompts and completions in the request log
     admin_dir: Optional[str] = None       # enables /admin/adapters for folders under it
     disconnect_poll_s: float = 0.25       # how often a waiting request checks that its client is still there
+    rag: Optional[Any] = None             # tuneforge.rag.serve.RagRouter: retrieval per model (chat only)
+    jobs: Optional[Any] = None            # tuneforge.jobs.spec.JobsConfig: enables /v1/files + /v1/fine_tuning/jobs
 
 
 @dataclass
@@ -65,6 +70,7 @@ class Call:
     queue_s: Optional[float] = None
     ended: bool = False
     error: Optional[str] = None
+    citations: Optional[list] = None      # RAG passages the prompt was augmented with (response extension)
 
     def apply(self, ev: Event) -> None:
         if ev.kind == "start":
@@ -120,7 +126,8 @@ def create_app(engine: Engine, settings: ServerSettings, close_engine: bool = Fa
             reqlog.close()
 
     app = FastAPI(title="tuneforge", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes,  # uploads of training data are larger
+                       path_limits={"/v1/files": settings.jobs.max_file_bytes} if settings.jobs else None)
     app.state.engine, app.state.metrics, app.state.request_log, app.state.settings = engine, metrics, reqlog, settings
     keys = [k.encode() for k in settings.api_keys]
 
@@ -209,6 +216,8 @@ def create_app(engine: Engine, settings: ServerSettings, close_engine: bool = Fa
                 messages = [{"role": m.role, "content": m.text()} for m in body.messages]
             except ValueError as exc:
                 raise APIError(400, str(exc), param="messages", code="unsupported_content") from None
+            if settings.rag is not None or body.tuneforge_rag is not None:  # RAG: context into the last user turn
+                messages, call.citations = await rag_apply(settings.rag, call.entry.name, messages, body.tuneforge_rag)
             ids = engine.chat_prompt(call.entry, messages)
             call.prompt = messages
             return await complete(request, call, body, [ids], body.requested_max_tokens(), "messages")
@@ -272,6 +281,8 @@ def create_app(engine: Engine, settings: ServerSettings, close_engine: bool = Fa
         texts, reasons = call.choices()
         build = schemas.chat_completion if call.route == CHAT else schemas.completion
         out = build(call.rid, call.model, texts, reasons, call.usage())
+        if call.citations is not None:
+            out["tuneforge_citations"] = call.citations
         finish(call, 200)
         return JSONResponse(out, headers=headers)
 
@@ -293,6 +304,8 @@ def create_app(engine: Engine, settings: ServerSettings, close_engine: bool = Fa
             if chat:
                 delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
                 data = schemas.chat_chunk(call.rid, call.model, created, index, delta, reason)
+                if role and call.citations is not None:
+                    data["tuneforge_citations"] = call.citations
             else:
                 data = schemas.completion_chunk(call.rid, call.model, created, index, text or "", reason)
             return f"data: {json.dumps(data)}\n\n"
@@ -395,6 +408,13 @@ def create_app(engine: Engine, settings: ServerSettings, close_engine: bool = Fa
         return {"id": name, "object": "model", "deleted": True}
 
     app.include_router(api)
+    from .feedback import feedback_router  # stage 7: POST /v1/feedback, stored with the request log
+
+    app.include_router(feedback_router(settings, reqlog, require_key))
+    if settings.jobs is not None:  # the fine-tuning jobs API (jobs_routes.py); its lifespan runs the worker
+        from .jobs_routes import jobs_router
+
+        app.include_router(jobs_router(engine, settings.jobs, require_key))
     return app
 
 

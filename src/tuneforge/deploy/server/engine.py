@@ -22,6 +22,7 @@ import json
 import re
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -173,6 +174,7 @@ class Engine:
         self._stopping = False
         self._worker: Optional[threading.Thread] = None
         self._adapter_ids = itertools.count()
+        self._retired: list[ModelEntry] = []  # replaced adapter versions that queued jobs may still use
         self.on_batch: Optional[Callable[[int, int, float], None]] = None  # (rows, new tokens, seconds)
 
     # loading ------------------------------------------------------------------------
@@ -229,6 +231,29 @@ class Engine:
             entry = ModelEntry(name, internal, str(folder), template, stops, run_system_prompt(folder))
             self._entries[name] = entry
         return entry
+
+    def replace_adapter(self, name: str, path: str | Path) -> ModelEntry:
+        """Serve `path` under an existing adapter name, with no moment where the name is missing
+        (the registry follower swaps versions this way). Requests already queued for the old
+        version still run on it; it is unloaded at the next swap once nothing refers to it."""
+        old = self.get(name)
+        if old.is_base:
+            raise AdapterError("the base model cannot be replaced")
+        staged = self.add_adapter(f"{name}:staged", path)  # loads the weights before the swap
+        # model lock first (waits for a running batch), queue lock second: submit() never waits on a batch
+        with self._model_lock, self._cond:
+            del self._entries[staged.name]
+            staged.name = name
+            self._entries[name] = staged
+            self._retired.append(old)
+            waiting = {id(j.entry) for j in self._queue}
+            for e in [e for e in self._retired if id(e) not in waiting]:
+                self._retired.remove(e)
+                e.removed = True
+                with warnings.catch_warnings():  # "adapter was active": mixed batches name theirs per row
+                    warnings.simplefilter("ignore")
+                    self.model.delete_adapter(e.internal)
+        return staged
 
     def remove_adapter(self, name: str) -> None:
         entry = self.get(name)

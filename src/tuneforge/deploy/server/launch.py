@@ -24,6 +24,8 @@ class ServePlan:
     dtype: str = "float32"
     trust_remote_code: bool = False
     adapters: dict = field(default_factory=dict)   # public name -> adapter folder or run directory
+    followed: list = field(default_factory=list)   # registry aliases to follow (follow.Followed)
+    registry: Optional[str] = None                 # the registry they are read from
 
 
 def _is_run(p: Path) -> bool:
@@ -37,7 +39,9 @@ def parse_adapter(spec: str) -> tuple[str, str]:
     ('support', 'runs/support-v2')
     """
     name, sep, path = spec.partition("=")
-    if not sep:
+    if not sep and spec.startswith("registry:"):  # registry:NAME@ALIAS is served as NAME
+        name, path = spec[len("registry:"):].partition("@")[0], spec
+    elif not sep:
         p = Path(spec).expanduser().resolve()
         name, path = (p.parent.name if p.name == "adapter" and _is_run(p.parent) else p.name), spec
     if not NAME_RE.match(name):
@@ -66,13 +70,27 @@ def _display_name(base: str) -> str:
     return p.stem if p.suffix == ".gguf" else p.name if ("/" in base or p.exists()) and p.name else base
 
 
-def plan(target: Optional[str], adapter_specs: list[str]) -> ServePlan:
+def plan(target: Optional[str], adapter_specs: list[str], registry: Optional[str] = None) -> ServePlan:
     """Resolve what to serve; every path is checked before any weights are loaded."""
     from ...model.sources import resolve
+    from .follow import is_registry_spec, parse_spec, resolve_spec
 
     adapters = dict(parse_adapter(s) for s in adapter_specs)
     if len(adapters) != len(adapter_specs):
         raise AdapterError("two --adapter options use the same name")
+    followed = [parse_spec(n, p) for n, p in adapters.items() if is_registry_spec(p)]
+    if followed:
+        from ...registry import default_path
+
+        registry = str(registry or default_path())
+        for f in followed:  # serve what the alias points at now; the follower tracks later changes
+            adapters[f.public] = resolve_spec(f, registry)
+    p = _plan(target, adapters, resolve)
+    p.followed, p.registry = followed, registry
+    return p
+
+
+def _plan(target: Optional[str], adapters: dict, resolve: Callable) -> ServePlan:
     for path in adapters.values():
         adapter_folder(path)  # fail fast, with the path in the message
     if target is None:
@@ -116,7 +134,7 @@ def api_keys(given: Optional[list[str]], log: Callable[[str], None]) -> tuple[tu
 
 def serve(target: Optional[str], adapter_specs: list[str], host: str, port: int, keys: tuple[str, ...],
           settings_kw: dict, engine_kw: dict, threads: Optional[int] = None, dtype: Optional[str] = None,
-          log: Callable[[str], None] = print) -> None:
+          log: Callable[[str], None] = print, registry: Optional[str] = None) -> None:
     import uvicorn
 
     from ...model.load import set_threads
@@ -124,9 +142,14 @@ def serve(target: Optional[str], adapter_specs: list[str], host: str, port: int,
     from .engine import Engine, EngineConfig
     from .limits import Limits
 
-    p = plan(target, adapter_specs)
+    p = plan(target, adapter_specs, registry)
     set_threads(threads)
     limits_kw = {k: v for k, v in settings_kw.pop("limits", {}).items() if v is not None}
+    rag_kw = settings_kw.pop("rag", None)
+    if rag_kw:  # open every knowledge index before any weights load: a bad path fails fast
+        from ...rag.serve import RagRouter
+
+        settings_kw["rag"] = RagRouter.from_specs(models=[p.base_name, *p.adapters], **rag_kw)
     settings = ServerSettings(api_keys=keys, limits=Limits(**limits_kw), **settings_kw)
     log(f"loading {p.base_name} from {p.base_path} with {len(p.adapters)} adapter(s)")
     engine = Engine.load(p.base_path, p.base_name, p.adapters, EngineConfig(**engine_kw), dtype or p.dtype,
@@ -134,4 +157,15 @@ def serve(target: Optional[str], adapter_specs: list[str], host: str, port: int,
     app = create_app(engine, settings, close_engine=True)
     log(f"serving {', '.join(e.name for e in engine.models())} on http://{host}:{port}/v1 "
         f"(request log: {settings.request_log or 'off'}; admin: {settings.admin_dir or 'off'})")
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    follower = None
+    if p.followed:
+        from .follow import RegistryFollower
+
+        follower = RegistryFollower(engine, p.followed, p.registry, served={f.public: p.adapters[f.public]
+                                                                           for f in p.followed}).start()
+        log("following " + ", ".join(f"{f.public} = {f.model}@{f.alias}" for f in p.followed) + f" in {p.registry}")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="info")
+    finally:
+        if follower is not None:
+            follower.close()

@@ -81,15 +81,17 @@ class BodySizeLimit:
     small by construction) and replayed to the app.
     """
 
-    def __init__(self, app: Any, max_bytes: int):
+    def __init__(self, app: Any, max_bytes: int, path_limits: Optional[dict] = None):
         self.app, self.max_bytes = app, max_bytes
+        self.path_limits = path_limits or {}  # exact path -> its own limit (file uploads)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
+        max_bytes = self.path_limits.get(scope["path"], self.max_bytes)
         length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await self._reject(send)
+        if length is not None and length.isdigit() and int(length) > max_bytes:
+            return await self._reject(send, max_bytes)
         chunks, size, more = [], 0, True
         while more:
             msg = await receive()
@@ -97,8 +99,8 @@ class BodySizeLimit:
                 return
             chunks.append(msg.get("body", b""))
             size += len(chunks[-1])
-            if size > self.max_bytes:
-                return await self._reject(send)
+            if size > max_bytes:
+                return await self._reject(send, max_bytes)
             more = msg.get("more_body", False)
         body, replayed = b"".join(chunks), False
 
@@ -111,8 +113,8 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
-    async def _reject(self, send: Any) -> None:
-        payload = json.dumps(error_body(f"request body is larger than this server's limit of {self.max_bytes} "
+    async def _reject(self, send: Any, max_bytes: int) -> None:
+        payload = json.dumps(error_body(f"request body is larger than this server's limit of {max_bytes} "
                                         f"bytes", param=None, code="request_too_large")).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"),

@@ -1,7 +1,7 @@
 """The request log: one SQLite row per API request, read by stage 7 (monitoring).
 
-Schema (version 1, stored in `PRAGMA user_version`; a later version adds columns,
-never renames or drops them):
+Schema (version 2, stored in `PRAGMA user_version`; a later version adds columns or
+tables, never renames or drops them; an older file is upgraded in place when opened):
 
     requests
       id                 INTEGER PRIMARY KEY   insertion order
@@ -25,6 +25,13 @@ never renames or drops them):
       prompt             TEXT                  JSON messages / prompt text — only with content logging on
       completion         TEXT                  JSON list of choice texts — only with content logging on
 
+    feedback (v2: `POST /v1/feedback`, one row per request; a later rating replaces it)
+      request_id         TEXT    PRIMARY KEY   the `requests.request_id` rated
+      ts                 TEXT    NOT NULL      when the feedback arrived (ISO 8601 UTC)
+      rating             TEXT                  up | down | NULL (a correction alone)
+      correction         TEXT                  the answer the model should have given
+      comment            TEXT                  free text from the client
+
 Rows are written by one background thread in WAL mode (readers never block the
 writer), so a slow disk or a locked database never delays or fails a request: a
 row that cannot be written is dropped and counted (`tuneforge_request_log_errors_total`).
@@ -42,7 +49,7 @@ from typing import Any, Callable, Optional
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 COLUMNS = ("ts", "request_id", "route", "model", "adapter", "stream", "n", "status", "error_code",
            "finish_reason", "prompt_tokens", "completion_tokens", "latency_ms", "queue_ms", "temperature",
            "max_tokens", "user", "prompt", "completion")
@@ -71,6 +78,14 @@ CREATE TABLE IF NOT EXISTS requests (
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests(ts);
 CREATE INDEX IF NOT EXISTS requests_model_ts ON requests(model, ts);
+CREATE INDEX IF NOT EXISTS requests_request_id ON requests(request_id);
+CREATE TABLE IF NOT EXISTS feedback (
+  request_id TEXT PRIMARY KEY,
+  ts TEXT NOT NULL,
+  rating TEXT,
+  correction TEXT,
+  comment TEXT
+);
 """
 _STOP = object()
 
@@ -94,7 +109,7 @@ def init_db(path: str | Path) -> None:
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"{path}: request log schema v{version} is newer than this tuneforge "
                                f"(v{SCHEMA_VERSION}) — upgrade tuneforge or use another --request-log")
-        conn.executescript(SCHEMA)
+        conn.executescript(SCHEMA)  # v1 -> v2: only new tables/indexes, all IF NOT EXISTS
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     conn.close()
 
@@ -177,5 +192,45 @@ def read_rows(path: str | Path, limit: int = 100) -> list[dict[str, Any]]:
     conn.row_factory = sqlite3.Row
     try:
         return [dict(r) for r in conn.execute("SELECT * FROM requests ORDER BY id DESC LIMIT ?", (limit,))]
+    finally:
+        conn.close()
+
+
+def find_request(path: str | Path, request_id: str) -> Optional[dict[str, Any]]:
+    """The logged row of one request (the first, if an id was ever logged twice), or None."""
+    conn = sqlite3.connect(str(path), timeout=5.0)
+    conn.row_factory = sqlite3.Row
+    try:
+        r = conn.execute("SELECT * FROM requests WHERE request_id=? ORDER BY id LIMIT 1", (request_id,)).fetchone()
+        return dict(r) if r else None
+    finally:
+        conn.close()
+
+
+def write_feedback(path: str | Path, request_id: str, rating: Optional[str], correction: Optional[str] = None,
+                   comment: Optional[str] = None) -> dict[str, Any]:
+    """Store (or replace) the feedback on one request; returns the stored row."""
+    row = {"request_id": request_id, "ts": utc_now(), "rating": rating, "correction": correction, "comment": comment}
+    conn = connect(path)
+    try:
+        with conn:
+            conn.execute("INSERT INTO feedback (request_id, ts, rating, correction, comment) VALUES (?,?,?,?,?) "
+                         "ON CONFLICT(request_id) DO UPDATE SET ts=excluded.ts, rating=excluded.rating, "
+                         "correction=excluded.correction, comment=excluded.comment", tuple(row.values()))
+    finally:
+        conn.close()
+    return row
+
+
+def read_feedback(path: str | Path) -> list[dict[str, Any]]:
+    """Every feedback row joined with its request (prompt, completion, model, adapter), oldest first."""
+    init_db(path)  # a v1 log has no feedback table yet
+    conn = sqlite3.connect(str(path))
+    conn.row_factory = sqlite3.Row
+    try:
+        q = ("SELECT f.request_id, f.ts AS feedback_ts, f.rating, f.correction, f.comment, r.ts, r.route, r.model, "
+             "r.adapter, r.prompt, r.completion, r.status FROM feedback f JOIN requests r ON r.request_id = f.request_id "
+             "AND r.id = (SELECT MIN(id) FROM requests WHERE request_id = f.request_id) ORDER BY f.ts, f.request_id")
+        return [dict(r) for r in conn.execute(q)]
     finally:
         conn.close()

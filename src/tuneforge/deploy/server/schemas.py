@@ -79,8 +79,18 @@ class _Sampling(BaseModel):
         return None
 
 
+class RagOptions(BaseModel):
+    """Extension field `tuneforge_rag` of a chat request (retrieval settings for this request)."""
+
+    model_config = ConfigDict(extra="forbid")
+    top_k: Optional[int] = Field(None, ge=1)
+    score_threshold: Optional[float] = Field(None, ge=-1.0, le=1.0)
+    enabled: Optional[bool] = None
+
+
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(..., min_length=1)
+    tuneforge_rag: Optional[RagOptions] = None  # extension: see tuneforge.rag.serve
     max_completion_tokens: Optional[int] = Field(None, ge=1)  # OpenAI's newer name for max_tokens
     tools: Optional[list[Any]] = None
     tool_choice: Any = None

@@ -1,0 +1,113 @@
+"""Multi-process training: who writes the run directory, and how the result is saved.
+
+tuneforge never starts processes itself for training: `accelerate launch` (or `torchrun`,
+`deepspeed`) starts one process per device and each runs the same `tuneforge train RUN`.
+Every process trains, but the run directory has one writer, the global rank-0 process
+(manifest, metrics.jsonl, TensorBoard, the adapter/model folder); the others only read
+it. Collective steps (gathering ZeRO-3/FSDP shards, summing token counts) are run by
+every process, so these helpers are called on every rank.
+
+The launchers export RANK/WORLD_SIZE before Python starts, so the rank is known before
+any process group or Trainer exists (the run directory is touched before both).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..io import replace_dir, staging_dir
+
+
+# Objectives whose training loop is tuneforge's own (not the HF Trainer): nothing syncs their
+# gradients across processes, so N launched copies would train N unrelated models into one run.
+SINGLE_PROCESS_OBJECTIVES = frozenset({"ppo"})
+
+
+class DistributedError(RuntimeError):
+    """A run cannot train under the multi-process launch it was started with."""
+
+
+def world_rank() -> int:
+    """Global rank of this process (0 when not launched by a distributed launcher).
+
+    >>> world_rank() if "RANK" not in os.environ else 0
+    0
+    """
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def is_main_process() -> bool:
+    """True in the one process that writes the run directory (global rank 0)."""
+    return world_rank() == 0
+
+
+def save_trained(trainer: Any, tokenizer: Any, out_dir: Path) -> Path:
+    """Write the trained model (adapter or full weights) + tokenizer to `out_dir`, atomically.
+
+    Call it on every process: under DeepSpeed ZeRO-3 or FSDP the weights are sharded over
+    the processes and gathering them is collective. Only rank 0 writes; every process
+    waits until the folder is in place, so no rank exits before the result exists.
+    """
+    acc = trainer.accelerator
+    sharded = getattr(trainer, "is_deepspeed_enabled", False) or getattr(trainer, "is_fsdp_enabled", False)
+    # PeftModel.save_pretrained(state_dict=...) keeps only the adapter keys of a full state dict
+    state_dict = acc.get_state_dict(trainer.model_wrapped) if sharded else None
+    if trainer.is_world_process_zero():
+        tmp = staging_dir(out_dir)
+        trainer.model.save_pretrained(tmp, state_dict=state_dict)
+        tokenizer.save_pretrained(tmp)
+        replace_dir(tmp, out_dir)
+    acc.wait_for_everyone()
+    return Path(out_dir)
+
+
+def sum_over_processes(trainer: Any, value: int) -> int:
+    """Sum an integer over all processes (e.g. tokens each rank saw); collective."""
+    if trainer.args.world_size <= 1:
+        return int(value)
+    import torch
+
+    total = trainer.accelerator.reduce(torch.tensor([int(value)], device=trainer.args.device), reduction="sum")
+    return int(total.item())
+
+
+def process_info(trainer: Any) -> dict[str, Any]:
+    """How the run was distributed, for the manifest (lineage of the numbers in it)."""
+    import torch.distributed as dist
+
+    state = trainer.accelerator.state
+    return {
+        "world_size": trainer.args.world_size,
+        # torchrun (and accelerate's launchers built on it) export the processes per machine
+        "num_machines": max(1, trainer.args.world_size // int(os.environ.get("LOCAL_WORLD_SIZE") or trainer.args.world_size)),
+        "distributed_type": str(state.distributed_type).split(".")[-1],
+        "backend": dist.get_backend() if dist.is_available() and dist.is_initialized() else None,
+        "global_batch_size": trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps
+        * trainer.args.world_size,
+    }
+
+
+def launch_command(config_file: Path, run_dir: Path, resume: bool = False, extra: list[str] | None = None) -> list[str]:
+    """The `accelerate launch` command line that trains `run_dir` with an accelerate config.
+
+    >>> launch_command(Path("recipes/accelerate/ddp-cpu.yaml"), Path("runs/demo"))[3:6]
+    ['--config_file', 'recipes/accelerate/ddp-cpu.yaml', '-m']
+    """
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file), *(extra or []),
+           "-m", "tuneforge.cli", "train", str(run_dir)]
+    return cmd + (["--resume"] if resume else [])
+
+
+def launch(config_file: Path, run_dir: Path, resume: bool = False) -> int:
+    """Run `accelerate launch` for `run_dir` and return its exit code."""
+    if not Path(config_file).is_file():
+        raise FileNotFoundError(f"{config_file}: accelerate config not found — see recipes/accelerate/ for shipped ones")
+    return subprocess.run(launch_command(config_file, run_dir, resume), check=False).returncode

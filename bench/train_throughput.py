@@ -88,7 +88,7 @@ def side_trl(rows, steps, workdir, model_path):
     t0 = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - t0
-    return trainer.model, tok, counted["tokens"], seconds
+    return trainer.model, tok, counted["tokens"], seconds, peak_rss_mb()
 
 
 def side_tuneforge(rows, steps, workdir, model_path, overrides=()):
@@ -108,8 +108,9 @@ def side_tuneforge(rows, steps, workdir, model_path, overrides=()):
         "training.save_steps=1000000", *overrides])
     run, _ = prepare_stage(recipe)
     info = train(run)
+    rss = peak_rss_mb()  # before the trained model is loaded back for the held-out loss
     model, tok, _ = load_trained(run)
-    return model, tok, info["tokens_seen"], info["seconds"]
+    return model, tok, info["tokens_seen"], info["seconds"], rss
 
 
 def peak_rss_mb() -> float:
@@ -133,9 +134,10 @@ def child(args) -> None:
     with tempfile.TemporaryDirectory() as work:
         fn = side_trl if args.side == "trl" else side_tuneforge
         extra = (args.override or []) if args.side == "tuneforge" else None
-        model, tok, tokens, seconds = fn(rows, args.steps, work, model_path, *([extra] if extra is not None else []))
-        # the high-water mark of training itself; the held-out loss below may load another copy
-        rss_mb = peak_rss_mb()
+        # rss: the high-water mark of training itself, taken before the held-out loss (which
+        # may load another copy of the model)
+        model, tok, tokens, seconds, rss_mb = fn(rows, args.steps, work, model_path,
+                                                 *([extra] if extra is not None else []))
         loss = held_out_loss(model, tok, held_out)
     print("RESULT " + json.dumps({"side": args.side, "dataset": args.dataset, "tokens": tokens, "seconds": seconds,
                                   "tokens_per_s": tokens / seconds, "peak_rss_mb": rss_mb, "held_out_loss": loss}))

@@ -308,10 +308,9 @@ def test_reward_model_and_named_functions_from_the_recipe(trained, tiny_model_di
 
 def test_clear_errors(trained, tiny_model_dir):
     from tuneforge.train import ppo
-    from tuneforge.train.rewards import RewardError
 
     run = _like(trained, "no-reward", training={"max_steps": 1})
-    with pytest.raises(RewardError, match="objective.reward_model"):
+    with pytest.raises(ppo.PPOError, match="objective.reward_model"):
         ppo.train(run)
     run = _like(trained, "prompt-tuning", strategy={"kind": "prompt"})
     with pytest.raises(ppo.PPOError, match="not supported by objective ppo"):

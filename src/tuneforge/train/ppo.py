@@ -115,9 +115,12 @@ def reward_fields(prompts: list[Prompt]) -> dict[str, list]:
 
 
 def reward_fns_for(objective: Any) -> list[Callable]:
-    from .rewards import combined_reward
+    from .rewards import RewardError, combined_reward
 
-    return combined_reward(objective.reward_model, objective.reward_functions)
+    try:
+        return combined_reward(objective.reward_model, objective.reward_functions)
+    except RewardError as exc:  # a PPOError: the CLI reports it as a recipe problem (exit 2)
+        raise PPOError(str(exc)) from exc
 
 
 def score(fns: list[Callable], prompts: list[Prompt], texts: list[str]) -> torch.Tensor:

@@ -110,3 +110,60 @@ def test_training_with_fast_paths_matches_plain_path(tmp_path, tiny_model_dir, d
         model, tok, _ = load_trained(run)
         losses[name] = mean_loss(model, tok, read_jsonl(run.split_file("train")))["loss"]
     assert losses["fast"] == pytest.approx(losses["plain"], rel=0.01)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_chunked_head_loss_matches_full_logits(autocast):
+    """The chunked LM-head cross-entropy gives the loss and gradients of the full-logits path."""
+    from tuneforge.train.loss import _LinearCrossEntropy
+
+    torch.manual_seed(0)
+    h = torch.randn(37, 16, requires_grad=True)
+    w = torch.randn(50, 16, requires_grad=True)
+    b = torch.randn(50, requires_grad=True)
+    t = torch.randint(0, 50, (37,))
+    grads = []
+    for fused in (True, False):
+        for x in (h, w, b):
+            x.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            if fused:
+                loss = _LinearCrossEntropy.apply(h, w, b, t, 8)  # 5 chunks, the last one short
+            else:
+                loss = torch.nn.functional.cross_entropy(torch.nn.functional.linear(h, w, b).float(), t,
+                                                         reduction="sum")
+        (3 * loss).backward()
+        grads.append((loss.item(), [x.grad.clone() for x in (h, w, b)]))
+    (lf, gf), (lr, gr) = grads
+    assert lf == pytest.approx(lr, rel=1e-5)
+    # bf16: the reference accumulates the weight gradient in bf16, the chunked path in fp32
+    tol = 1e-2 if autocast else 1e-5
+    for a, r in zip(gf, gr):
+        assert torch.allclose(a, r, rtol=tol, atol=tol * r.abs().max().item())
+
+
+def test_label_loss_with_lora_under_bf16_autocast_keeps_inputs_bf16(tiny_model_dir, feats):
+    """With PEFT's input cast off under autocast (memory), the LoRA loss and gradients stay those
+    of the default PEFT path within bf16 tolerance."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tuneforge.train.trainer import bf16_autocast
+
+    torch.manual_seed(0)
+    m = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                       LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    batch = PadCollator(0)(feats)
+    labels = batch.pop("labels")
+    out = []
+    for ctx in (lambda: bf16_autocast(m, "cpu"), lambda: torch.autocast("cpu", dtype=torch.bfloat16)):
+        m.zero_grad()
+        with ctx():
+            loss, _, _ = label_positions_loss(m, batch, labels)
+        loss.backward()
+        g = torch.cat([p.grad.flatten() for p in m.parameters() if p.requires_grad])
+        out.append((loss.item(), g))
+    assert out[0][0] == pytest.approx(out[1][0], rel=1e-2)
+    cos = torch.nn.functional.cosine_similarity(out[0][1], out[1][1], dim=0)
+    assert cos > 0.99
+    assert all(getattr(mod, "cast_input_dtype_enabled", True) for mod in m.modules())  # restored

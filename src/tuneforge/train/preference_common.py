@@ -227,13 +227,15 @@ def save_adapter_or_model(trainer: Any, tokenizer: Any, run: RunDir) -> Path:
     """adapter/ (only the trained adapter) or model/ (full weights), written aside then renamed."""
     model = trainer.model
     out_dir = run.adapter_dir if is_peft(model) else run.model_dir
-    tmp = staging_dir(out_dir)
-    if is_peft(model):
-        model.save_pretrained(tmp, selected_adapters=["default"])
-    else:
-        model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    replace_dir(tmp, out_dir)
+    if trainer.is_world_process_zero():  # under DDP every rank holds the same weights; one writes
+        tmp = staging_dir(out_dir)
+        if is_peft(model):
+            model.save_pretrained(tmp, selected_adapters=["default"])
+        else:
+            model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        replace_dir(tmp, out_dir)
+    trainer.accelerator.wait_for_everyone()
     return out_dir
 
 

@@ -69,13 +69,15 @@ def reward_model(recipe: Recipe, path: str, pad_token_id: int) -> Any:
 def save_merged(trainer: Any, tokenizer: Any, run: RunDir) -> Any:
     """A plain seq-cls model (adapters merged) + tokenizer in run/model, written aside then renamed."""
     model = trainer.model
-    if is_peft(model):
-        model = model.merge_and_unload()
-    model.config.pad_token_id = tokenizer.pad_token_id
-    tmp = staging_dir(run.model_dir)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    replace_dir(tmp, run.model_dir)
+    if trainer.is_world_process_zero():  # under DDP every rank holds the same weights; one writes
+        if is_peft(model):
+            model = model.merge_and_unload()
+        model.config.pad_token_id = tokenizer.pad_token_id
+        tmp = staging_dir(run.model_dir)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        replace_dir(tmp, run.model_dir)
+    trainer.accelerator.wait_for_everyone()
     return run.model_dir
 
 

@@ -47,6 +47,15 @@ def recommend(approaches: dict[str, dict], update: Optional[dict], training_seco
             f"question(s); the fine-tuned model alone still gave the old value in {_pct(u['fine-tuned']['old_fact_rate'])}"
             f" (new value: {_pct(u['fine-tuned']['new_fact_accuracy'])}) until it is retrained"
             + (f" (its training took {training_seconds:.0f} s)." if training_seconds else "."))
+        seen = u["base+rag"].get("context_has_new_fact")
+        used = max(u["base+rag"]["new_fact_accuracy"], u["fine-tuned+rag"]["new_fact_accuracy"])
+        if seen is not None and seen - used >= 0.5:
+            points.append(
+                f"Reading the context is the bottleneck here: the retrieved passages held the new value for "
+                f"{_pct(seen)} of the affected questions, but the model repeated it in only {_pct(used)}"
+                + (f" (fine-tuned+rag still said the old value in {_pct(u['fine-tuned+rag']['old_fact_rate'])}: "
+                   f"memorised facts override the context)" if u["fine-tuned+rag"]["old_fact_rate"] > 0 else "")
+                + ". A larger base model, or fine-tuning on (context, question) → answer rows, makes RAG usable.")
     points.append(f"Latency: fine-tuned {ft['latency_ms_mean']:.0f} ms/request vs {rag_best} "
                   f"{hy['latency_ms_mean']:.0f} ms/request (retrieval {hy['retrieval_ms_mean']:.0f} ms of it; the rest "
                   f"is the longer prompt).")
@@ -74,8 +83,11 @@ def recommend(approaches: dict[str, dict], update: Optional[dict], training_seco
         reason += "." if gap <= 0 else f"; {best} is only {100 * gap:.1f} points better at a higher cost."
     alternatives = []
     if choice is not None and choice not in RAG:
+        took = (f"; after the update it gave the new value in {_pct(update['approaches'][rag_best]['new_fact_accuracy'])}"
+                if update else "")
         alternatives.append(f"If facts change between trainings or answers need citations: {rag_best} "
-                            f"({_pct(acc[rag_best])}, cites its sources, picks up document edits at once).")
+                            f"({_pct(acc[rag_best])}, cites its sources, its index takes document edits in "
+                            f"seconds{took}).")
     if choice in RAG or choice != plain_best:
         alternatives.append(f"If knowledge is stable and latency/cost matter most: {plain_best} "
                             f"({_pct(acc[plain_best])}, {approaches[plain_best]['prompt_tokens_mean']:.0f} prompt "
@@ -151,9 +163,11 @@ def render_markdown(r: dict) -> str:
                   + f". Incremental re-index of `{u['index']}`: {len(u['changed'])} document(s) changed, "
                   f"{u['chunks_embedded']} chunk(s) re-embedded, {u['chunks_reused']} reused, {u['chunks_removed']} "
                   f"removed, in {u['reindex_seconds']} s. {u['questions']} test question(s) ask about a changed fact.", "",
-                  "| approach | answers with the new fact | still answers the old fact |", "|---|---|---|"]
+                  "| approach | retrieved passages state the new fact | answers with the new fact "
+                  "| still answers the old fact |", "|---|---|---|---|"]
         for k, m in u["approaches"].items():
-            lines.append(f"| {k} | {_pct(m['new_fact_accuracy'])} | {_pct(m['old_fact_rate'])} |")
+            lines.append(f"| {k} | {_pct(m.get('context_has_new_fact'))} | {_pct(m['new_fact_accuracy'])} "
+                         f"| {_pct(m['old_fact_rate'])} |")
         lines += ["", "| approach | question | answer |", "|---|---|---|"]
         for smp in u["samples"][:12]:
             lines.append(f"| {smp['approach']} | {smp['question']} | {smp['answer'].replace('|', '/')[:160]} |")

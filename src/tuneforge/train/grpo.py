@@ -15,7 +15,8 @@ from __future__ import annotations
 from ..model.sources import record_lineage
 from ..recipe import Recipe
 from ..run import RunDir
-from .preference_common import (ObjectiveDataError, dataset, prepare_resume, prompt_records, require_rows,
+from .trainer import checkpoint_to_resume
+from .preference_common import (ObjectiveDataError, dataset, prompt_records, require_rows,
                                 run_trainer, save_adapter_or_model, standard_callbacks, start, trl_config,
                                 tuneforge_trainer_class, use_base_as_reference)
 from .rewards import combined_reward
@@ -51,7 +52,7 @@ def train(run: RunDir, resume: bool = False, callbacks: list | None = None) -> d
     reward_funcs = combined_reward(obj.reward_model, obj.reward_functions)
     train_recs = require_rows(prompt_records(run.split_file("train")), run, "grpo", "prompt")
     setup = setup_model(recipe)
-    checkpoint = prepare_resume(run, resume)
+    checkpoint = checkpoint_to_resume(run.checkpoints_dir, resume)
     # no validation pass: evaluating GRPO means sampling every group again; the logged
     # rewards of the training groups are the progress signal (and `tuneforge evaluate` after)
     args = trl_config(GRPOConfig, cfg, run.checkpoints_dir, False, None,

@@ -16,12 +16,12 @@ def labelled_logits(model: Any, inputs: dict[str, Any], labels: torch.Tensor) ->
     label is set: through `logits_to_keep` (a tensor of positions), the union over
     rows of a padded batch or exactly the labelled positions of a packed row.
     """
-    logits, targets, outputs, _ = _labelled_forward(model, inputs, labels)
-    return logits, targets, outputs
+    outputs, targets, sel = _labelled_forward(model, inputs, labels)
+    return outputs.logits[sel], targets, outputs
 
 
 def _labelled_forward(model: Any, inputs: dict[str, Any], labels: torch.Tensor) -> tuple:
-    """(logits at labelled positions, targets, outputs, selection mask over the kept positions)."""
+    """(outputs, targets [N], mask selecting the N labelled ones among the kept positions)."""
     targets_all = labels[..., 1:]
     has = targets_all != IGNORE_INDEX
     keep = has.any(0).nonzero().squeeze(-1)
@@ -29,8 +29,7 @@ def _labelled_forward(model: Any, inputs: dict[str, Any], labels: torch.Tensor) 
     # training never needs a KV cache
     outputs = model(**{"use_cache": False, **inputs}, logits_to_keep=keep + shift if shift else keep)
     sel = has[:, keep]
-    logits = outputs.logits[sel] if outputs.logits.shape[-2] else outputs.logits
-    return logits, targets_all[:, keep][sel], outputs, sel
+    return outputs, targets_all[:, keep][sel], sel
 
 
 def virtual_token_shift(model: Any) -> int:
@@ -135,7 +134,7 @@ def label_positions_loss(model: Any, inputs: dict[str, Any], labels: torch.Tenso
 
     handle = head.register_forward_pre_hook(take_input)
     try:
-        _, targets, outputs, sel = _labelled_forward(model, inputs, labels)
+        outputs, targets, sel = _labelled_forward(model, inputs, labels)
     finally:
         handle.remove()
     hidden = captured["hidden"][sel]

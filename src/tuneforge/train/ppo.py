@@ -40,7 +40,7 @@ from ..io import atomic_write_json, read_jsonl, replace_dir, staging_dir
 from ..model.strategies import PROMPT_LEARNING
 from ..run import RunDir
 from . import ppo_core as core
-from .trainer import last_checkpoint
+from .trainer import checkpoint_to_resume
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 EVAL_PROMPTS = 32  # held-out prompts scored (greedy) before, during and after training
@@ -366,16 +366,11 @@ def train(run: RunDir, resume: bool = False, callbacks: list | None = None,
     save_every = cfg.save_steps if cfg.save_strategy == "steps" else steps_per_pass
     eval_every = {"steps": cfg.eval_steps, "epoch": steps_per_pass}.get(cfg.eval_strategy, 0)
 
-    start, checkpoint = 0, None
-    if resume:
-        checkpoint = last_checkpoint(str(run.checkpoints_dir))
-        if checkpoint is None:
-            raise PPOError(f"{run.checkpoints_dir}: no complete checkpoint to resume from — train without --resume")
+    start, checkpoint = 0, checkpoint_to_resume(run.checkpoints_dir, resume, PPOError)
+    if checkpoint:
         start = load_checkpoint(Path(checkpoint), model, value_head, optimizer, scheduler)
         for stale in run.checkpoints_dir.glob(".checkpoint-*"):  # staging left by a run killed mid-save
             shutil.rmtree(stale, ignore_errors=True)
-    else:
-        shutil.rmtree(run.checkpoints_dir, ignore_errors=True)
 
     def autocast():
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -30,8 +29,8 @@ from ..model.sources import record_lineage
 from ..recipe import Recipe, TrainingConfig
 from ..run import RunDir
 from .callbacks import MetricsJsonlCallback
-from .sft import ModelSetup, ResumeError, setup_model, tracking_callbacks, training_arguments
-from .trainer import TuneforgeTrainer, last_checkpoint
+from .sft import ModelSetup, setup_model, tracking_callbacks, training_arguments
+from .trainer import TuneforgeTrainer, checkpoint_to_resume
 
 
 class ObjectiveDataError(ValueError):
@@ -202,16 +201,6 @@ def tuneforge_trainer_class(trl_cls: type) -> type:
     return _CLASSES[trl_cls]
 
 
-def prepare_resume(run: RunDir, resume: bool) -> str | None:
-    if resume:
-        checkpoint = last_checkpoint(str(run.checkpoints_dir))
-        if checkpoint is None:
-            raise ResumeError(f"{run.checkpoints_dir}: no complete checkpoint to resume from — train without --resume")
-        return checkpoint
-    shutil.rmtree(run.checkpoints_dir, ignore_errors=True)
-    return None
-
-
 def standard_callbacks(run: RunDir, cfg: TrainingConfig, checkpoint: str | None) -> list:
     """metrics.jsonl, the recipe's trackers, early stopping: the same set SFT uses."""
     from transformers import EarlyStoppingCallback
@@ -298,7 +287,7 @@ def train_policy(run: RunDir, resume: bool, callbacks: list | None, *, trl_cls: 
     train_recs = require_rows(records(run.split_file("train")), run, recipe.objective.kind, what)
     eval_recs = records(run.split_file("validation"))
     setup = setup_model(recipe)
-    checkpoint = prepare_resume(run, resume)
+    checkpoint = checkpoint_to_resume(run.checkpoints_dir, resume)
     args = trl_config(config_cls, cfg, run.checkpoints_dir, bool(eval_recs), metrics, **config_extra)
     kwargs: dict[str, Any] = dict(
         model=setup.model, args=args, train_dataset=dataset(train_recs), eval_dataset=dataset(eval_recs),

@@ -23,7 +23,8 @@ from ..model.sources import record_lineage, resolve
 from ..model.strategies import StrategyError, apply_freeze, check_targets, linear_module_names, param_counts
 from ..recipe import Recipe
 from ..run import RunDir
-from .preference_common import (ObjectiveDataError, dataset, eval_metrics, is_peft, prepare_resume,
+from .trainer import checkpoint_to_resume
+from .preference_common import (ObjectiveDataError, dataset, eval_metrics, is_peft,
                                 preference_records, require_rows, run_trainer, standard_callbacks, start,
                                 trl_config, tuneforge_trainer_class)
 
@@ -95,7 +96,7 @@ def train(run: RunDir, resume: bool = False, callbacks: list | None = None) -> d
     model = reward_model(recipe, source.path, tokenizer.pad_token_id)
     counts = param_counts(model)
     bf16 = use_bf16(cfg.precision)
-    checkpoint = prepare_resume(run, resume)
+    checkpoint = checkpoint_to_resume(run.checkpoints_dir, resume)
     args = trl_config(RewardConfig, cfg, run.checkpoints_dir, bool(eval_recs),
                       eval_metrics("accuracy", "margin", "mean_reward", "min_reward", "max_reward"),
                       max_length=recipe.data.max_length)

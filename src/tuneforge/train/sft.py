@@ -27,11 +27,7 @@ from ..run import RunDir
 from .callbacks import MetricsJsonlCallback
 from .collator import PackedCollator, PadCollator
 from .distributed import is_main_process, process_info, save_trained, sum_over_processes
-from .trainer import TuneforgeTrainer, last_checkpoint
-
-
-class ResumeError(RuntimeError):
-    pass
+from .trainer import ResumeError, TuneforgeTrainer, checkpoint_to_resume  # noqa: F401 (ResumeError: public here)
 
 
 class TrainingSetupError(ValueError):
@@ -184,13 +180,7 @@ def fit(run: RunDir, setup: ModelSetup, train_ds: Any, eval_ds: Any, collator: A
 
     recipe = run.recipe()
     cfg = recipe.training
-    checkpoint = None
-    if resume:
-        checkpoint = last_checkpoint(str(run.checkpoints_dir))
-        if checkpoint is None:
-            raise ResumeError(f"{run.checkpoints_dir}: no complete checkpoint to resume from — train without --resume")
-    elif is_main_process():  # under accelerate launch, rank 0 owns the run directory
-        shutil.rmtree(run.checkpoints_dir, ignore_errors=True)
+    checkpoint = checkpoint_to_resume(run.checkpoints_dir, resume)
     args = training_arguments(cfg, run.checkpoints_dir, eval_ds is not None, metrics)
     resume_step = int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else 0
     cbs = [MetricsJsonlCallback(run.metrics_file, resume_step)] + tracking_callbacks(run, cfg)

@@ -188,9 +188,14 @@ class TrainingConfig(_Section):
         "auto", description="Matmul precision: 'auto' = bf16 autocast where the CPU/GPU has bf16 units, else fp32 "
         "(trainable weights always stay fp32)."
     )
-    packing: bool = Field(
-        False, description="Padding-free batches: examples in one row, attention kept within each example (off by "
-        "default: on CPU the block-diagonal attention costs more than length-grouped padding saves)."
+    packing: Optional[bool] = Field(
+        None, description="Padding-free batches: examples in one row, each attending only to itself (per-example "
+        "causal attention, no block mask). Unset = on wherever it works (not with prefix/prompt tuning, not for "
+        "models with sliding-window attention), so batches keep their random order and carry no padding."
+    )
+    fused_ops: bool = Field(
+        True, description="Hand-written backward for LoRA linears, RMSNorm and SwiGLU during training (fewer kernels "
+        "and saved activations; checked against the model's own modules before use)."
     )
     logits_at_labels_only: bool = Field(
         True, description="Compute the LM head and loss only where a label is (prompt positions skip the vocab matmul)."

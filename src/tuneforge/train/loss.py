@@ -71,11 +71,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for s in range(0, hidden.shape[0], chunk):
             h, t = hidden[s: s + chunk], targets[s: s + chunk]
             logits = torch.nn.functional.linear(h, weight, bias).float()  # bf16 matmul under autocast
-            lse = torch.logsumexp(logits, dim=-1)
-            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+            # one exp over [chunk, vocab] (logsumexp and then the softmax took two; exp is
+            # the costliest pass here): e = exp(z - max), lse = max + log Σe, softmax = e / Σe
+            target_logit = logits.gather(1, t[:, None]).squeeze(1)
+            top = logits.amax(-1, keepdim=True)
+            e = logits.sub_(top).exp_()
+            norm = e.sum(-1, keepdim=True)
+            total += (top.squeeze(1) + norm.log().squeeze(1) - target_logit).sum()
             if not (need_h or need_w or need_b):
                 continue
-            g = torch.exp(logits.sub_(lse[:, None]))  # softmax, in place of the logits
+            g = e.div_(norm)  # softmax, in place of the logits
             g[torch.arange(len(t), device=g.device), t] -= 1.0  # d(sum CE)/d(logits)
             g = g.to(mm_dtype)
             if need_h:

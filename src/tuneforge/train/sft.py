@@ -25,6 +25,7 @@ from ..model.strategies import check_training_compat, is_adapter, param_counts
 from ..recipe import Recipe, TrainingConfig
 from ..run import RunDir
 from .callbacks import MetricsJsonlCallback
+from . import attention
 from .collator import PackedCollator, PadCollator
 from .distributed import is_main_process, process_info, save_trained, sum_over_processes
 from .trainer import ResumeError, TuneforgeTrainer, checkpoint_to_resume  # noqa: F401 (ResumeError: public here)
@@ -58,11 +59,13 @@ def best_metric(cfg: TrainingConfig) -> tuple[str, bool]:
 
 
 def training_arguments(cfg: TrainingConfig, output_dir: Path, has_eval: bool,
-                       metrics: Iterable[str] | None = None) -> Any:
+                       metrics: Iterable[str] | None = None, packing: bool | None = None) -> Any:
     """TrainingArguments of a recipe's training section; `metrics` (when given) are the eval metrics the
-    objective logs, so an early_stopping_metric it never computes fails here instead of mid-run."""
+    objective logs, so an early_stopping_metric it never computes fails here instead of mid-run;
+    `packing` is the resolved `training.packing` (see `resolve_packing`)."""
     from transformers import TrainingArguments
 
+    packing = bool(cfg.packing) if packing is None else packing
     eval_strategy = cfg.eval_strategy if has_eval else "no"
     track_best = eval_strategy != "no" and eval_strategy == cfg.save_strategy and (
         cfg.save_strategy == "epoch" or cfg.save_steps % cfg.eval_steps == 0)
@@ -100,7 +103,7 @@ def training_arguments(cfg: TrainingConfig, output_dir: Path, has_eval: bool,
         greater_is_better=greater if track_best else None,
         load_best_model_at_end=bool(cfg.early_stopping_patience),
         # packed batches hold no padding, so length grouping would only make batches less random
-        train_sampling_strategy="group_by_length" if cfg.group_by_length and not cfg.packing else "random",
+        train_sampling_strategy="group_by_length" if cfg.group_by_length and not packing else "random",
         prediction_loss_only=True,
         activation_checkpointing=cfg.gradient_checkpointing,
         use_cpu=device_type() == "cpu",
@@ -151,6 +154,7 @@ class ModelSetup:
     counts: dict
     bf16: bool
     base_dtype: str
+    packing: bool = False
 
 
 def setup_model(recipe: Recipe) -> ModelSetup:
@@ -158,14 +162,28 @@ def setup_model(recipe: Recipe) -> ModelSetup:
     from transformers import set_seed
 
     cfg = recipe.training
-    check_training_compat(recipe.strategy, cfg.packing)
+    check_training_compat(recipe.strategy, cfg.packing is True)
     set_threads(cfg.threads)
     source = resolve(recipe.model.base, recipe.model.cache_dir)
     tokenizer = load_tokenizer(source.path, recipe.model.trust_remote_code)
     set_seed(cfg.seed)  # adapter initialisation depends on it
     bf16 = use_bf16(cfg.precision)
     model, base_dtype = load_for_training(recipe.model, recipe.strategy, source.path, bf16, cfg.gradient_checkpointing)
-    return ModelSetup(model, tokenizer, source, param_counts(model), bf16, base_dtype)
+    packing = resolve_packing(cfg.packing, recipe.strategy.kind, model)
+    return ModelSetup(model, tokenizer, source, param_counts(model), bf16, base_dtype, packing)
+
+
+def resolve_packing(packing: bool | None, strategy_kind: str, model: Any) -> bool:
+    """`training.packing` as set, or (unset) on wherever per-example attention can keep packed
+    examples apart; when on, the model's attention becomes `train/attention.py`'s for training."""
+    from ..model.strategies import PROMPT_LEARNING
+
+    if packing is None:
+        packing = strategy_kind not in PROMPT_LEARNING and attention.supported(model)
+    if packing and attention.supported(model):
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base.set_attn_implementation(attention.register())
+    return packing
 
 
 def fit(run: RunDir, setup: ModelSetup, train_ds: Any, eval_ds: Any, collator: Any, *, resume: bool = False,
@@ -181,7 +199,7 @@ def fit(run: RunDir, setup: ModelSetup, train_ds: Any, eval_ds: Any, collator: A
     recipe = run.recipe()
     cfg = recipe.training
     checkpoint = checkpoint_to_resume(run.checkpoints_dir, resume)
-    args = training_arguments(cfg, run.checkpoints_dir, eval_ds is not None, metrics)
+    args = training_arguments(cfg, run.checkpoints_dir, eval_ds is not None, metrics, setup.packing)
     resume_step = int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else 0
     cbs = [MetricsJsonlCallback(run.metrics_file, resume_step)] + tracking_callbacks(run, cfg)
     if cfg.early_stopping_patience:
@@ -189,7 +207,7 @@ def fit(run: RunDir, setup: ModelSetup, train_ds: Any, eval_ds: Any, collator: A
     trainer = TuneforgeTrainer(
         model=setup.model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
         data_collator=collator, callbacks=cbs + list(callbacks or []),
-        autocast_bf16=setup.bf16, logits_at_labels_only=logits_at_labels_only,
+        autocast_bf16=setup.bf16, logits_at_labels_only=logits_at_labels_only, fused_ops=cfg.fused_ops,
     )
     run.stage_started("train")
     record_lineage(run, setup.source)
@@ -226,7 +244,8 @@ def fit(run: RunDir, setup: ModelSetup, train_ds: Any, eval_ds: Any, collator: A
         "tokens_per_second": round(tokens / elapsed, 1) if elapsed > 0 else None,
         "bf16_autocast": setup.bf16,
         "base_weights_dtype": setup.base_dtype,
-        "packing": cfg.packing,
+        "packing": setup.packing,
+        "fused_ops": trainer.fused_count,
         "logits_at_labels_only": logits_at_labels_only,
         "tracking": list(cfg.tracking),
         "resumed_from": checkpoint,
@@ -245,7 +264,7 @@ def train(run: RunDir, resume: bool = False, callbacks: list | None = None) -> d
     setup = setup_model(recipe)
     train_ds = tokenised_split(run.split_file("train"), setup.tokenizer, recipe.data.train_on)
     eval_ds = tokenised_split(run.split_file("validation"), setup.tokenizer, recipe.data.train_on)
-    collator = PackedCollator() if cfg.packing else PadCollator(setup.tokenizer.pad_token_id)
+    collator = PackedCollator() if setup.packing else PadCollator(setup.tokenizer.pad_token_id)
     _, info = fit(run, setup, train_ds, eval_ds, collator, resume=resume, callbacks=callbacks,
                   logits_at_labels_only=cfg.logits_at_labels_only)
     run.stage_finished("train", **info)

@@ -66,14 +66,33 @@ def bf16_autocast(model: torch.nn.Module, device_type: str, cache_enabled: bool 
 
 
 class TuneforgeTrainer(Trainer):
-    def __init__(self, *args, autocast_bf16: bool = False, logits_at_labels_only: bool = False, **kwargs):
+    def __init__(self, *args, autocast_bf16: bool = False, logits_at_labels_only: bool = False,
+                 fused_ops: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.autocast_bf16 = autocast_bf16
+        self.fused_ops = fused_ops
+        self.fused_count: dict[str, int] = {}
         self.logits_at_labels_only = logits_at_labels_only
         self._staging = False
         self._lora_layers: list[torch.nn.Module] | None = None
         self._t_first: float | None = None
         self._tokens_at_first = 0
+
+    def train(self, *args, **kwargs):
+        """Trainer.train with `train/fused.py`'s forwards in place for the whole run (gradient
+        checkpointing re-runs forwards during backward, which must see the same ops)."""
+        if not self.fused_ops:
+            return super().train(*args, **kwargs)
+        from .fused import fusable, fused_forwards
+
+        if self._lora_layers is None:
+            self._lora_layers = plain_lora_layers(self.model)
+        patches = fusable(self.model, self._lora_layers)
+        self.fused_count = {}
+        for _, fn in patches:
+            self.fused_count[fn.__name__] = self.fused_count.get(fn.__name__, 0) + 1
+        with fused_forwards(patches):
+            return super().train(*args, **kwargs)
 
     def _count_tokens(self, inputs) -> None:
         mask = inputs.get("attention_mask")

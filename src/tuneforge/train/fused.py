@@ -1,0 +1,202 @@
+"""Fused training ops for the bf16 path: fewer kernels and fewer saved activations.
+
+Each replaces, for the duration of training only, the forward of a module instance
+with one autograd function whose backward is written out by hand:
+
+- a LoRA linear (PEFT `lora.Linear`, no variant): base GEMM, A GEMM and the B GEMM
+  accumulated into the base output (`addmm`, no separate scale and add); backward is
+  five GEMMs and nothing else. PEFT's version spends a scale, an add and their
+  backward kernels per layer, 210 layers a step on SmolLM2.
+- RMSNorm (Llama family): saves its bf16 input and the fp32 inverse RMS, not the fp32
+  copy of the input the reference implementation keeps for backward.
+- SwiGLU (`act(gate) * up`): saves gate and up, recomputes the activation in backward
+  instead of keeping a third [tokens, intermediate] tensor.
+
+A module is patched only after its fused forward has been checked against the
+original on a random input (see `_agrees`), so a model family whose norm or MLP
+differs (Gemma's `1 + weight`, a GELU MLP) keeps its own code. Numbers in
+bench/results/train_throughput-*.json; parity tests in tests/test_fused.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+
+
+# ----------------------------------------------------------------------------- LoRA linear
+class _LoraLinear(torch.autograd.Function):
+    """y = x W^T (+ b) + s · (x_d A^T) B^T, every operand already in the compute dtype.
+
+    x_d is the dropout-ed input of the adapter path (x itself without dropout); W is
+    frozen. Returns grads for x, x_d, A and B.
+    """
+
+    @staticmethod
+    def forward(ctx, x, x_d, weight, bias, lora_a, lora_b, scaling):
+        shape = x.shape
+        x2, xd2 = x.reshape(-1, shape[-1]), x_d.reshape(-1, shape[-1])
+        out = torch.mm(x2, weight.t()) if bias is None else torch.addmm(bias, x2, weight.t())
+        xa = torch.mm(xd2, lora_a.t())
+        out.addmm_(xa, lora_b.t(), alpha=scaling)
+        ctx.save_for_backward(xd2, weight, lora_a, lora_b, xa)
+        ctx.same_input = x_d is x
+        ctx.scaling = scaling
+        ctx.shape = shape
+        ctx.has_bias = bias is not None
+        return out.reshape(*shape[:-1], weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad):
+        xd2, weight, lora_a, lora_b, xa = ctx.saved_tensors
+        s = ctx.scaling
+        g = grad.reshape(-1, weight.shape[0]).to(weight.dtype)
+        gb = torch.mm(g, lora_b)  # [n, r]
+        grad_a = torch.mm(gb.t(), xd2).mul_(s)
+        grad_b = torch.mm(g.t(), xa).mul_(s)
+        grad_x = torch.mm(g, weight)
+        if ctx.same_input:
+            grad_x.addmm_(gb, lora_a, alpha=s)
+            grad_xd = None
+        else:
+            grad_xd = torch.mm(gb, lora_a).mul_(s).reshape(ctx.shape)
+        grad_bias = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[3] else None
+        return grad_x.reshape(ctx.shape), grad_xd, None, grad_bias, grad_a, grad_b, None
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    dev = x.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+
+
+def lora_forward(layer: Any, original, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """PEFT lora.Linear forward through `_LoraLinear`; anything unusual goes to `original`."""
+    active = layer.active_adapters
+    if (args or kwargs or layer.disable_adapters or layer.merged or len(active) != 1
+            or active[0] not in layer.lora_A or active[0] in getattr(layer, "lora_variant", {})
+            or layer.base_layer.weight.requires_grad):
+        return original(x, *args, **kwargs)
+    name = active[0]
+    dt = _compute_dtype(x)
+    base = layer.base_layer
+    dropout = layer.lora_dropout[name]
+    x = x.to(dt)
+    x_d = x if isinstance(dropout, torch.nn.Identity) or not dropout.training else dropout(x)
+    bias = None if base.bias is None else base.bias.to(dt)
+    out = _LoraLinear.apply(x, x_d, base.weight.to(dt), bias, layer.lora_A[name].weight.to(dt),
+                            layer.lora_B[name].weight.to(dt), float(layer.scaling[name]))
+    return out
+
+
+# ----------------------------------------------------------------------------- RMSNorm
+class _RMSNorm(torch.autograd.Function):
+    """weight · (x / rms(x)) in fp32, cast back to x's dtype before the weight (as Llama does)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, eps):
+        xf = x.float()
+        rstd = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True).add_(eps))
+        out = weight * (xf * rstd).to(x.dtype)
+        ctx.save_for_backward(x, weight, rstd)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, rstd = ctx.saved_tensors
+        xhat = x.float() * rstd
+        gy = grad.float() * weight.float()
+        grad_x = (gy - xhat * (gy * xhat).mean(-1, keepdim=True)).mul_(rstd).to(x.dtype)
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            grad_w = (grad.float() * xhat.to(x.dtype).float()).reshape(-1, x.shape[-1]).sum(0).to(weight.dtype)
+        return grad_x, grad_w, None
+
+
+def rmsnorm_forward(mod: Any, original, x: torch.Tensor) -> torch.Tensor:
+    return _RMSNorm.apply(x, mod.weight, float(mod.variance_epsilon))
+
+
+# ----------------------------------------------------------------------------- SwiGLU
+class _SwiGLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, gate, up):
+        ctx.save_for_backward(gate, up)
+        return F.silu(gate) * up
+
+    @staticmethod
+    def backward(ctx, grad):
+        gate, up = ctx.saved_tensors
+        grad_up = grad * F.silu(gate)
+        grad_gate = torch.ops.aten.silu_backward(grad * up, gate)
+        return grad_gate, grad_up
+
+
+def mlp_forward(mod: Any, original, x: torch.Tensor) -> torch.Tensor:
+    gate, up = mod.gate_proj(x), mod.up_proj(x)
+    if gate.dtype != up.dtype:
+        return mod.down_proj(mod.act_fn(gate) * up)
+    return mod.down_proj(_SwiGLU.apply(gate, up))
+
+
+# ----------------------------------------------------------------------------- install
+def _is_rmsnorm(m: torch.nn.Module) -> bool:
+    return (type(m).__name__.endswith("RMSNorm") and isinstance(getattr(m, "weight", None), torch.Tensor)
+            and hasattr(m, "variance_epsilon") and m.weight.dim() == 1)
+
+
+def _float_linear(m: Any) -> bool:
+    """A floating-point nn.Linear, bare or under a LoRA layer (quantised layers are not
+    run on the random check input: bitsandbytes repacks weights on first use)."""
+    m = getattr(m, "base_layer", m)
+    return type(m) is torch.nn.Linear and m.weight.is_floating_point()
+
+
+def _is_swiglu_mlp(m: torch.nn.Module) -> bool:
+    projs = ("gate_proj", "up_proj", "down_proj")
+    return all(hasattr(m, k) for k in (*projs, "act_fn")) and type(m.act_fn).__name__ in ("SiLU", "SiLUActivation") \
+        and all(_float_linear(getattr(m, k)) for k in projs)
+
+
+def _agrees(mod: torch.nn.Module, fused, dim: int, dtype: torch.dtype) -> bool:
+    """Does the fused forward give the module's own output on a random input?"""
+    with torch.no_grad():
+        x = torch.randn(2, 3, dim, dtype=dtype, device=next(mod.parameters()).device)
+        ref = mod.forward(x)
+        got = fused(x)
+        return ref.shape == got.shape and torch.allclose(ref.float(), got.float(), rtol=2e-2, atol=2e-2)
+
+
+def fusable(model: torch.nn.Module, lora_layers: list[torch.nn.Module]) -> list[tuple[torch.nn.Module, Any]]:
+    """(module, fused forward taking (module, original, *args)) for every module to patch."""
+    # only LoRA on a plain floating-point nn.Linear (not bitsandbytes' 4-bit layers, not conv)
+    out: list[tuple[torch.nn.Module, Any]] = [(m, lora_forward) for m in lora_layers
+                                              if hasattr(m, "base_layer") and _float_linear(m.base_layer)]
+    checked: dict[type, bool] = {}
+    for m in model.modules():
+        kind = rmsnorm_forward if _is_rmsnorm(m) else mlp_forward if _is_swiglu_mlp(m) else None
+        if kind is None:
+            continue
+        if type(m) not in checked:
+            dim = m.weight.shape[0] if kind is rmsnorm_forward else m.gate_proj.in_features
+            floats = [p.dtype for p in m.parameters() if p.is_floating_point()]
+            dtype = floats[0] if floats else torch.float32
+            checked[type(m)] = _agrees(m, lambda x, m=m, k=kind: k(m, m.forward, x), dim, dtype)
+        if checked[type(m)]:
+            out.append((m, kind))
+    return out
+
+
+@contextlib.contextmanager
+def fused_forwards(patches: list[tuple[torch.nn.Module, Any]]) -> Iterator[None]:
+    """Route each module's forward through its fused version; restored on exit."""
+    for m, fn in patches:
+        original = m.forward
+        m.forward = lambda *a, _m=m, _fn=fn, _o=original, **k: _fn(_m, _o, *a, **k)
+    try:
+        yield
+    finally:
+        for m, _ in patches:
+            m.__dict__.pop("forward", None)

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "examples" / "demo"
 LORA = dict(r=16, alpha=32)
 LR, BATCH, SEED = 1e-3, 8, 42
+DATA_OPTIONS = ("data.validation_fraction=0", "data.test_fraction=0", "data.max_length=2048")
 
 
 # ----------------------------------------------------------------------------- data
@@ -101,7 +102,7 @@ def side_tuneforge(rows, steps, workdir, model_path, overrides=()):
     data.write_text("".join(json.dumps({"messages": m}) + "\n" for m in rows))
     recipe = load_recipe(None, [
         "name=bench", f"output_dir={workdir}/runs", f"model.base={model_path}", f"data.train={data}",
-        "data.validation_fraction=0", "data.test_fraction=0", "data.max_length=2048", f"strategy.r={LORA['r']}",
+        *DATA_OPTIONS, f"strategy.r={LORA['r']}",
         f"strategy.alpha={LORA['alpha']}", f"training.max_steps={steps}", f"training.batch_size={BATCH}",
         f"training.learning_rate={LR}", "training.scheduler=cosine", "training.warmup_ratio=0.05",
         f"training.seed={SEED}", "training.eval_strategy=no", "training.save_strategy=steps",
@@ -124,11 +125,30 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def training_rows(name: str, out: Path) -> Path:
+    """The dataset as tuneforge's prepare stage leaves it (deduplicated, in its seeded order),
+    written to `out` for both sides: the same rows in the same order, so with the same sampler
+    seed both sides train on the same examples step by step."""
+    from tuneforge.io import read_jsonl
+    from tuneforge.model.sources import resolve
+    from tuneforge.pipeline import prepare_stage
+    from tuneforge.recipe import load_recipe
+
+    with tempfile.TemporaryDirectory() as work:
+        data = Path(work) / "train.jsonl"
+        data.write_text("".join(json.dumps({"messages": m}) + "\n" for m in DATASETS[name]()))
+        recipe = load_recipe(None, ["name=rows", f"output_dir={work}/runs", f"data.train={data}",
+                                    f"model.base={resolve('smollm2-135m-instruct').path}", *DATA_OPTIONS])
+        run, _ = prepare_stage(recipe)
+        out.write_text("".join(json.dumps(r["messages"]) + "\n" for r in read_jsonl(run.split_file("train"))))
+    return out
+
+
 def child(args) -> None:
     from tuneforge.model.sources import resolve
 
     os.environ["TQDM_DISABLE"] = "1"
-    rows = DATASETS[args.dataset]()
+    rows = [json.loads(line) for line in Path(args.rows).read_text().splitlines()]
     held_out = rows[:48]
     model_path = resolve("smollm2-135m-instruct").path
     with tempfile.TemporaryDirectory() as work:
@@ -144,25 +164,41 @@ def child(args) -> None:
 
 
 # ----------------------------------------------------------------------------- parent
-def roofline(tokens_per_s: float, mean_len: float, label_frac: float) -> dict:
-    """LoRA training FLOPs per token ≈ 4·N_linear + 4·V·d·f + attention (see issue #7), vs 850 GFLOP/s bf16."""
+def gemm_peak(dtype_name: str, n: int = 2048, reps: int = 8) -> float:
+    """This machine's GEMM FLOP/s right now (best of `reps` n×n×n products, all threads)."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
+
+
+def roofline(tokens_per_s: float, mean_len: float, label_frac: float, peak: float) -> dict:
+    """LoRA training FLOPs per token ≈ 4·N_linear + 4·V·d·f + attention (see issue #7), against the
+    bf16 GEMM peak measured on this machine at the start of the bench."""
     n_linear, vocab, d, layers = 106.2e6, 49152, 576, 30
     attn = 4 * layers * mean_len * d * 3 / 2  # QK^T and AV, fwd+bwd (×3), causal half
     flops = 4 * n_linear + 4 * vocab * d * label_frac + attn
-    peak = 850e9
     return {"flops_per_token": flops, "roofline_tok_s": peak / flops, "share": tokens_per_s * flops / peak,
             "formula": "4*N_linear + 4*V*d*f + 6*L*T*d (attn, causal)",
             "inputs": {"N_linear": n_linear, "V": vocab, "d": d, "f": round(label_frac, 3), "T": round(mean_len, 1),
-                       "L": layers, "peak_bf16_flops": peak}}
+                       "L": layers, "peak_bf16_flops_measured": peak}}
 
 
-def data_stats(name: str) -> tuple[float, float]:
+def data_stats(rows_file: Path) -> tuple[float, float]:
     from tuneforge.data.template import tokenize_messages
     from tuneforge.model.load import load_tokenizer
     from tuneforge.model.sources import resolve
 
     tok = load_tokenizer(resolve("smollm2-135m-instruct").path)
-    enc = [tokenize_messages(tok, m) for m in DATASETS[name]()]
+    enc = [tokenize_messages(tok, json.loads(line)) for line in rows_file.read_text().splitlines()]
     total = sum(len(e["input_ids"]) for e in enc)
     labels = sum(sum(1 for x in e["labels"] if x != -100) for e in enc)
     return total / len(enc), labels / total
@@ -178,14 +214,21 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_throughput.json"))
     ap.add_argument("--side", help=argparse.SUPPRESS)
     ap.add_argument("--dataset", help=argparse.SUPPRESS)
+    ap.add_argument("--rows", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.side:
         return child(args)
+    peaks = {dt: gemm_peak(dt) for dt in ("bfloat16", "float32")}
+    print(f"GEMM peak on this machine: bf16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s, fp32 {peaks['float32'] / 1e9:.0f} "
+          f"GFLOP/s (ratio {peaks['bfloat16'] / peaks['float32']:.2f})", flush=True)
     results: list[dict] = []
+    rows_dir = Path(tempfile.mkdtemp(prefix="bench-rows-"))
     for ds in args.datasets.split(","):
+        rows = training_rows(ds, rows_dir / f"{ds}.jsonl")
         for rep in range(args.repeats):
             for side in args.sides.split(","):
-                cmd = [sys.executable, __file__, "--side", side, "--dataset", ds, "--steps", str(args.steps)]
+                cmd = [sys.executable, __file__, "--side", side, "--dataset", ds, "--steps", str(args.steps),
+                       "--rows", str(rows)]
                 for o in args.override or []:
                     cmd += ["--override", o]
                 out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
@@ -200,7 +243,7 @@ def main() -> None:
                       f"  held-out loss {res['held_out_loss']:.4f}", flush=True)
     summary = {}
     for ds in args.datasets.split(","):
-        mean_len, label_frac = data_stats(ds)
+        mean_len, label_frac = data_stats(rows_dir / f"{ds}.jsonl")
         per = {}
         for side in args.sides.split(","):
             rs = [r for r in results if r["dataset"] == ds and r["side"] == side]
@@ -210,9 +253,10 @@ def main() -> None:
             per["ratio"] = {"speed": t["tokens_per_s"] / p["tokens_per_s"], "rss": t["peak_rss_mb"] / p["peak_rss_mb"],
                             "loss_diff_pct": 100 * (t["held_out_loss"] - p["held_out_loss"]) / p["held_out_loss"]}
         if "tuneforge" in per:
-            per["roofline"] = roofline(per["tuneforge"]["tokens_per_s"], mean_len, label_frac)
+            per["roofline"] = roofline(per["tuneforge"]["tokens_per_s"], mean_len, label_frac, peaks["bfloat16"])
         summary[ds] = per
     out = {"steps": args.steps, "repeats": args.repeats, "batch": BATCH, "lr": LR, "overrides": args.override,
+           "gemm_peak_gflop_s": {k: round(v / 1e9, 1) for k, v in peaks.items()},
            "summary": summary, "runs": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))

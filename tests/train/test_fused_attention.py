@@ -105,11 +105,14 @@ def test_padded_and_cached_inputs_keep_transformers_semantics(tiny_model_dir, ti
     assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("length", [40, 200, 500])  # the math, fp32-flash and bf16-flash bands
-def test_kernel_choice_per_length_matches_reference(length):
+@pytest.mark.parametrize("length,kv_heads", [(40, 3), (300, 1), (500, 3)])  # fp32-flash, fp32-flash, bf16-flash
+def test_kernel_choice_per_length_matches_reference(length, kv_heads):
     torch.manual_seed(0)
-    q, k, v = (torch.randn(2, 3, length, 16) for _ in range(3))
-    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    q = torch.randn(2, 3, length, 16)
+    k, v = (torch.randn(2, kv_heads, length, 16) for _ in range(2))
+    rep = 3 // kv_heads
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1),
+                                                           is_causal=True)
     got = attention._causal(q.bfloat16(), k.bfloat16(), v.bfloat16(), None, 0.0)
     assert got.dtype == torch.bfloat16
     assert (got.float() - ref).abs().max() < 3e-2

@@ -7,20 +7,22 @@ examples run one by one, and packing lost to length-grouped padding. Here the ma
 never built: each example's slice runs `is_causal` SDPA on its own, so examples cannot
 attend to each other by construction (tests/test_attention.py: packed = unpacked loss).
 
-Which CPU kernel, measured fwd+bwd for 8 rows × 9 heads × 64 dims, 2 threads (ms):
+Which CPU kernel, measured fwd+bwd for one example, 9 query / 3 key-value heads of 64
+dims (grouped-query, no key/value copies), 2 threads (ms):
 
-    length            62     128    264    512    1024
-    bf16 flash      10.6    25.7   56.2   75.9    94.6
-    bf16 math        6.7    18.3   69.0  141.3   287.9
-    fp32 flash       7.2    15.5   46.4   87.7   111.3
+    length            32     62    128    264    384    512   1024
+    bf16 math       0.60   0.83   1.95   9.35   15.4   30.8   170.0
+    fp32 flash      0.37   0.76   2.14   9.24   11.8   23.3    62.6
+    bf16 flash      0.70   1.49   3.65   10.6   11.9   21.6    50.5
 
-so short examples take the math kernel, middle ones flash in fp32 (inputs cast for the
-kernel only), long ones bf16 flash. Anything else — a KV cache, padding masks, sliding
-windows, non-causal layers — goes to transformers' own SDPA path unchanged.
+so examples up to 448 tokens run flash attention in fp32 (inputs cast for the kernel only),
+longer ones bf16 flash. Anything else — a KV cache, padding masks, sliding windows,
+non-causal layers — goes to transformers' own SDPA path unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -28,24 +30,21 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 NAME = "tuneforge_packed"
-_SHORT, _LONG = 128, 384
+_FP32_UP_TO = 448
 
 
 def _causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None, dropout: float) -> torch.Tensor:
-    """Causal attention of one example ([B, H, T, D] each), kernel chosen by length on CPU."""
-    t = q.shape[-2]
-    if q.device.type != "cpu" or q.dtype != torch.bfloat16:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, dropout_p=dropout)
-    if t < _SHORT:
-        with sdpa_kernel(SDPBackend.MATH):
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, dropout_p=dropout)
-    if t <= _LONG:
-        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+    """Causal attention of one example ([B, H, T, D]; k/v may have fewer, grouped heads)."""
+    gqa = q.shape[1] != k.shape[1]
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.shape[-2] <= _FP32_UP_TO:
+        # autocast would cast the fp32 inputs straight back to bf16 (SDPA is on its bf16 list);
+        # the flash kernel is forced only without dropout, which it may not implement
+        with torch.autocast("cpu", enabled=False), \
+                sdpa_kernel(SDPBackend.FLASH_ATTENTION) if dropout == 0 else contextlib.nullcontext():
             out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True, scale=scale,
-                                                 dropout_p=dropout)
+                                                 dropout_p=dropout, enable_gqa=gqa)
         return out.to(q.dtype)
-    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, dropout_p=dropout)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, dropout_p=dropout, enable_gqa=gqa)
 
 
 def segments(position_ids: torch.Tensor | None, length: int) -> list[tuple[int, int]]:
@@ -62,15 +61,13 @@ def packed_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value:
                      attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
                      **kwargs: Any) -> tuple[torch.Tensor, None]:
     """transformers attention-interface function: q/k/v [B, H, T, D] → ([B, T, H, D], None)."""
-    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     t = query.shape[-2]
     if (attention_mask is not None or key.shape[-2] != t or not getattr(module, "is_causal", True)
             or kwargs.get("sliding_window") or kwargs.get("is_causal") is False):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
-    groups = getattr(module, "num_key_value_groups", 1)
-    key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     dropout = dropout if module.training else 0.0
     pos = kwargs.get("position_ids")
     parts = segments(pos, t) if query.shape[0] == 1 else [(0, t)]

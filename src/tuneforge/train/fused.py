@@ -72,14 +72,20 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
 
 
+def _lora_adapter(layer: Any) -> str | None:
+    """The one active plain adapter of a PEFT LoRA layer over a frozen base, else None."""
+    active = getattr(layer, "active_adapters", None)
+    if (not active or not hasattr(layer, "lora_A") or not hasattr(layer, "base_layer") or len(active) != 1 or layer.disable_adapters or layer.merged or active[0] not in layer.lora_A
+            or active[0] in getattr(layer, "lora_variant", {}) or layer.base_layer.weight.requires_grad):
+        return None
+    return active[0]
+
+
 def lora_forward(layer: Any, original, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
     """PEFT lora.Linear forward through `_LoraLinear`; anything unusual goes to `original`."""
-    active = layer.active_adapters
-    if (args or kwargs or layer.disable_adapters or layer.merged or len(active) != 1
-            or active[0] not in layer.lora_A or active[0] in getattr(layer, "lora_variant", {})
-            or layer.base_layer.weight.requires_grad):
+    name = None if args or kwargs else _lora_adapter(layer)
+    if name is None:
         return original(x, *args, **kwargs)
-    name = active[0]
     dt = _compute_dtype(x)
     base = layer.base_layer
     dropout = layer.lora_dropout[name]
@@ -134,11 +140,54 @@ class _SwiGLU(torch.autograd.Function):
         return grad_gate, grad_up
 
 
+class _SwiGLULora(torch.autograd.Function):
+    """down(silu(gate) · up) for a LoRA down projection, without keeping silu(gate) · up.
+
+    The product is the widest activation of a block ([tokens, intermediate]); it is
+    recomputed from gate and up in backward (two element-wise kernels) instead of
+    being saved next to them: a third of the MLP's saved activations.
+    """
+
+    @staticmethod
+    def forward(ctx, gate, up, weight, bias, lora_a, lora_b, scaling):
+        h = (F.silu(gate) * up).reshape(-1, gate.shape[-1])
+        out = torch.mm(h, weight.t()) if bias is None else torch.addmm(bias, h, weight.t())
+        ha = torch.mm(h, lora_a.t())
+        out.addmm_(ha, lora_b.t(), alpha=scaling)
+        ctx.save_for_backward(gate, up, weight, lora_a, lora_b, ha)
+        ctx.scaling, ctx.has_bias = scaling, bias is not None
+        return out.reshape(*gate.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad):
+        gate, up, weight, lora_a, lora_b, ha = ctx.saved_tensors
+        s = ctx.scaling
+        g = grad.reshape(-1, weight.shape[0]).to(weight.dtype)
+        act = F.silu(gate)
+        h = (act * up).reshape(-1, gate.shape[-1])
+        gb = torch.mm(g, lora_b)
+        grad_a = torch.mm(gb.t(), h).mul_(s)
+        grad_b = torch.mm(g.t(), ha).mul_(s)
+        grad_h = torch.mm(g, weight).addmm_(gb, lora_a, alpha=s).reshape(gate.shape)
+        grad_up = grad_h * act
+        grad_gate = torch.ops.aten.silu_backward(grad_h.mul_(up), gate)
+        grad_bias = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[3] else None
+        return grad_gate, grad_up, None, grad_bias, grad_a, grad_b, None
+
+
 def mlp_forward(mod: Any, original, x: torch.Tensor) -> torch.Tensor:
     gate, up = mod.gate_proj(x), mod.up_proj(x)
     if gate.dtype != up.dtype:
         return mod.down_proj(mod.act_fn(gate) * up)
-    return mod.down_proj(_SwiGLU.apply(gate, up))
+    down = mod.down_proj
+    name = _lora_adapter(down)
+    if name is None or not isinstance(down.lora_dropout[name], torch.nn.Identity) and down.lora_dropout[name].training:
+        return down(_SwiGLU.apply(gate, up))
+    dt = gate.dtype
+    base = down.base_layer
+    return _SwiGLULora.apply(gate, up, base.weight.to(dt), None if base.bias is None else base.bias.to(dt),
+                             down.lora_A[name].weight.to(dt), down.lora_B[name].weight.to(dt),
+                             float(down.scaling[name]))
 
 
 # ----------------------------------------------------------------------------- install

@@ -157,10 +157,23 @@ class ModelSetup:
     packing: bool = False
 
 
+def limit_onednn_cache(capacity: int = 16) -> None:
+    """Cap oneDNN's primitive cache (bf16 CPU matmuls) unless the user set it.
+
+    oneDNN keeps one compiled kernel per GEMM shape, up to 1,024 of them; packed rows
+    change length every step, so the cache (and RSS) grew by 15-70 MB a step. Measured on
+    the demo bench (8 steps): peak RSS 1,557 → 1,473 MB at the same speed with 16
+    (0 made steps 2× slower). oneDNN reads the variable when it first builds a kernel, so
+    this must run before the first bf16 matmul of the process; later it changes nothing.
+    """
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(capacity))
+
+
 def setup_model(recipe: Recipe) -> ModelSetup:
     """Resolve the base, load its tokenizer and the model with the recipe's strategy applied."""
     from transformers import set_seed
 
+    limit_onednn_cache()
     cfg = recipe.training
     check_training_compat(recipe.strategy, cfg.packing is True)
     set_threads(cfg.threads)

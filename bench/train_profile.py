@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 FAMILIES = [  # first match wins: (family, substrings of the profiler's op name)
-    ("attention", ("scaled_dot_product", "flash_attention")),
+    ("attention", ("scaled_dot_product", "flash_attention", "aten::bmm", "_softmax")),
     ("loss head", ("_LinearCrossEntropy", "logsumexp", "cross_entropy", "log_softmax", "nll_loss", "gather")),
     ("matmul", ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear")),
     ("optimizer", ("Optimizer", "adam", "_foreach", "clip_grad")),
@@ -98,7 +98,7 @@ def main() -> None:
     table = {fam: {"ms_per_step": round(v["ms"] / args.steps, 1), "share": round(v["ms"] / total_ms, 3),
                    **({"gflop_s": round(v["flops"] / (v["ms"] / 1000) / 1e9, 1)} if v["flops"] and v["ms"] else {})}
              for fam, v in sorted(per.items(), key=lambda kv: -kv[1]["ms"])}
-    top = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:15]
+    top = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:30]
     out = {"dataset": args.dataset, "steps_profiled": args.steps, "threads": torch.get_num_threads(),
            "tokens_per_s_whole_run": info.get("tokens_per_second"), "families": table,
            "top_ops": [{"op": e.key, "ms_per_step": round(e.self_cpu_time_total / 1000 / args.steps, 1),

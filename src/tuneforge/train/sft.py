@@ -154,7 +154,7 @@ class ModelSetup:
     counts: dict
     bf16: bool
     base_dtype: str
-    packing: bool = False
+    packing: bool = False  # resolved by the objectives that pack (sft), see resolve_packing
 
 
 def limit_onednn_cache(capacity: int = 16) -> None:
@@ -162,9 +162,10 @@ def limit_onednn_cache(capacity: int = 16) -> None:
 
     oneDNN keeps one compiled kernel per GEMM shape, up to 1,024 of them; packed rows
     change length every step, so the cache (and RSS) grew by 15-70 MB a step. Measured on
-    the demo bench (8 steps): peak RSS 1,557 → 1,473 MB at the same speed with 16
-    (0 made steps 2× slower). oneDNN reads the variable when it first builds a kernel, so
-    this must run before the first bf16 matmul of the process; later it changes nothing.
+    the demo bench (8 steps, packed): peak RSS 1,557 → 1,473 MB at the same speed with 16
+    (0 made steps 2× slower). Padded batches lost 16 % speed with it (248 → 210 tok/s), so it
+    is applied to packed training only. oneDNN reads the variable when it first builds a
+    kernel, so this must run before the first bf16 matmul of the process.
     """
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(capacity))
 
@@ -173,7 +174,6 @@ def setup_model(recipe: Recipe) -> ModelSetup:
     """Resolve the base, load its tokenizer and the model with the recipe's strategy applied."""
     from transformers import set_seed
 
-    limit_onednn_cache()
     cfg = recipe.training
     check_training_compat(recipe.strategy, cfg.packing is True)
     set_threads(cfg.threads)
@@ -182,8 +182,7 @@ def setup_model(recipe: Recipe) -> ModelSetup:
     set_seed(cfg.seed)  # adapter initialisation depends on it
     bf16 = use_bf16(cfg.precision)
     model, base_dtype = load_for_training(recipe.model, recipe.strategy, source.path, bf16, cfg.gradient_checkpointing)
-    packing = resolve_packing(cfg.packing, recipe.strategy.kind, model)
-    return ModelSetup(model, tokenizer, source, param_counts(model), bf16, base_dtype, packing)
+    return ModelSetup(model, tokenizer, source, param_counts(model), bf16, base_dtype)
 
 
 def resolve_packing(packing: bool | None, strategy_kind: str, model: Any) -> bool:
@@ -275,6 +274,9 @@ def train(run: RunDir, resume: bool = False, callbacks: list | None = None) -> d
     if not run.split_file("train").is_file():
         raise FileNotFoundError(f"{run.path}: no prepared data — run `tuneforge prepare` first")
     setup = setup_model(recipe)
+    setup.packing = resolve_packing(cfg.packing, recipe.strategy.kind, setup.model)
+    if setup.packing:
+        limit_onednn_cache()
     train_ds = tokenised_split(run.split_file("train"), setup.tokenizer, recipe.data.train_on)
     eval_ds = tokenised_split(run.split_file("validation"), setup.tokenizer, recipe.data.train_on)
     collator = PackedCollator() if setup.packing else PadCollator(setup.tokenizer.pad_token_id)

@@ -1,4 +1,4 @@
-"""The HF Trainer with four changes, each measured in bench/train_throughput.py:
+"""The HF Trainer with five changes, each measured in bench/train_throughput.py:
 
 - transformers' `bf16=True` does nothing for a CPU run (it relies on accelerate, which
   does not autocast there), so autocast is entered here where the CPU has bf16 units.
@@ -6,6 +6,8 @@
 - Logits only where a label is: the LM head over a 49k vocabulary is a large share of
   the cost and prompt positions carry no loss, so the head runs on labelled positions
   only (through the model's own `logits_to_keep`, so DDP/FSDP wrapping still applies).
+- Fused training ops (`train/fused.py`: LoRA linear, RMSNorm, SwiGLU with hand-written
+  backward) replace those modules' forwards for the whole of `train()`.
 - Real (non-pad) tokens are counted, and tokens/s is logged with the loss.
 - Trainer writes `checkpoint-N` in place, so a crash mid-save leaves a half-written
   folder that resume would pick up. Here it is written under `.staging/` and renamed.

@@ -57,14 +57,16 @@ class _LoraLinear(torch.autograd.Function):
         gb = torch.mm(g, lora_b)  # [n, r]
         grad_a = torch.mm(gb.t(), xd2).mul_(s)
         grad_b = torch.mm(g.t(), xa).mul_(s)
-        grad_x = torch.mm(g, weight)
-        if ctx.same_input:
-            grad_x.addmm_(gb, lora_a, alpha=s)
-            grad_xd = None
-        else:
+        grad_x = grad_xd = None
+        if ctx.needs_input_grad[0]:  # not for the first block: its input (the embeddings) is frozen
+            grad_x = torch.mm(g, weight)
+            if ctx.same_input:
+                grad_x = grad_x.addmm_(gb, lora_a, alpha=s)
+            grad_x = grad_x.reshape(ctx.shape)
+        if not ctx.same_input and ctx.needs_input_grad[1]:
             grad_xd = torch.mm(gb, lora_a).mul_(s).reshape(ctx.shape)
         grad_bias = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[3] else None
-        return grad_x.reshape(ctx.shape), grad_xd, None, grad_bias, grad_a, grad_b, None
+        return grad_x, grad_xd, None, grad_bias, grad_a, grad_b, None
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -75,7 +77,8 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
 def _lora_adapter(layer: Any) -> str | None:
     """The one active plain adapter of a PEFT LoRA layer over a frozen base, else None."""
     active = getattr(layer, "active_adapters", None)
-    if (not active or not hasattr(layer, "lora_A") or not hasattr(layer, "base_layer") or len(active) != 1 or layer.disable_adapters or layer.merged or active[0] not in layer.lora_A
+    if (not active or len(active) != 1 or not hasattr(layer, "lora_A") or not hasattr(layer, "base_layer")
+            or layer.disable_adapters or layer.merged or active[0] not in layer.lora_A
             or active[0] in getattr(layer, "lora_variant", {}) or layer.base_layer.weight.requires_grad):
         return None
     return active[0]

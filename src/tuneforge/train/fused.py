@@ -10,12 +10,14 @@ with one autograd function whose backward is written out by hand:
 - RMSNorm (Llama family): saves its bf16 input and the fp32 inverse RMS, not the fp32
   copy of the input the reference implementation keeps for backward.
 - SwiGLU (`act(gate) * up`): saves gate and up, recomputes the activation in backward
-  instead of keeping a third [tokens, intermediate] tensor.
+  instead of keeping a third [tokens, intermediate] tensor; with a LoRA down projection
+  the product itself is recomputed too (`_SwiGLULora`), not saved for the down GEMMs.
 
 A module is patched only after its fused forward has been checked against the
 original on a random input (see `_agrees`), so a model family whose norm or MLP
 differs (Gemma's `1 + weight`, a GELU MLP) keeps its own code. Numbers in
-bench/results/train_throughput-*.json; parity tests in tests/test_fused.py.
+bench/results/ (ablations/: each switch off); parity tests in
+tests/train/test_fused_attention.py.
 """
 
 from __future__ import annotations

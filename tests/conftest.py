@@ -80,3 +80,21 @@ try:
         _hsettings.load_profile("ci")
 except ImportError:  # pragma: no cover
     pass
+
+
+def _trainer_callback():
+    from transformers import TrainerCallback
+
+    return TrainerCallback
+
+
+class ParamSnapshot(_trainer_callback()):
+    """Every parameter before and after training, which were trainable, and the trained model."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        self.trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self.after = {n: p.detach().clone() for n, p in model.named_parameters()}
+        self.model = model

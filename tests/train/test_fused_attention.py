@@ -199,12 +199,17 @@ def test_a_norm_with_other_maths_is_left_alone():
     assert fusable(net, []) == []
 
 
-def test_fused_ops_survive_gradient_checkpointing(tmp_path, tiny_model_dir, demo_subset):
+def test_fused_ops_survive_gradient_checkpointing(tmp_path, tiny_model_dir, demo_subset, monkeypatch):
     """Checkpointed layers re-run their forward in backward: the fused ops must be in place
-    then too, and the run must train like one without them."""
+    then too, and the run must train like one without them. Packed training also caps
+    oneDNN's kernel cache (unless the user set it)."""
+    import os
+
     from conftest import tiny_recipe
     from tuneforge.pipeline import prepare_stage
     from tuneforge.train.sft import train
+
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
 
     infos = {}
     for fused in (True, False):
@@ -215,6 +220,7 @@ def test_fused_ops_survive_gradient_checkpointing(tmp_path, tiny_model_dir, demo
         infos[fused] = train(run)
     assert infos[True]["fused_ops"] == {"lora_forward": 14, "rmsnorm_forward": 5, "mlp_forward": 2}
     assert infos[True]["packing"] is True
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "16"
     assert infos[True]["train_loss"] == pytest.approx(infos[False]["train_loss"], rel=1e-4)
 
 

@@ -9,21 +9,12 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from conftest import DEMO, tiny_recipe, write_jsonl
+from conftest import DEMO, ParamSnapshot, tiny_recipe, write_jsonl
 
 # --------------------------------------------------------------------------- helpers
 
 
-class Snapshot(TrainerCallback):
-    """Every parameter before and after training, which were trainable, and the trained model."""
-
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self.before = {n: p.detach().clone() for n, p in model.named_parameters()}
-        self.trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-
-    def on_train_end(self, args, state, control, model=None, **kwargs):
-        self.after = {n: p.detach().clone() for n, p in model.named_parameters()}
-        self.model = model
+Snapshot = ParamSnapshot
 
 
 def assert_params(snap: Snapshot) -> None:

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import TrainerCallback
 
-from conftest import ASSETS, tiny_recipe
+from conftest import ASSETS, ParamSnapshot, tiny_recipe
 from tuneforge.model.load import load_trained
 from tuneforge.model.strategies import StrategyError
 from tuneforge.pipeline import prepare_stage
@@ -36,15 +35,11 @@ def tiny64_dir(tmp_path_factory) -> Path:
     return out
 
 
-class Snapshot(TrainerCallback):
-    """Weights before training, and the trained in-memory model's logits on PROBE."""
-
-    def on_train_begin(self, args, state, control, model=None, **kw):
-        self.before = {n: p.detach().clone() for n, p in model.named_parameters()}
-        self.trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+class Snapshot(ParamSnapshot):
+    """ParamSnapshot, plus the trained in-memory model's logits on PROBE."""
 
     def on_train_end(self, args, state, control, model=None, **kw):
-        self.after = {n: p.detach().clone() for n, p in model.named_parameters()}
+        super().on_train_end(args, state, control, model=model, **kw)
         model.eval()
         with torch.no_grad():
             self.logits = model(input_ids=PROBE, attention_mask=torch.ones_like(PROBE)).logits.float()

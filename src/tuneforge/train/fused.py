@@ -28,8 +28,24 @@ from typing import Any, Iterator
 import torch
 import torch.nn.functional as F
 
+from .loss import matmul_dtype
+
 
 # ----------------------------------------------------------------------------- LoRA linear
+def _lora_mm(x2, xd2, weight, bias, lora_a, lora_b, scaling):
+    """(x W^T + b + s · (x_d A^T) B^T, x_d A^T) for 2-D inputs: the B product is accumulated
+    into the base output, no separate scale or add."""
+    out = torch.mm(x2, weight.t()) if bias is None else torch.addmm(bias, x2, weight.t())
+    xa = torch.mm(xd2, lora_a.t())
+    return out.addmm_(xa, lora_b.t(), alpha=scaling), xa
+
+
+def _lora_weight_grads(g, xd2, xa, lora_b, scaling):
+    """(g B, grad A, grad B) for output gradient g [n, out], adapter input xd2 and xa = xd2 A^T."""
+    gb = torch.mm(g, lora_b)  # [n, r]
+    return gb, torch.mm(gb.t(), xd2).mul_(scaling), torch.mm(g.t(), xa).mul_(scaling)
+
+
 class _LoraLinear(torch.autograd.Function):
     """y = x W^T (+ b) + s · (x_d A^T) B^T, every operand already in the compute dtype.
 
@@ -41,9 +57,7 @@ class _LoraLinear(torch.autograd.Function):
     def forward(ctx, x, x_d, weight, bias, lora_a, lora_b, scaling):
         shape = x.shape
         x2, xd2 = x.reshape(-1, shape[-1]), x_d.reshape(-1, shape[-1])
-        out = torch.mm(x2, weight.t()) if bias is None else torch.addmm(bias, x2, weight.t())
-        xa = torch.mm(xd2, lora_a.t())
-        out.addmm_(xa, lora_b.t(), alpha=scaling)
+        out, xa = _lora_mm(x2, xd2, weight, bias, lora_a, lora_b, scaling)
         ctx.save_for_backward(xd2, weight, lora_a, lora_b, xa)
         ctx.same_input = x_d is x
         ctx.scaling = scaling
@@ -56,9 +70,7 @@ class _LoraLinear(torch.autograd.Function):
         xd2, weight, lora_a, lora_b, xa = ctx.saved_tensors
         s = ctx.scaling
         g = grad.reshape(-1, weight.shape[0]).to(weight.dtype)
-        gb = torch.mm(g, lora_b)  # [n, r]
-        grad_a = torch.mm(gb.t(), xd2).mul_(s)
-        grad_b = torch.mm(g.t(), xa).mul_(s)
+        gb, grad_a, grad_b = _lora_weight_grads(g, xd2, xa, lora_b, s)
         grad_x = grad_xd = None
         if ctx.needs_input_grad[0]:  # not for the first block: its input (the embeddings) is frozen
             grad_x = torch.mm(g, weight)
@@ -71,9 +83,12 @@ class _LoraLinear(torch.autograd.Function):
         return grad_x, grad_xd, None, grad_bias, grad_a, grad_b, None
 
 
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    dev = x.device.type
-    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+def _lora_operands(layer: Any, name: str, dt: torch.dtype) -> tuple:
+    """(W, bias, A, B, scaling) of adapter `name`, cast to the compute dtype (autograd carries
+    the A/B gradients back to the fp32 parameters through the cast)."""
+    base = layer.base_layer
+    return (base.weight.to(dt), None if base.bias is None else base.bias.to(dt), layer.lora_A[name].weight.to(dt),
+            layer.lora_B[name].weight.to(dt), float(layer.scaling[name]))
 
 
 def _lora_adapter(layer: Any) -> str | None:
@@ -91,15 +106,11 @@ def lora_forward(layer: Any, original, x: torch.Tensor, *args: Any, **kwargs: An
     name = None if args or kwargs else _lora_adapter(layer)
     if name is None:
         return original(x, *args, **kwargs)
-    dt = _compute_dtype(x)
-    base = layer.base_layer
+    dt = matmul_dtype(x)
     dropout = layer.lora_dropout[name]
     x = x.to(dt)
     x_d = x if isinstance(dropout, torch.nn.Identity) or not dropout.training else dropout(x)
-    bias = None if base.bias is None else base.bias.to(dt)
-    out = _LoraLinear.apply(x, x_d, base.weight.to(dt), bias, layer.lora_A[name].weight.to(dt),
-                            layer.lora_B[name].weight.to(dt), float(layer.scaling[name]))
-    return out
+    return _LoraLinear.apply(x, x_d, *_lora_operands(layer, name, dt))
 
 
 # ----------------------------------------------------------------------------- RMSNorm
@@ -156,9 +167,7 @@ class _SwiGLULora(torch.autograd.Function):
     @staticmethod
     def forward(ctx, gate, up, weight, bias, lora_a, lora_b, scaling):
         h = (F.silu(gate) * up).reshape(-1, gate.shape[-1])
-        out = torch.mm(h, weight.t()) if bias is None else torch.addmm(bias, h, weight.t())
-        ha = torch.mm(h, lora_a.t())
-        out.addmm_(ha, lora_b.t(), alpha=scaling)
+        out, ha = _lora_mm(h, h, weight, bias, lora_a, lora_b, scaling)
         ctx.save_for_backward(gate, up, weight, lora_a, lora_b, ha)
         ctx.scaling, ctx.has_bias = scaling, bias is not None
         return out.reshape(*gate.shape[:-1], weight.shape[0])
@@ -170,9 +179,7 @@ class _SwiGLULora(torch.autograd.Function):
         g = grad.reshape(-1, weight.shape[0]).to(weight.dtype)
         act = F.silu(gate)
         h = (act * up).reshape(-1, gate.shape[-1])
-        gb = torch.mm(g, lora_b)
-        grad_a = torch.mm(gb.t(), h).mul_(s)
-        grad_b = torch.mm(g.t(), ha).mul_(s)
+        gb, grad_a, grad_b = _lora_weight_grads(g, h, ha, lora_b, s)
         grad_h = torch.mm(g, weight).addmm_(gb, lora_a, alpha=s).reshape(gate.shape)
         grad_up = grad_h * act
         grad_gate = torch.ops.aten.silu_backward(grad_h.mul_(up), gate)
@@ -188,11 +195,7 @@ def mlp_forward(mod: Any, original, x: torch.Tensor) -> torch.Tensor:
     name = _lora_adapter(down)
     if name is None or not isinstance(down.lora_dropout[name], torch.nn.Identity) and down.lora_dropout[name].training:
         return down(_SwiGLU.apply(gate, up))
-    dt = gate.dtype
-    base = down.base_layer
-    return _SwiGLULora.apply(gate, up, base.weight.to(dt), None if base.bias is None else base.bias.to(dt),
-                             down.lora_A[name].weight.to(dt), down.lora_B[name].weight.to(dt),
-                             float(down.scaling[name]))
+    return _SwiGLULora.apply(gate, up, *_lora_operands(down, name, gate.dtype))
 
 
 # ----------------------------------------------------------------------------- install

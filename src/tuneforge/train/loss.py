@@ -48,6 +48,12 @@ def virtual_token_shift(model: Any) -> int:
     return int(cfg.num_virtual_tokens)
 
 
+def matmul_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a matmul on `x` runs in here: autocast's where it is on, else x's own."""
+    dev = x.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     """Summed cross-entropy of `hidden @ weight.T (+ bias)` against `targets`, chunk by chunk.
 
@@ -65,9 +71,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_h = torch.empty_like(hidden) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_b else None
-        dev = hidden.device.type
-        # the gradient matmuls run in the dtype autocast gives the forward matmul
-        mm_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else hidden.dtype
+        mm_dtype = matmul_dtype(hidden)  # the gradient matmuls run in the forward matmul's dtype
         for s in range(0, hidden.shape[0], chunk):
             h, t = hidden[s: s + chunk], targets[s: s + chunk]
             logits = torch.nn.functional.linear(h, weight, bias).float()  # bf16 matmul under autocast

@@ -19,6 +19,7 @@ import contextlib
 import os
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -90,9 +91,7 @@ class TuneforgeTrainer(Trainer):
         if self._lora_layers is None:
             self._lora_layers = plain_lora_layers(self.model)
         patches = fusable(self.model, self._lora_layers)
-        self.fused_count = {}
-        for _, fn in patches:
-            self.fused_count[fn.__name__] = self.fused_count.get(fn.__name__, 0) + 1
+        self.fused_count = dict(Counter(fn.__name__ for _, fn in patches))
         with fused_forwards(patches):
             return super().train(*args, **kwargs)
 

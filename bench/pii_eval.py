@@ -1,6 +1,6 @@
 """Precision/recall of tuneforge's PII detector per entity type on the project's labelled corpus.
 
-    .venv/bin/python bench/pii_eval.py [CORPUS] [--errors]
+.venv/bin/python bench/pii_eval.py [CORPUS] [--errors]
 """
 
 from __future__ import annotations

@@ -32,7 +32,9 @@ def make_adapters(base_path: str, out: Path, n: int = 4) -> dict[str, str]:
     for i in range(n):
         torch.manual_seed(i)
         model = AutoModelForCausalLM.from_pretrained(base_path)
-        peft = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
+        peft = get_peft_model(
+            model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
+        )
         with torch.no_grad():
             for name, p in peft.named_parameters():
                 if "lora_B" in name:
@@ -99,7 +101,9 @@ def main() -> None:
     from tuneforge.model.sources import resolve
 
     base = resolve(args.base).path
-    questions = [json.loads(l)["messages"][0]["content"] for l in (ROOT / "examples/demo/test.jsonl").read_text().splitlines()]
+    questions = [
+        json.loads(l)["messages"][0]["content"] for l in (ROOT / "examples/demo/test.jsonl").read_text().splitlines()
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         adapters = make_adapters(base, Path(tmp))
         engine = Engine.load(base, "base", adapters, EngineConfig(max_queue=256, max_batch_size=args.clients))
@@ -107,19 +111,30 @@ def main() -> None:
         server, thread, url = live(app)
         try:
             names = list(adapters)
-            bodies = [{"model": names[i % len(names)], "max_tokens": args.max_tokens, "temperature": 0,
-                       "messages": [{"role": "user", "content": questions[i % len(questions)]}]}
-                      for i in range(args.requests)]
+            bodies = [
+                {
+                    "model": names[i % len(names)],
+                    "max_tokens": args.max_tokens,
+                    "temperature": 0,
+                    "messages": [{"role": "user", "content": questions[i % len(questions)]}],
+                }
+                for i in range(args.requests)
+            ]
             run_requests(url, bodies[:2], 1)  # warm-up
             seq_tokens, seq_s = run_requests(url, bodies, 1)
             con_tokens, con_s = run_requests(url, bodies, args.clients)
         finally:
             server.should_exit = True
             thread.join(timeout=10)
-    res = {"base": args.base, "adapters": len(adapters), "requests": args.requests, "clients": args.clients,
-           "max_tokens": args.max_tokens,
-           "sequential": {"tokens": seq_tokens, "seconds": round(seq_s, 2), "tokens_per_s": round(seq_tokens / seq_s, 1)},
-           "concurrent": {"tokens": con_tokens, "seconds": round(con_s, 2), "tokens_per_s": round(con_tokens / con_s, 1)}}
+    res = {
+        "base": args.base,
+        "adapters": len(adapters),
+        "requests": args.requests,
+        "clients": args.clients,
+        "max_tokens": args.max_tokens,
+        "sequential": {"tokens": seq_tokens, "seconds": round(seq_s, 2), "tokens_per_s": round(seq_tokens / seq_s, 1)},
+        "concurrent": {"tokens": con_tokens, "seconds": round(con_s, 2), "tokens_per_s": round(con_tokens / con_s, 1)},
+    }
     res["ratio"] = round(res["concurrent"]["tokens_per_s"] / res["sequential"]["tokens_per_s"], 2)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")

@@ -28,8 +28,21 @@ FAMILIES = [  # first match wins: (family, substrings of the profiler's op name)
     ("optimizer", ("Optimizer", "adam", "_foreach", "clip_grad")),
     ("norm / activation", ("rsqrt", "pow", "mean", "silu", "sigmoid")),
     ("casts / copies", ("aten::to", "aten::_to_copy", "aten::copy_", "aten::clone", "aten::contiguous", "cat")),
-    ("element-wise", ("aten::mul", "aten::add", "aten::sub", "aten::div", "aten::neg", "aten::exp", "aten::fill_",
-                      "aten::zero_", "aten::index", "aten::where")),
+    (
+        "element-wise",
+        (
+            "aten::mul",
+            "aten::add",
+            "aten::sub",
+            "aten::div",
+            "aten::neg",
+            "aten::exp",
+            "aten::fill_",
+            "aten::zero_",
+            "aten::index",
+            "aten::where",
+        ),
+    ),
 ]
 
 
@@ -50,9 +63,9 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
+    from train_throughput import BATCH, DATASETS, LORA, LR, SEED
     from transformers import TrainerCallback
 
-    from train_throughput import BATCH, DATASETS, LORA, LR, SEED
     from tuneforge.model.sources import resolve
     from tuneforge.pipeline import prepare_stage
     from tuneforge.recipe import load_recipe
@@ -75,13 +88,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         data = Path(work) / "train.jsonl"
         data.write_text("".join(json.dumps({"messages": m}) + "\n" for m in rows))
-        recipe = load_recipe(None, [
-            "name=profile", f"output_dir={work}/runs", f"model.base={resolve('smollm2-135m-instruct').path}",
-            f"data.train={data}", "data.validation_fraction=0", "data.test_fraction=0", "data.max_length=2048",
-            f"strategy.r={LORA['r']}", f"strategy.alpha={LORA['alpha']}",
-            f"training.max_steps={args.warmup + args.steps}", f"training.batch_size={BATCH}",
-            f"training.learning_rate={LR}", f"training.seed={SEED}", "training.eval_strategy=no",
-            "training.save_strategy=steps", "training.save_steps=1000000", *args.override])
+        recipe = load_recipe(
+            None,
+            [
+                "name=profile",
+                f"output_dir={work}/runs",
+                f"model.base={resolve('smollm2-135m-instruct').path}",
+                f"data.train={data}",
+                "data.validation_fraction=0",
+                "data.test_fraction=0",
+                "data.max_length=2048",
+                f"strategy.r={LORA['r']}",
+                f"strategy.alpha={LORA['alpha']}",
+                f"training.max_steps={args.warmup + args.steps}",
+                f"training.batch_size={BATCH}",
+                f"training.learning_rate={LR}",
+                f"training.seed={SEED}",
+                "training.eval_strategy=no",
+                "training.save_strategy=steps",
+                "training.save_steps=1000000",
+                *args.override,
+            ],
+        )
         run, _ = prepare_stage(recipe)
         info = train(run, callbacks=[Window()])
     if not window:
@@ -95,14 +123,30 @@ def main() -> None:
         fam = family(ev.key)
         per[fam]["ms"] += ms
         per[fam]["flops"] += ev.flops or 0
-    table = {fam: {"ms_per_step": round(v["ms"] / args.steps, 1), "share": round(v["ms"] / total_ms, 3),
-                   **({"gflop_s": round(v["flops"] / (v["ms"] / 1000) / 1e9, 1)} if v["flops"] and v["ms"] else {})}
-             for fam, v in sorted(per.items(), key=lambda kv: -kv[1]["ms"])}
+    table = {
+        fam: {
+            "ms_per_step": round(v["ms"] / args.steps, 1),
+            "share": round(v["ms"] / total_ms, 3),
+            **({"gflop_s": round(v["flops"] / (v["ms"] / 1000) / 1e9, 1)} if v["flops"] and v["ms"] else {}),
+        }
+        for fam, v in sorted(per.items(), key=lambda kv: -kv[1]["ms"])
+    }
     top = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:30]
-    out = {"dataset": args.dataset, "steps_profiled": args.steps, "threads": torch.get_num_threads(),
-           "tokens_per_s_whole_run": info.get("tokens_per_second"), "families": table,
-           "top_ops": [{"op": e.key, "ms_per_step": round(e.self_cpu_time_total / 1000 / args.steps, 1),
-                        "calls_per_step": e.count // args.steps} for e in top]}
+    out = {
+        "dataset": args.dataset,
+        "steps_profiled": args.steps,
+        "threads": torch.get_num_threads(),
+        "tokens_per_s_whole_run": info.get("tokens_per_second"),
+        "families": table,
+        "top_ops": [
+            {
+                "op": e.key,
+                "ms_per_step": round(e.self_cpu_time_total / 1000 / args.steps, 1),
+                "calls_per_step": e.count // args.steps,
+            }
+            for e in top
+        ],
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))

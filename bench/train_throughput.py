@@ -1,14 +1,23 @@
 """Training throughput: tuneforge's SFT path vs TRL SFTTrainer + PEFT LoRA, side by side.
 
     .venv/bin/python bench/train_throughput.py [--steps 8] [--repeats 3] [--datasets demo,synthetic]
+        [--sides trl,trl-fp32,tuneforge] [--peer-budget-s 300]
 
-Both sides train the embedded SmolLM2-135M-Instruct with the same LoRA config (r16,
+Every side trains the embedded SmolLM2-135M-Instruct with the same LoRA config (r16,
 alpha 32, all-linear), the same data, steps, effective batch, learning rate, schedule
-and seed. TRL keeps its library defaults for everything that affects speed. Repeats
-are interleaved (A B A B …) so machine noise hits both sides; each run is a fresh child
-process so its peak RSS is its own. Reported per side (medians): real (non-pad) trained
-tokens/s, peak RSS, and the loss of the trained model on a fixed held-out set (same
-loss function for both: mean cross-entropy over assistant tokens).
+and seed. The peer runs two ways: `trl` keeps TRL's library defaults for everything that
+affects speed (SFTConfig's bf16=True among them), `trl-fp32` is what a competent user sets
+on a CPU without bf16 units (bf16=False); the ratio that counts is against the faster of the
+two. A peer run that has not finished its steps after --peer-budget-s stops there and is
+timed over the steps it did (an emulated-bf16 run can take an hour for 8 steps); its loss is
+then not compared. Repeats are interleaved (A B A B …) so machine noise hits every side;
+each run is a fresh child process so its peak RSS is its own. Reported per side (medians):
+real (non-pad) trained tokens/s, peak RSS, and the loss of the trained model on a fixed
+held-out set (same loss function for all: mean cross-entropy over assistant tokens).
+
+The CPU it ran on (model, flags, torch's kernel level, ISA caps in the environment) is
+printed first and stored with the results. To see an AVX2-only machine's behaviour on a
+newer CPU: ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2.
 """
 
 from __future__ import annotations
@@ -43,7 +52,7 @@ def synthetic_rows(n: int = 240, seed: int = 0) -> list[list[dict]]:
     paras = [json.loads(l)["text"] for l in (DEMO / "handbook.jsonl").read_text().splitlines()]
     base = demo_rows()
     out = []
-    for i in range(n):
+    for _ in range(n):
         msgs = base[rng.randrange(len(base))]
         ctx = " ".join(rng.sample(paras, rng.randint(0, 4)))
         q = (f"Context:\n{ctx}\n\nQuestion: " if ctx else "") + msgs[0]["content"]
@@ -62,34 +71,61 @@ def held_out_loss(model, tok, rows) -> float:
     return mean_loss(model, tok, [{"messages": m} for m in rows])["loss"]
 
 
-def side_trl(rows, steps, workdir, model_path):
+def side_trl(rows, steps, workdir, model_path, fp32=False, budget_s=None):
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     tok = AutoTokenizer.from_pretrained(model_path)
     # prompt/completion conversational rows: TRL then trains on the completion only, as tuneforge does
     ds = Dataset.from_list([{"prompt": m[:-1], "completion": m[-1:]} for m in rows])
-    cfg = SFTConfig(output_dir=str(workdir), max_steps=steps, per_device_train_batch_size=BATCH, learning_rate=LR,
-                    lr_scheduler_type="cosine", warmup_steps=0.05, seed=SEED, report_to="none", logging_steps=1,
-                    save_strategy="no", use_cpu=True, disable_tqdm=True)
+    cfg = SFTConfig(
+        output_dir=str(workdir),
+        max_steps=steps,
+        per_device_train_batch_size=BATCH,
+        learning_rate=LR,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.05,
+        seed=SEED,
+        report_to="none",
+        logging_steps=1,
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        # trl-fp32: the one switch a user on a CPU without bf16 units flips; `trl` keeps the default
+        **({"bf16": False} if fp32 else {}),
+    )
     lora = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], target_modules="all-linear", task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model_path, args=cfg, train_dataset=ds, processing_class=tok, peft_config=lora)
-    counted = {"tokens": 0}
+    batches: list[int] = []  # real tokens per collated batch (the loader may collate one ahead)
     inner = trainer.data_collator
 
     def counting(features):
         batch = inner(features)
         mask = batch.get("attention_mask")
-        counted["tokens"] += int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
+        batches.append(int(mask.sum()) if mask is not None else int(batch["input_ids"].numel()))
         return batch
 
+    class Budget(TrainerCallback):
+        """Stop after `budget_s` seconds of training; record the steps done and when."""
+
+        def __init__(self):
+            self.steps, self.t_end = 0, None
+
+        def on_step_end(self, args, state, control, **kw):
+            self.steps, self.t_end = state.global_step, time.perf_counter()
+            if budget_s and self.t_end - t0 > budget_s and state.global_step < steps:
+                control.should_training_stop = True
+
+    budget = Budget()
+    trainer.add_callback(budget)
     trainer.data_collator = counting
     t0 = time.perf_counter()
     trainer.train()
-    seconds = time.perf_counter() - t0
-    return trainer.model, tok, counted["tokens"], seconds, peak_rss_mb()
+    seconds = (budget.t_end or time.perf_counter()) - t0
+    tokens = sum(batches[: budget.steps])  # gradient accumulation is 1: one batch per step
+    return trainer.model, tok, tokens, seconds, peak_rss_mb(), budget.steps
 
 
 def side_tuneforge(rows, steps, workdir, model_path, overrides=()):
@@ -100,18 +136,33 @@ def side_tuneforge(rows, steps, workdir, model_path, overrides=()):
 
     data = Path(workdir) / "train.jsonl"
     data.write_text("".join(json.dumps({"messages": m}) + "\n" for m in rows))
-    recipe = load_recipe(None, [
-        "name=bench", f"output_dir={workdir}/runs", f"model.base={model_path}", f"data.train={data}",
-        *DATA_OPTIONS, f"strategy.r={LORA['r']}",
-        f"strategy.alpha={LORA['alpha']}", f"training.max_steps={steps}", f"training.batch_size={BATCH}",
-        f"training.learning_rate={LR}", "training.scheduler=cosine", "training.warmup_ratio=0.05",
-        f"training.seed={SEED}", "training.eval_strategy=no", "training.save_strategy=steps",
-        "training.save_steps=1000000", *overrides])
+    recipe = load_recipe(
+        None,
+        [
+            "name=bench",
+            f"output_dir={workdir}/runs",
+            f"model.base={model_path}",
+            f"data.train={data}",
+            *DATA_OPTIONS,
+            f"strategy.r={LORA['r']}",
+            f"strategy.alpha={LORA['alpha']}",
+            f"training.max_steps={steps}",
+            f"training.batch_size={BATCH}",
+            f"training.learning_rate={LR}",
+            "training.scheduler=cosine",
+            "training.warmup_ratio=0.05",
+            f"training.seed={SEED}",
+            "training.eval_strategy=no",
+            "training.save_strategy=steps",
+            "training.save_steps=1000000",
+            *overrides,
+        ],
+    )
     run, _ = prepare_stage(recipe)
     info = train(run)
     rss = peak_rss_mb()  # before the trained model is loaded back for the held-out loss
     model, tok, _ = load_trained(run)
-    return model, tok, info["tokens_seen"], info["seconds"], rss
+    return model, tok, info["tokens_seen"], info["seconds"], rss, info["steps"]
 
 
 def peak_rss_mb() -> float:
@@ -137,8 +188,16 @@ def training_rows(name: str, out: Path) -> Path:
     with tempfile.TemporaryDirectory() as work:
         data = Path(work) / "train.jsonl"
         data.write_text("".join(json.dumps({"messages": m}) + "\n" for m in DATASETS[name]()))
-        recipe = load_recipe(None, ["name=rows", f"output_dir={work}/runs", f"data.train={data}",
-                                    f"model.base={resolve('smollm2-135m-instruct').path}", *DATA_OPTIONS])
+        recipe = load_recipe(
+            None,
+            [
+                "name=rows",
+                f"output_dir={work}/runs",
+                f"data.train={data}",
+                f"model.base={resolve('smollm2-135m-instruct').path}",
+                *DATA_OPTIONS,
+            ],
+        )
         run, _ = prepare_stage(recipe)
         out.write_text("".join(json.dumps(r["messages"]) + "\n" for r in read_jsonl(run.split_file("train"))))
     return out
@@ -152,15 +211,29 @@ def child(args) -> None:
     held_out = rows[:48]
     model_path = resolve("smollm2-135m-instruct").path
     with tempfile.TemporaryDirectory() as work:
-        fn = side_trl if args.side == "trl" else side_tuneforge
-        extra = (args.override or []) if args.side == "tuneforge" else None
         # rss: the high-water mark of training itself, taken before the held-out loss (which
         # may load another copy of the model)
-        model, tok, tokens, seconds, rss_mb = fn(rows, args.steps, work, model_path,
-                                                 *([extra] if extra is not None else []))
+        if args.side == "tuneforge":
+            model, tok, tokens, seconds, rss_mb, done = side_tuneforge(
+                rows, args.steps, work, model_path, args.override or []
+            )
+        else:
+            model, tok, tokens, seconds, rss_mb, done = side_trl(
+                rows, args.steps, work, model_path, fp32=args.side == "trl-fp32", budget_s=args.peer_budget_s
+            )
         loss = held_out_loss(model, tok, held_out)
-    print("RESULT " + json.dumps({"side": args.side, "dataset": args.dataset, "tokens": tokens, "seconds": seconds,
-                                  "tokens_per_s": tokens / seconds, "peak_rss_mb": rss_mb, "held_out_loss": loss}))
+    res = {
+        "side": args.side,
+        "dataset": args.dataset,
+        "steps_done": done,
+        "finished": done >= args.steps,
+        "tokens": tokens,
+        "seconds": seconds,
+        "tokens_per_s": tokens / seconds,
+        "peak_rss_mb": rss_mb,
+        "held_out_loss": loss,
+    }
+    print("RESULT " + json.dumps(res))
 
 
 # ----------------------------------------------------------------------------- parent
@@ -177,19 +250,31 @@ def gemm_peak(dtype_name: str, n: int = 2048, reps: int = 8) -> float:
         t = time.perf_counter()
         a @ b
         best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best
+    return 2 * n**3 / best
 
 
-def roofline(tokens_per_s: float, mean_len: float, label_frac: float, peak: float) -> dict:
+def roofline(tokens_per_s: float, mean_len: float, label_frac: float, peak: float, dtype: str) -> dict:
     """LoRA training FLOPs per token ≈ 4·N_linear + 4·V·d·f + attention (see issue #7), against the
-    bf16 GEMM peak measured on this machine at the start of the bench."""
+    GEMM peak, measured on this machine at the start of the bench, of the precision tuneforge
+    trains in here (bf16 where the CPU has bf16 units, else fp32)."""
     n_linear, vocab, d, layers = 106.2e6, 49152, 576, 30
     attn = 4 * layers * mean_len * d * 3 / 2  # QK^T and AV, fwd+bwd (×3), causal half
     flops = 4 * n_linear + 4 * vocab * d * label_frac + attn
-    return {"flops_per_token": flops, "roofline_tok_s": peak / flops, "share": tokens_per_s * flops / peak,
-            "formula": "4*N_linear + 4*V*d*f + 6*L*T*d (attn, causal)",
-            "inputs": {"N_linear": n_linear, "V": vocab, "d": d, "f": round(label_frac, 3), "T": round(mean_len, 1),
-                       "L": layers, "peak_bf16_flops_measured": peak}}
+    return {
+        "flops_per_token": flops,
+        "roofline_tok_s": peak / flops,
+        "share": tokens_per_s * flops / peak,
+        "formula": "4*N_linear + 4*V*d*f + 6*L*T*d (attn, causal)",
+        "inputs": {
+            "N_linear": n_linear,
+            "V": vocab,
+            "d": d,
+            "f": round(label_frac, 3),
+            "T": round(mean_len, 1),
+            "L": layers,
+            f"peak_{dtype}_flops_measured": peak,
+        },
+    }
 
 
 def data_stats(rows_file: Path) -> tuple[float, float]:
@@ -204,12 +289,50 @@ def data_stats(rows_file: Path) -> tuple[float, float]:
     return total / len(enc), labels / total
 
 
+PEERS = ("trl", "trl-fp32")
+
+
+def run_child(cmd: list[str], side: str, ds: str, budget_s: float | None) -> dict:
+    """One side in a fresh process. A peer still inside its first step long after its budget
+    (the budget is checked between steps; an emulated-bf16 step can take many minutes) is killed
+    and recorded as timed out: its throughput is below one step per that many seconds."""
+    limit = None if budget_s is None else budget_s + 120
+    t0 = time.perf_counter()
+    try:
+        out = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=limit, env={**os.environ, "TQDM_DISABLE": "1"}
+        )
+    except subprocess.TimeoutExpired:
+        return {
+            "side": side,
+            "dataset": ds,
+            "timed_out": True,
+            "finished": False,
+            "steps_done": 0,
+            "seconds": time.perf_counter() - t0,
+            "tokens_per_s": None,
+            "peak_rss_mb": None,
+            "held_out_loss": None,
+        }
+    line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
+    if line is None:
+        sys.stderr.write(out.stdout[-3000:] + out.stderr[-3000:])
+        raise SystemExit(f"{side}/{ds} failed")
+    return json.loads(line[7:])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--datasets", default="demo,synthetic")
-    ap.add_argument("--sides", default="trl,tuneforge")
+    ap.add_argument("--sides", default="trl,trl-fp32,tuneforge")
+    ap.add_argument(
+        "--peer-budget-s",
+        type=float,
+        default=300.0,
+        help="a peer run still going after this many seconds stops and is timed over its steps so far",
+    )
     ap.add_argument("--override", action="append", help="tuneforge recipe override for this bench (repeatable)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_throughput.json"))
     ap.add_argument("--side", help=argparse.SUPPRESS)
@@ -218,46 +341,99 @@ def main() -> None:
     args = ap.parse_args()
     if args.side:
         return child(args)
-    peaks = {dt: gemm_peak(dt) for dt in ("bfloat16", "float32")}
-    print(f"GEMM peak on this machine: bf16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s, fp32 {peaks['float32'] / 1e9:.0f} "
-          f"GFLOP/s (ratio {peaks['bfloat16'] / peaks['float32']:.2f})", flush=True)
+    from tuneforge.model.device import cpu_summary
+
+    machine = cpu_summary()
+    print("machine: " + json.dumps(machine), flush=True)
+    # the precision tuneforge trains in here; a bf16 GEMM is timed only where the CPU runs it
+    # natively (emulated, one 2048³ product takes about a minute and says nothing)
+    train_dtype = "bfloat16" if machine["fast_bf16"] else "float32"
+    peaks = {dt: gemm_peak(dt) for dt in dict.fromkeys(("float32", train_dtype))}
+    print(
+        "GEMM peak on this machine: "
+        + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items())
+        + ("" if machine["fast_bf16"] else " (no bf16 units: bf16 not timed, tuneforge trains in fp32)"),
+        flush=True,
+    )
+    sides = args.sides.split(",")
     results: list[dict] = []
     rows_dir = Path(tempfile.mkdtemp(prefix="bench-rows-"))
     for ds in args.datasets.split(","):
         rows = training_rows(ds, rows_dir / f"{ds}.jsonl")
         for rep in range(args.repeats):
-            for side in args.sides.split(","):
-                cmd = [sys.executable, __file__, "--side", side, "--dataset", ds, "--steps", str(args.steps),
-                       "--rows", str(rows)]
+            for side in sides:
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--side",
+                    side,
+                    "--dataset",
+                    ds,
+                    "--steps",
+                    str(args.steps),
+                    "--rows",
+                    str(rows),
+                    "--peer-budget-s",
+                    str(args.peer_budget_s),
+                ]
                 for o in args.override or []:
                     cmd += ["--override", o]
-                out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
-                line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
-                if line is None:
-                    sys.stderr.write(out.stdout[-3000:] + out.stderr[-3000:])
-                    raise SystemExit(f"{side}/{ds} failed")
-                res = json.loads(line[7:])
+                res = run_child(cmd, side, ds, args.peer_budget_s if side in PEERS else None)
                 res["repeat"] = rep
                 results.append(res)
-                print(f"{ds:10s} rep {rep} {side:10s} {res['tokens_per_s']:7.1f} tok/s  rss {res['peak_rss_mb']:6.0f} MB"
-                      f"  held-out loss {res['held_out_loss']:.4f}", flush=True)
+                if res.get("timed_out"):
+                    print(
+                        f"{ds:10s} rep {rep} {side:10s} did not finish one step in {res['seconds']:.0f} s", flush=True
+                    )
+                    continue
+                note = "" if res["finished"] else f"  (stopped after {res['steps_done']}/{args.steps} steps)"
+                print(
+                    f"{ds:10s} rep {rep} {side:10s} {res['tokens_per_s']:7.1f} tok/s  rss {res['peak_rss_mb']:6.0f} MB"
+                    f"  held-out loss {res['held_out_loss']:.4f}{note}",
+                    flush=True,
+                )
     summary = {}
     for ds in args.datasets.split(","):
         mean_len, label_frac = data_stats(rows_dir / f"{ds}.jsonl")
         per = {}
-        for side in args.sides.split(","):
-            rs = [r for r in results if r["dataset"] == ds and r["side"] == side]
-            per[side] = {k: statistics.median(r[k] for r in rs) for k in ("tokens_per_s", "peak_rss_mb", "held_out_loss")}
-        if "trl" in per and "tuneforge" in per:
-            t, p = per["tuneforge"], per["trl"]
-            per["ratio"] = {"speed": t["tokens_per_s"] / p["tokens_per_s"], "rss": t["peak_rss_mb"] / p["peak_rss_mb"],
-                            "loss_diff_pct": 100 * (t["held_out_loss"] - p["held_out_loss"]) / p["held_out_loss"]}
+        for side in sides:
+            rs = [r for r in results if r["dataset"] == ds and r["side"] == side and not r.get("timed_out")]
+            if not rs:
+                per[side] = {"timed_out": True, "tokens_per_s": 0.0, "finished": False}
+                continue
+            per[side] = {
+                k: statistics.median(r[k] for r in rs) for k in ("tokens_per_s", "peak_rss_mb", "held_out_loss")
+            }
+            per[side]["finished"] = all(r["finished"] for r in rs)
+        peers = [p for p in PEERS if p in per and not per[p].get("timed_out")]
+        if peers and "tuneforge" in per:
+            best = max(peers, key=lambda p: per[p]["tokens_per_s"])  # the better-configured peer
+            t, p = per["tuneforge"], per[best]
+            per["ratio"] = {
+                "against": best,
+                "speed": t["tokens_per_s"] / p["tokens_per_s"],
+                "rss": t["peak_rss_mb"] / p["peak_rss_mb"],
+                "loss_diff_pct": (
+                    100 * (t["held_out_loss"] - p["held_out_loss"]) / p["held_out_loss"] if p["finished"] else None
+                ),
+            }
         if "tuneforge" in per:
-            per["roofline"] = roofline(per["tuneforge"]["tokens_per_s"], mean_len, label_frac, peaks["bfloat16"])
+            per["roofline"] = roofline(
+                per["tuneforge"]["tokens_per_s"], mean_len, label_frac, peaks[train_dtype], train_dtype
+            )
         summary[ds] = per
-    out = {"steps": args.steps, "repeats": args.repeats, "batch": BATCH, "lr": LR, "overrides": args.override,
-           "gemm_peak_gflop_s": {k: round(v / 1e9, 1) for k, v in peaks.items()},
-           "summary": summary, "runs": results}
+    out = {
+        "machine": machine,
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "batch": BATCH,
+        "lr": LR,
+        "overrides": args.override,
+        "peer_budget_s": args.peer_budget_s,
+        "gemm_peak_gflop_s": {k: round(v / 1e9, 1) for k, v in peaks.items()},
+        "summary": summary,
+        "runs": results,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
     print(json.dumps(summary, indent=2))

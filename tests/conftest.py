@@ -39,6 +39,23 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return out
 
 
+# Test tiers (`make test-fast` runs the unit tier only; `make test` runs all of them):
+#   unit        toy tensors, pure functions, parsers, HTTP apps over stubs: no model is trained
+#   smoke       recipe smoke tests on the tiny model built from tests/assets (marked here, by fixture)
+#   real_model  the embedded SmolLM2-135M-Instruct, few steps (marked in the module)
+#   gpu         needs a CUDA GPU; skipped without one
+TINY_MODEL_FIXTURES = {"tiny_model_dir"}  # every fixture that builds on it is found through the closure
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & TINY_MODEL_FIXTURES or item.get_closest_marker("smoke"):
+            item.add_marker(pytest.mark.smoke)
+        elif not item.get_closest_marker("real_model") and not item.get_closest_marker("gpu"):
+            item.add_marker(pytest.mark.unit)
+
+
 def write_jsonl(path: Path, rows: list) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path

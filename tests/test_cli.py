@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
+from conftest import DEMO
 from typer.testing import CliRunner
 
-from conftest import DEMO
 from tuneforge.cli import app
 
 runner = CliRunner()
@@ -34,8 +34,15 @@ def test_recipe_explain_lists_fields():
 def test_data_inspect_names_each_broken_line():
     res = runner.invoke(app, ["data", "inspect", str(DEMO / "broken.jsonl"), "--no-tokens"])
     assert res.exit_code == 1
-    for code in ("invalid_json", "not_an_object", "missing_messages", "empty_messages", "unrecognized_role",
-                 "missing_content", "no_assistant_message"):
+    for code in (
+        "invalid_json",
+        "not_an_object",
+        "missing_messages",
+        "empty_messages",
+        "unrecognized_role",
+        "missing_content",
+        "no_assistant_message",
+    ):
         assert code in res.output, code
     assert "line 2" in res.output
 
@@ -54,25 +61,40 @@ def test_stage_on_missing_run_dir_is_clear(tmp_path):
 
 def test_chat_one_shot_on_trained_tiny_run(tmp_path, tiny_model_dir, demo_subset):
     from conftest import tiny_recipe
+
     from tuneforge.pipeline import run_all
 
-    recipe = tiny_recipe(tmp_path, tiny_model_dir, demo_subset, training={"max_steps": 2},
-                         evaluation={"enabled": False}, export={"enabled": False})
+    recipe = tiny_recipe(
+        tmp_path,
+        tiny_model_dir,
+        demo_subset,
+        training={"max_steps": 2},
+        evaluation={"enabled": False},
+        export={"enabled": False},
+    )
     summary = run_all(recipe, log=lambda *_: None)
-    res = runner.invoke(app, ["chat", summary["run"], "--prompt", "What does the Driftmop cost?",
-                              "--max-new-tokens", "5"])
+    res = runner.invoke(
+        app, ["chat", summary["run"], "--prompt", "What does the Driftmop cost?", "--max-new-tokens", "5"]
+    )
     assert res.exit_code == 0, res.output
     assert res.output.strip() != ""
 
 
 def test_chat_interactive_loop_keeps_history(tmp_path, tiny_model_dir, demo_subset):
     from conftest import tiny_recipe
+
     from tuneforge.deploy.chat import ChatSession
     from tuneforge.pipeline import run_all
     from tuneforge.run import RunDir
 
-    recipe = tiny_recipe(tmp_path, tiny_model_dir, demo_subset, training={"max_steps": 1},
-                         evaluation={"enabled": False}, export={"enabled": False})
+    recipe = tiny_recipe(
+        tmp_path,
+        tiny_model_dir,
+        demo_subset,
+        training={"max_steps": 1},
+        evaluation={"enabled": False},
+        export={"enabled": False},
+    )
     run_all(recipe, log=lambda *_: None)
     session = ChatSession(RunDir(recipe.run_path()), max_new_tokens=3)
     inputs = iter(["hello", "again", "/exit"])
@@ -83,11 +105,11 @@ def test_chat_interactive_loop_keeps_history(tmp_path, tiny_model_dir, demo_subs
 
 def test_run_prints_summary_with_measured_golden_result(tmp_path, tiny_model_dir, demo_subset):
     import yaml
-
     from conftest import tiny_recipe
 
-    recipe = tiny_recipe(tmp_path, tiny_model_dir, demo_subset, training={"max_steps": 2},
-                         evaluation={"compare_base": False})
+    recipe = tiny_recipe(
+        tmp_path, tiny_model_dir, demo_subset, training={"max_steps": 2}, evaluation={"compare_base": False}
+    )
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(recipe.to_dict()))
     res = runner.invoke(app, ["run", str(path)], env={"COLUMNS": "200"})

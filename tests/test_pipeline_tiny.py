@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
+from conftest import tiny_recipe
 from safetensors.torch import load_file
 
-from conftest import tiny_recipe
 from tuneforge.pipeline import prepare_stage, run_all
 from tuneforge.run import RunDir
 
@@ -33,6 +33,7 @@ def test_run_all_trains_evaluates_exports(tmp_path, tiny_model_dir, demo_subset)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     torch.manual_seed(recipe.training.seed)
     from peft import LoraConfig, get_peft_model
+
     init = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"))
     init_state = {k: v for k, v in init.state_dict().items() if "lora_" in k}
     trained = load_file(run.adapter_dir / "adapter_model.safetensors")
@@ -45,11 +46,24 @@ def test_run_all_trains_evaluates_exports(tmp_path, tiny_model_dir, demo_subset)
     top = {p.name for p in run.path.iterdir()}
     assert top == {"recipe.yaml", "manifest.json", "data", "checkpoints", "adapter", "logs", "eval", "export"}
     files = _rel_files(run.path)
-    for f in ("data/train.jsonl", "data/validation.jsonl", "data/test.jsonl", "data/data_card.md",
-              "data/data_card.json", "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
-              "logs/metrics.jsonl", "eval/report.md", "eval/report.json", "eval/loss.png", "eval/samples.jsonl",
-              "export/export.json", "export/adapter/adapter_model.safetensors", "export/merged/config.json",
-              "export/merged/model.safetensors"):
+    for f in (
+        "data/train.jsonl",
+        "data/validation.jsonl",
+        "data/test.jsonl",
+        "data/data_card.md",
+        "data/data_card.json",
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+        "logs/metrics.jsonl",
+        "eval/report.md",
+        "eval/report.json",
+        "eval/loss.png",
+        "eval/samples.jsonl",
+        "export/export.json",
+        "export/adapter/adapter_model.safetensors",
+        "export/merged/config.json",
+        "export/merged/model.safetensors",
+    ):
         assert f in files, f
     assert not [f for f in files if ".staging" in f or f.endswith(".tmp")]
     assert any(f.startswith("logs/tensorboard/") for f in files)
@@ -96,9 +110,17 @@ def _losses(run):
 def test_resume_reproduces_uninterrupted_run(tmp_path, tiny_model_dir, demo_subset):
     from tuneforge.train.sft import train
 
-    common = dict(training={"max_steps": 8, "save_strategy": "steps", "save_steps": 4, "eval_strategy": "no",
-                            "learning_rate": 0.005, "batch_size": 4},
-                  strategy={"dropout": 0.1})  # dropout makes RNG-state restoration matter
+    common = dict(
+        training={
+            "max_steps": 8,
+            "save_strategy": "steps",
+            "save_steps": 4,
+            "eval_strategy": "no",
+            "learning_rate": 0.005,
+            "batch_size": 4,
+        },
+        strategy={"dropout": 0.1},
+    )  # dropout makes RNG-state restoration matter
     run_a, _ = prepare_stage(tiny_recipe(tmp_path, tiny_model_dir, demo_subset, name="straight", **common))
     train(run_a)
     run_b, _ = prepare_stage(tiny_recipe(tmp_path, tiny_model_dir, demo_subset, name="crashed", **common))

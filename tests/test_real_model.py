@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import DEMO, write_jsonl
 
 pytestmark = pytest.mark.real_model
@@ -29,14 +28,20 @@ def test_run_on_embedded_model_few_steps(tmp_path):
 
     train = [json.loads(l) for l in (DEMO / "train.jsonl").read_text().splitlines()][:24]
     test = [json.loads(l) for l in (DEMO / "test.jsonl").read_text().splitlines()][:3]
-    recipe = recipe_from_dict({
-        "name": "real", "output_dir": str(tmp_path / "runs"),
-        "data": {"train": str(write_jsonl(tmp_path / "t.jsonl", train)),
-                 "test": str(write_jsonl(tmp_path / "s.jsonl", test)), "validation_fraction": 0.2},
-        "training": {"max_steps": 3, "batch_size": 4, "learning_rate": 0.001, "logging_steps": 1},
-        "evaluation": {"max_new_tokens": 8},
-        "export": {"golden_count": 1, "golden_max_new_tokens": 6},
-    })
+    recipe = recipe_from_dict(
+        {
+            "name": "real",
+            "output_dir": str(tmp_path / "runs"),
+            "data": {
+                "train": str(write_jsonl(tmp_path / "t.jsonl", train)),
+                "test": str(write_jsonl(tmp_path / "s.jsonl", test)),
+                "validation_fraction": 0.2,
+            },
+            "training": {"max_steps": 3, "batch_size": 4, "learning_rate": 0.001, "logging_steps": 1},
+            "evaluation": {"max_new_tokens": 8},
+            "export": {"golden_count": 1, "golden_max_new_tokens": 6},
+        }
+    )
     summary = run_all(recipe, log=lambda *_: None)
     assert summary["train"]["steps"] == 3
     assert summary["train"]["params"]["trainable"] > 0

@@ -25,8 +25,9 @@ def test_misspelt_nested_key_suggests_dotted_path():
 
 def test_all_problems_reported_at_once():
     with pytest.raises(RecipeError) as exc:
-        recipe_from_dict({"model": {"bsae": "x"}, "training": {"epochs": "three", "scheduler": "cos"},
-                          "strategy": {"r": 0}})
+        recipe_from_dict(
+            {"model": {"bsae": "x"}, "training": {"epochs": "three", "scheduler": "cos"}, "strategy": {"r": 0}}
+        )
     probs = exc.value.problems
     assert len(probs) == 4
     joined = "\n".join(probs)

@@ -9,8 +9,8 @@ from typing import get_args
 
 import pytest
 import yaml
-
 from conftest import ROOT
+
 from tuneforge.recipe import ObjectiveConfig, StrategyConfig, load_recipe
 
 RECIPES = ROOT / "recipes"
@@ -43,8 +43,9 @@ def test_recipe_loads_and_names_its_launch_command(path):
     head = header(path)
     assert head, f"{_rel(path)}: start the file with a comment saying what it does and how to launch it"
     # the command that runs this very file (tuneforge run/prepare/train ... recipes/<file>)
-    assert re.search(rf"tuneforge \w+ {re.escape(_rel(path))}", head), \
+    assert re.search(rf"tuneforge \w+ {re.escape(_rel(path))}", head), (
         f"{_rel(path)}: the header comment needs the launch command, e.g. `tuneforge run {_rel(path)}`"
+    )
     assert recipe.output_dir == "runs", "shipped recipes write under runs/ so chained recipes can find them"
 
 

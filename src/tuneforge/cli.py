@@ -5,27 +5,32 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="tuneforge: prepare data, fine-tune, evaluate, export and chat — one run directory per run.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="tuneforge: prepare data, fine-tune, evaluate, export and chat — one run directory per run.",
+)
 recipe_app = typer.Typer(no_args_is_help=True, help="Validate and explain recipes.")
 data_app = typer.Typer(no_args_is_help=True, help="Inspect, prepare, redact and augment data.")
 app.add_typer(recipe_app, name="recipe")
 app.add_typer(data_app, name="data")
 review_app = typer.Typer(no_args_is_help=True, help="Blind human A/B review of two runs' answers.")
 app.add_typer(review_app, name="review")
+from .cli_monitor import app as _monitor_app  # noqa: E402
+from .cli_monitor import from_feedback_cmd as _from_feedback  # noqa: E402
 from .cli_registry import app as _registry_app  # noqa: E402 (typer apps only; no heavy imports)
-from .cli_monitor import app as _monitor_app, from_feedback_cmd as _from_feedback  # noqa: E402
 
 app.add_typer(_registry_app, name="registry")
 app.add_typer(_monitor_app, name="monitor")
 data_app.command("from-feedback")(_from_feedback)
-from .cli_rag import compare_approaches_cmd as _compare_approaches, rag_app as _rag_app  # noqa: E402
+from .cli_rag import compare_approaches_cmd as _compare_approaches  # noqa: E402
+from .cli_rag import rag_app as _rag_app  # noqa: E402
 
 app.add_typer(_rag_app, name="rag")
 from .cli_jobs import jobs_app as _jobs_app  # noqa: E402 (fine-tuning jobs queue: worker, list, events, cancel)
@@ -41,18 +46,32 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from .data.template import TemplateError
     from .data.validate import DataValidationError
     from .deploy.export import ExportMismatch
+    from .evaluate.gates import GatesFailed
     from .model.sources import ModelSourceError
     from .model.strategies import StrategyError
     from .recipe import RecipeError
-    from .train.sft import ResumeError, TrainingSetupError
-    from .train.pretrain import PretrainDataError
-    from .train.ppo import PPOError
     from .train.distributed import DistributedError
-    from .evaluate.gates import GatesFailed
+    from .train.ppo import PPOError
+    from .train.pretrain import PretrainDataError
+    from .train.sft import ResumeError, TrainingSetupError
 
-    return (RecipeError, DataValidationError, DataFileError, TemplateError, ModelSourceError, StrategyError,
-            ExportMismatch, ResumeError, FileNotFoundError, FileExistsError, GatesFailed, TrainingSetupError,
-            PretrainDataError, PPOError, DistributedError)
+    return (
+        RecipeError,
+        DataValidationError,
+        DataFileError,
+        TemplateError,
+        ModelSourceError,
+        StrategyError,
+        ExportMismatch,
+        ResumeError,
+        FileNotFoundError,
+        FileExistsError,
+        GatesFailed,
+        TrainingSetupError,
+        PretrainDataError,
+        PPOError,
+        DistributedError,
+    )
 
 
 def _fail(exc: BaseException) -> None:
@@ -74,9 +93,11 @@ def _run_dir(path: Path):
 
 
 @app.command()
-def run(recipe: Path = typer.Argument(..., help="Recipe YAML."),
-        overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides, e.g. training.epochs=1"),
-        overwrite: bool = typer.Option(False, help="Start over if the run directory exists with another recipe.")):
+def run(
+    recipe: Path = typer.Argument(..., help="Recipe YAML."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides, e.g. training.epochs=1"),
+    overwrite: bool = typer.Option(False, help="Start over if the run directory exists with another recipe."),
+):
     """Run every stage: prepare → train → evaluate → export."""
     from .pipeline import run_all
     from .recipe import load_recipe
@@ -95,31 +116,42 @@ def _print_summary(s: dict) -> None:
         t.add_row("tuned fact accuracy", f"{100 * ev['tuned']['fact_accuracy']:.1f}%")
     for name, res in (s.get("preference") or {}).items():  # held-out pairs: chosen preferred over rejected
         if isinstance(res, dict) and res.get("accuracy") is not None:
-            t.add_row(f"preference accuracy ({name.replace('_', ' ')})", f"{100 * res['accuracy']:.1f}% of {res['pairs']} pairs")
+            t.add_row(
+                f"preference accuracy ({name.replace('_', ' ')})",
+                f"{100 * res['accuracy']:.1f}% of {res['pairs']} pairs",
+            )
     if s.get("regression"):
         reg = s["regression"]
         t.add_row("general prompts (base → tuned)", f"{100 * reg.get('base', 0):.0f}% → {100 * reg['tuned']:.0f}%")
     tr = s["train"]
     if "reward_first" in tr:  # RL objectives (ppo) report the mean reward, not a loss
-        t.add_row("training", f"{tr['steps']} iterations, mean reward {tr['reward_first']} → {tr['reward_last']} "
-                              f"(held-out {tr.get('eval_reward_before')} → {tr.get('eval_reward_after')}), {tr['seconds']} s")
+        t.add_row(
+            "training",
+            f"{tr['steps']} iterations, mean reward {tr['reward_first']} → {tr['reward_last']} "
+            f"(held-out {tr.get('eval_reward_before')} → {tr.get('eval_reward_after')}), {tr['seconds']} s",
+        )
     else:
-        t.add_row("training", f"{tr['steps']} steps, first loss {tr['first_loss'] or float('nan'):.4g} → mean {tr['train_loss']:.4g}, "
-                              f"{tr['tokens_per_second']} tok/s, {tr['seconds']} s")
+        t.add_row(
+            "training",
+            f"{tr['steps']} steps, first loss {tr['first_loss'] or float('nan'):.4g} → mean {tr['train_loss']:.4g}, "
+            f"{tr['tokens_per_second']} tok/s, {tr['seconds']} s",
+        )
     if "export" in s:
         gc = s["export"]["golden_check"]
         t.add_row("export", ", ".join(s["export"]["artefacts"].values()) + f" (golden prompts: {gc['result']})")
     t.add_row("run directory", s["run"])
     t.add_row("wall time", f"{s['seconds']} s")
     console.print(t)
-    console.print(f"Chat with it:  tuneforge chat {s['run']}   (or --prompt \"…\" for one answer)")
+    console.print(f'Chat with it:  tuneforge chat {s["run"]}   (or --prompt "…" for one answer)')
     console.print(f"Report:        {s['run']}/eval/report.md")
 
 
 @app.command()
-def prepare(recipe: Path = typer.Argument(..., help="Recipe YAML."),
-            overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides."),
-            overwrite: bool = typer.Option(False, help="Start over if the run directory exists with another recipe.")):
+def prepare(
+    recipe: Path = typer.Argument(..., help="Recipe YAML."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides."),
+    overwrite: bool = typer.Option(False, help="Start over if the run directory exists with another recipe."),
+):
     """Stage 1: validate, split and check the data; creates the run directory."""
     from .pipeline import prepare_stage
     from .recipe import load_recipe
@@ -131,11 +163,16 @@ def prepare(recipe: Path = typer.Argument(..., help="Recipe YAML."),
 
 
 @app.command()
-def train(run_dir: Path = typer.Argument(..., help="Run directory."),
-          resume: bool = typer.Option(False, "--resume", help="Continue from the last complete checkpoint."),
-          accelerate_config: Optional[Path] = typer.Option(
-              None, "--accelerate-config", help="Train under `accelerate launch` with this config "
-              "(e.g. recipes/accelerate/ddp-gpu.yaml); see docs/scale-out.md.")):
+def train(
+    run_dir: Path = typer.Argument(..., help="Run directory."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last complete checkpoint."),
+    accelerate_config: Optional[Path] = typer.Option(
+        None,
+        "--accelerate-config",
+        help="Train under `accelerate launch` with this config "
+        "(e.g. recipes/accelerate/ddp-gpu.yaml); see docs/scale-out.md.",
+    ),
+):
     """Stages 3-4: fine-tune the run's model on its prepared data."""
     from .train.dispatch import train_run as _train
     from .train.distributed import is_main_process, launch
@@ -148,9 +185,11 @@ def train(run_dir: Path = typer.Argument(..., help="Run directory."),
 
 
 @app.command()
-def evaluate(run_dir: Path = typer.Argument(..., help="Run directory."),
-             base: bool = typer.Option(True, "--base/--no-base", help="Also evaluate the base model."),
-             compare: Optional[Path] = typer.Option(None, "--compare", help="Another run to compare with, side by side.")):
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="Run directory."),
+    base: bool = typer.Option(True, "--base/--no-base", help="Also evaluate the base model."),
+    compare: Optional[Path] = typer.Option(None, "--compare", help="Another run to compare with, side by side."),
+):
     """Stage 5: every suite, base vs tuned; writes eval/report.md; exits 1 when a gate is unmet."""
     from .evaluate.compare import compare_runs
     from .evaluate.runner import evaluate as _evaluate
@@ -167,24 +206,31 @@ def evaluate(run_dir: Path = typer.Argument(..., help="Run directory."),
             _guard(_evaluate, other, None, None, False)
         res = _guard(compare_runs, run_.path, other.path)
         console.print((run_.eval_dir / f"compare-{other.path.name}.md").read_text())
-        console.print(f"comparison: {run_.eval_dir / f'compare-{other.path.name}.json'} "
-                      f"({len(res['examples']['a_only'])} right only in A, {len(res['examples']['b_only'])} only in B)")
+        console.print(
+            f"comparison: {run_.eval_dir / f'compare-{other.path.name}.json'} "
+            f"({len(res['examples']['a_only'])} right only in A, {len(res['examples']['b_only'])} only in B)"
+        )
     gates = report.get("gates")
     if gates and not gates["passed"]:
         unmet = [r["text"] for r in gates["results"] if not r["passed"]]
-        err.print(f"[bold red]rejected:[/] unmet gate(s): {'; '.join(unmet)} — manifest status is 'rejected'",
-                  markup=True, highlight=False)
+        err.print(
+            f"[bold red]rejected:[/] unmet gate(s): {'; '.join(unmet)} — manifest status is 'rejected'",
+            markup=True,
+            highlight=False,
+        )
         raise typer.Exit(code=1)
     return report
 
 
 @review_app.command("export")
-def review_export(run_a: Path = typer.Argument(..., help="Run A (its tuned answers)."),
-                  run_b: str = typer.Argument(..., help="Run B, or 'base' for run A's base-model answers."),
-                  out: Path = typer.Option(..., "--out", "-o", help="Folder for index.html, items.csv, key.json."),
-                  seed: int = typer.Option(0, help="Seed of the side randomisation and item order."),
-                  suite: Optional[List[str]] = typer.Option(None, help="Suites to include (default: task)."),
-                  limit: Optional[int] = typer.Option(None, help="At most this many items.")):
+def review_export(
+    run_a: Path = typer.Argument(..., help="Run A (its tuned answers)."),
+    run_b: str = typer.Argument(..., help="Run B, or 'base' for run A's base-model answers."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for index.html, items.csv, key.json."),
+    seed: int = typer.Option(0, help="Seed of the side randomisation and item order."),
+    suite: Optional[list[str]] = typer.Option(None, help="Suites to include (default: task)."),
+    limit: Optional[int] = typer.Option(None, help="At most this many items."),
+):
     """Write a blind A/B review page (self-contained HTML) and a CSV of two runs' answers."""
     from .evaluate.review import export_review
 
@@ -197,9 +243,11 @@ def review_export(run_a: Path = typer.Argument(..., help="Run A (its tuned answe
 
 
 @review_app.command("import")
-def review_import(ratings: List[Path] = typer.Argument(..., help="Ratings files (downloaded JSON or filled items.csv)."),
-                  key: Path = typer.Option(..., "--key", "-k", help="key.json written by `review export`."),
-                  out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the result as JSON.")):
+def review_import(
+    ratings: list[Path] = typer.Argument(..., help="Ratings files (downloaded JSON or filled items.csv)."),
+    key: Path = typer.Option(..., "--key", "-k", help="key.json written by `review export`."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the result as JSON."),
+):
     """Unblind ratings and report A's win rate with a 95% Wilson confidence interval."""
     from .evaluate.review import import_ratings, render_result
     from .io import atomic_write_json
@@ -214,13 +262,15 @@ def review_import(ratings: List[Path] = typer.Argument(..., help="Ratings files 
 
 
 @review_app.command("judge")
-def review_judge(run_a: Path = typer.Argument(..., help="Run A (its tuned answers)."),
-                 run_b: str = typer.Argument(..., help="Run B, or 'base' for run A's base-model answers."),
-                 endpoint: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL of the judge."),
-                 model: str = typer.Option("judge", help="Model name sent to the endpoint."),
-                 local: Optional[Path] = typer.Option(None, help="Local judge: a model folder or a run directory."),
-                 suite: Optional[List[str]] = typer.Option(None, help="Suites to judge (default: task)."),
-                 limit: Optional[int] = typer.Option(None, help="At most this many pairs.")):
+def review_judge(
+    run_a: Path = typer.Argument(..., help="Run A (its tuned answers)."),
+    run_b: str = typer.Argument(..., help="Run B, or 'base' for run A's base-model answers."),
+    endpoint: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL of the judge."),
+    model: str = typer.Option("judge", help="Model name sent to the endpoint."),
+    local: Optional[Path] = typer.Option(None, help="Local judge: a model folder or a run directory."),
+    suite: Optional[list[str]] = typer.Option(None, help="Suites to judge (default: task)."),
+    limit: Optional[int] = typer.Option(None, help="At most this many pairs."),
+):
     """LLM-as-judge: every pair judged in both orders; A's win rate with a 95% Wilson interval."""
     from .evaluate.judge import judge_runs, local_judge, openai_judge
 
@@ -230,17 +280,24 @@ def review_judge(run_a: Path = typer.Argument(..., help="Run A (its tuned answer
     res = _guard(judge_runs, run_a, run_b, judge, tuple(suite or ["task"]), limit, endpoint or str(local))
     lo, hi = res["ci95"]
     rate = "-" if res["win_rate_a"] is None else f"{100 * res['win_rate_a']:.1f}%"
-    console.print(f"A wins {res['wins_a']}, B wins {res['wins_b']}, ties {res['ties']} "
-                  f"({res['inconsistent']} order-inconsistent verdicts counted as ties); "
-                  f"A win rate {rate} (95% CI {100 * lo:.1f}–{100 * hi:.1f}%)")
+    console.print(
+        f"A wins {res['wins_a']}, B wins {res['wins_b']}, ties {res['ties']} "
+        f"({res['inconsistent']} order-inconsistent verdicts counted as ties); "
+        f"A win rate {rate} (95% CI {100 * lo:.1f}–{100 * hi:.1f}%)"
+    )
 
 
 @app.command()
-def export(run_dir: Path = typer.Argument(..., help="Run directory."),
-           fmt: Optional[List[str]] = typer.Option(None, "--format", "-f",
-                                                   help="adapter|merged|gguf|quantized (repeatable or comma list; "
-                                                        "default: the recipe's export.formats)."),
-           force: bool = typer.Option(False, "--force", help="Export even a run whose evaluation gates failed.")):
+def export(
+    run_dir: Path = typer.Argument(..., help="Run directory."),
+    fmt: Optional[list[str]] = typer.Option(
+        None,
+        "--format",
+        "-f",
+        help="adapter|merged|gguf|quantized (repeatable or comma list; default: the recipe's export.formats).",
+    ),
+    force: bool = typer.Option(False, "--force", help="Export even a run whose evaluation gates failed."),
+):
     """Stage 6: write export artefacts and load each back; fails if it behaves differently."""
     from .deploy.export import ExportError
     from .deploy.export import export as _export
@@ -255,12 +312,16 @@ def export(run_dir: Path = typer.Argument(..., help="Run directory."),
 
 
 @app.command()
-def chat(run_dir: Path = typer.Argument(..., help="Run directory."),
-         prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Answer one prompt and exit."),
-         max_new_tokens: int = typer.Option(128, help="Longest reply in tokens."),
-         rag: Optional[Path] = typer.Option(None, "--rag", help="Knowledge index: answer from its top-k passages, cite them."),
-         top_k: int = typer.Option(3, "--top-k", help="Passages per question (with --rag)."),
-         score_threshold: float = typer.Option(0.0, help="Drop passages with a lower cosine score (with --rag).")):
+def chat(
+    run_dir: Path = typer.Argument(..., help="Run directory."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Answer one prompt and exit."),
+    max_new_tokens: int = typer.Option(128, help="Longest reply in tokens."),
+    rag: Optional[Path] = typer.Option(
+        None, "--rag", help="Knowledge index: answer from its top-k passages, cite them."
+    ),
+    top_k: int = typer.Option(3, "--top-k", help="Passages per question (with --rag)."),
+    score_threshold: float = typer.Option(0.0, help="Drop passages with a lower cosine score (with --rag)."),
+):
     """Talk to a trained run (interactive, or one shot with --prompt)."""
     from .cli_rag import _call
     from .deploy.chat import ChatSession, format_citations
@@ -280,70 +341,119 @@ def chat(run_dir: Path = typer.Argument(..., help="Run directory."),
 
 
 @app.command()
-def serve(target: Optional[str] = typer.Argument(None, help="Run directory, or base model (model.base id, folder, .gguf)."),
-          adapter: Optional[List[str]] = typer.Option(None, "--adapter", "-a",
-                                                      help="name=path of a run directory or PEFT adapter (repeatable)."),
-          host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
-          port: int = typer.Option(8000, help="Port."),
-          api_key: Optional[List[str]] = typer.Option(None, "--api-key",
-                                                      help="Accepted key (repeatable; default: env TUNEFORGE_API_KEYS)."),
-          allow_admin_dir: Optional[Path] = typer.Option(None, help="Enable POST /admin/adapters for folders under DIR."),
-          request_log: Optional[Path] = typer.Option(Path("tuneforge-requests.db"), help="SQLite request log."),
-          registry: Optional[Path] = typer.Option(None, "--registry", envvar="TUNEFORGE_REGISTRY",
-                                                  help="Registry for --adapter NAME=registry:MODEL@ALIAS (default runs/registry.sqlite)."),
-          no_request_log: bool = typer.Option(False, "--no-request-log", help="Do not log requests."),
-          log_content: bool = typer.Option(False, help="Also log prompts and completions (privacy: off by default)."),
-          max_queue: int = typer.Option(64, help="Requests that may wait; more get 429."),
-          max_batch_size: int = typer.Option(8, help="Sequences per generation batch."),
-          batch_window_ms: float = typer.Option(10.0, help="How long to wait for requests to join a batch."),
-          max_tokens: Optional[int] = typer.Option(None, help="Largest max_tokens a request may ask for (512)."),
-          max_prompt_tokens: Optional[int] = typer.Option(None, help="Longest prompt in tokens (2048)."),
-          max_n: Optional[int] = typer.Option(None, help="Most choices per request (4)."),
-          max_body_bytes: Optional[int] = typer.Option(None, help="Largest request body (1 MiB)."),
-          dtype: Optional[str] = typer.Option(None, help="float32 | bfloat16 | float16 (default: the recipe's)."),
-          threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
-          rag: Optional[List[str]] = typer.Option(None, "--rag", help="NAME=INDEX: chat requests to model NAME get top-k "
-                                                  "passages and citations (INDEX alone: every model; repeatable)."),
-          rag_top_k: int = typer.Option(3, help="Default passages per request (requests may set tuneforge_rag.top_k)."),
-          rag_score_threshold: float = typer.Option(0.0, help="Default lowest cosine score of a passage."),
-          rag_template: Optional[Path] = typer.Option(None, help="RAG prompt template file with {context} and {question}."),
-          jobs: Optional[Path] = typer.Option(None, "--jobs", help="Enable the fine-tuning jobs API (/v1/files, "
-                                              "/v1/fine_tuning/jobs) with its queue, files and runs in DIR."),
-          jobs_worker: bool = typer.Option(True, "--jobs-worker/--no-jobs-worker", help="With --jobs: also run a "
-                                           "worker thread here (else only `tuneforge jobs worker` processes train)."),
-          jobs_recipe: Optional[Path] = typer.Option(None, help="With --jobs: recipe every job starts from."),
-          jobs_set: Optional[List[str]] = typer.Option(None, "--jobs-set", help="With --jobs: recipe override for "
-                                                       "every job, e.g. training.threads=2 (repeatable).")):
+def serve(
+    target: Optional[str] = typer.Argument(None, help="Run directory, or base model (model.base id, folder, .gguf)."),
+    adapter: Optional[list[str]] = typer.Option(
+        None, "--adapter", "-a", help="name=path of a run directory or PEFT adapter (repeatable)."
+    ),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8000, help="Port."),
+    api_key: Optional[list[str]] = typer.Option(
+        None, "--api-key", help="Accepted key (repeatable; default: env TUNEFORGE_API_KEYS)."
+    ),
+    allow_admin_dir: Optional[Path] = typer.Option(None, help="Enable POST /admin/adapters for folders under DIR."),
+    request_log: Optional[Path] = typer.Option(Path("tuneforge-requests.db"), help="SQLite request log."),
+    registry: Optional[Path] = typer.Option(
+        None,
+        "--registry",
+        envvar="TUNEFORGE_REGISTRY",
+        help="Registry for --adapter NAME=registry:MODEL@ALIAS (default runs/registry.sqlite).",
+    ),
+    no_request_log: bool = typer.Option(False, "--no-request-log", help="Do not log requests."),
+    log_content: bool = typer.Option(False, help="Also log prompts and completions (privacy: off by default)."),
+    max_queue: int = typer.Option(64, help="Requests that may wait; more get 429."),
+    max_batch_size: int = typer.Option(8, help="Sequences per generation batch."),
+    batch_window_ms: float = typer.Option(10.0, help="How long to wait for requests to join a batch."),
+    max_tokens: Optional[int] = typer.Option(None, help="Largest max_tokens a request may ask for (512)."),
+    max_prompt_tokens: Optional[int] = typer.Option(None, help="Longest prompt in tokens (2048)."),
+    max_n: Optional[int] = typer.Option(None, help="Most choices per request (4)."),
+    max_body_bytes: Optional[int] = typer.Option(None, help="Largest request body (1 MiB)."),
+    dtype: Optional[str] = typer.Option(None, help="float32 | bfloat16 | float16 (default: the recipe's)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
+    rag: Optional[list[str]] = typer.Option(
+        None,
+        "--rag",
+        help="NAME=INDEX: chat requests to model NAME get top-k "
+        "passages and citations (INDEX alone: every model; repeatable).",
+    ),
+    rag_top_k: int = typer.Option(3, help="Default passages per request (requests may set tuneforge_rag.top_k)."),
+    rag_score_threshold: float = typer.Option(0.0, help="Default lowest cosine score of a passage."),
+    rag_template: Optional[Path] = typer.Option(None, help="RAG prompt template file with {context} and {question}."),
+    jobs: Optional[Path] = typer.Option(
+        None,
+        "--jobs",
+        help="Enable the fine-tuning jobs API (/v1/files, /v1/fine_tuning/jobs) with its queue, files and runs in DIR.",
+    ),
+    jobs_worker: bool = typer.Option(
+        True,
+        "--jobs-worker/--no-jobs-worker",
+        help="With --jobs: also run a worker thread here (else only `tuneforge jobs worker` processes train).",
+    ),
+    jobs_recipe: Optional[Path] = typer.Option(None, help="With --jobs: recipe every job starts from."),
+    jobs_set: Optional[list[str]] = typer.Option(
+        None, "--jobs-set", help="With --jobs: recipe override for every job, e.g. training.threads=2 (repeatable)."
+    ),
+):
     """Stage 6: OpenAI-compatible server for a base model and many LoRA adapters."""
     from .deploy.server.engine import AdapterError
-    from .deploy.server.launch import api_keys, serve as _serve
+    from .deploy.server.launch import api_keys
+    from .deploy.server.launch import serve as _serve
 
     keys, _ = api_keys(api_key, lambda msg: err.print(msg, highlight=False))
-    settings = {"request_log": None if no_request_log else str(request_log), "log_content": log_content,
-                "admin_dir": str(allow_admin_dir) if allow_admin_dir else None,
-                "limits": {"max_tokens": max_tokens, "max_prompt_tokens": max_prompt_tokens, "max_n": max_n,
-                           "max_body_bytes": max_body_bytes}}
+    settings = {
+        "request_log": None if no_request_log else str(request_log),
+        "log_content": log_content,
+        "admin_dir": str(allow_admin_dir) if allow_admin_dir else None,
+        "limits": {
+            "max_tokens": max_tokens,
+            "max_prompt_tokens": max_prompt_tokens,
+            "max_n": max_n,
+            "max_body_bytes": max_body_bytes,
+        },
+    }
     if rag:
         from .cli_rag import _call, read_template
 
-        settings["rag"] = {"specs": rag, "top_k": rag_top_k, "score_threshold": rag_score_threshold,
-                           "template": _call(read_template, rag_template)}
+        settings["rag"] = {
+            "specs": rag,
+            "top_k": rag_top_k,
+            "score_threshold": rag_score_threshold,
+            "template": _call(read_template, rag_template),
+        }
     if jobs is not None:
         from .jobs.spec import JobsConfig
 
-        settings["jobs"] = JobsConfig(root=str(jobs), recipe=str(jobs_recipe) if jobs_recipe else None,
-                                      overrides=tuple(jobs_set or ()), worker=jobs_worker)
+        settings["jobs"] = JobsConfig(
+            root=str(jobs),
+            recipe=str(jobs_recipe) if jobs_recipe else None,
+            overrides=tuple(jobs_set or ()),
+            worker=jobs_worker,
+        )
     engine = {"max_queue": max_queue, "max_batch_size": max_batch_size, "batch_window_ms": batch_window_ms}
     try:
-        _guard(_serve, target, adapter or [], host, port, keys, settings, engine, threads, dtype, console.print,
-               str(registry) if registry else None)
+        _guard(
+            _serve,
+            target,
+            adapter or [],
+            host,
+            port,
+            keys,
+            settings,
+            engine,
+            threads,
+            dtype,
+            console.print,
+            str(registry) if registry else None,
+        )
     except (AdapterError, ValueError) as exc:
         _fail(exc)
 
 
 @recipe_app.command("validate")
-def recipe_validate(recipe: Path = typer.Argument(..., help="Recipe YAML."),
-                    overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides.")):
+def recipe_validate(
+    recipe: Path = typer.Argument(..., help="Recipe YAML."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides."),
+):
     """Check a recipe; every problem is listed with its fix."""
     from .recipe import load_recipe
 
@@ -363,12 +473,18 @@ def recipe_explain():
 
 
 @data_app.command("inspect")
-def data_inspect(path: Path = typer.Argument(..., help="Data file (JSONL, JSON, CSV, Parquet) or saved `datasets` folder."),
-                 format: str = typer.Option("auto", help="Row format (default: detect)."),
-                 model: str = typer.Option("smollm2-135m-instruct", help="Tokenizer for token statistics (and the model timed by --estimate)."),
-                 no_tokens: bool = typer.Option(False, "--no-tokens", help="Skip token statistics."),
-                 max_length: int = typer.Option(512, help="Longest example in tokens (rows over it are counted)."),
-                 estimate: bool = typer.Option(False, "--estimate", help="Also time 2 training steps (recipe-default LoRA) and estimate the training time.")):
+def data_inspect(
+    path: Path = typer.Argument(..., help="Data file (JSONL, JSON, CSV, Parquet) or saved `datasets` folder."),
+    format: str = typer.Option("auto", help="Row format (default: detect)."),
+    model: str = typer.Option(
+        "smollm2-135m-instruct", help="Tokenizer for token statistics (and the model timed by --estimate)."
+    ),
+    no_tokens: bool = typer.Option(False, "--no-tokens", help="Skip token statistics."),
+    max_length: int = typer.Option(512, help="Longest example in tokens (rows over it are counted)."),
+    estimate: bool = typer.Option(
+        False, "--estimate", help="Also time 2 training steps (recipe-default LoRA) and estimate the training time."
+    ),
+):
     """Format, row count, token statistics and every problem found in a data file."""
     from .data.inspect import inspect_file
 
@@ -382,10 +498,12 @@ def data_inspect(path: Path = typer.Argument(..., help="Data file (JSONL, JSON, 
 
 
 @data_app.command("redact")
-def data_redact(path: Path = typer.Argument(..., help="Data file (JSONL, JSON, CSV, Parquet)."),
-                output: Path = typer.Option(..., "--output", "-o", help="Where to write the redacted copy (same format)."),
-                types: Optional[List[str]] = typer.Option(None, "--type", help="Entity type to redact (repeatable; default all)."),
-                allow: Optional[List[str]] = typer.Option(None, "--allow", help="A string never to redact (repeatable).")):
+def data_redact(
+    path: Path = typer.Argument(..., help="Data file (JSONL, JSON, CSV, Parquet)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Where to write the redacted copy (same format)."),
+    types: Optional[list[str]] = typer.Option(None, "--type", help="Entity type to redact (repeatable; default all)."),
+    allow: Optional[list[str]] = typer.Option(None, "--allow", help="A string never to redact (repeatable)."),
+):
     """Replace emails, phones, cards, IBANs, IPs, SSNs, secrets and names with <TYPE> placeholders."""
     from .data.pii import TYPES
     from .data.redact import redact_file
@@ -399,26 +517,40 @@ def data_redact(path: Path = typer.Argument(..., help="Data file (JSONL, JSON, C
 
 
 @data_app.command("prepare")
-def data_prepare(recipe: Path = typer.Argument(..., help="Recipe YAML."),
-                 overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides."),
-                 overwrite: bool = typer.Option(False, help="Start over if the run directory exists with another recipe.")):
+def data_prepare(
+    recipe: Path = typer.Argument(..., help="Recipe YAML."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides."),
+    overwrite: bool = typer.Option(False, help="Start over if the run directory exists with another recipe."),
+):
     """Stage 1 (same as `tuneforge prepare`): validate, clean, split and check the data; creates the run directory."""
     prepare(recipe, overrides, overwrite)
 
 
 @data_app.command("augment")
-def data_augment(path: Path = typer.Argument(..., help="Existing data (deduplicated against; may be an empty file)."),
-                 output: Path = typer.Option(..., "--output", "-o", help="Where to write the augmented JSONL (messages)."),
-                 teacher: Optional[str] = typer.Option(None, help="Local teacher: built-in name, model folder, .gguf or cached hub id."),
-                 endpoint: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL of the teacher, e.g. http://host:8000/v1."),
-                 api_key: Optional[str] = typer.Option(None, "--api-key", envvar="OPENAI_API_KEY", help="Key for --endpoint (default: env OPENAI_API_KEY)."),
-                 model: str = typer.Option("teacher", help="Model name sent to --endpoint."),
-                 mode: str = typer.Option("paraphrase", help="paraphrase (rewrite questions) | qa (Q&A pairs from --docs)."),
-                 docs: Optional[List[Path]] = typer.Option(None, "--docs", help="Markdown/text document for --mode qa (repeatable)."),
-                 n: int = typer.Option(1, "--n", help="Paraphrases per row, or Q&A pairs asked per document chunk."),
-                 limit: Optional[int] = typer.Option(None, help="Use at most this many rows (paraphrase) or chunks (qa)."),
-                 max_new_tokens: Optional[int] = typer.Option(None, help="Teacher reply budget in tokens (default 96 paraphrase, 384 qa)."),
-                 only_new: bool = typer.Option(False, "--only-new", help="Write only the generated rows.")):
+def data_augment(
+    path: Path = typer.Argument(..., help="Existing data (deduplicated against; may be an empty file)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Where to write the augmented JSONL (messages)."),
+    teacher: Optional[str] = typer.Option(
+        None, help="Local teacher: built-in name, model folder, .gguf or cached hub id."
+    ),
+    endpoint: Optional[str] = typer.Option(
+        None, help="OpenAI-compatible base URL of the teacher, e.g. http://host:8000/v1."
+    ),
+    api_key: Optional[str] = typer.Option(
+        None, "--api-key", envvar="OPENAI_API_KEY", help="Key for --endpoint (default: env OPENAI_API_KEY)."
+    ),
+    model: str = typer.Option("teacher", help="Model name sent to --endpoint."),
+    mode: str = typer.Option("paraphrase", help="paraphrase (rewrite questions) | qa (Q&A pairs from --docs)."),
+    docs: Optional[list[Path]] = typer.Option(
+        None, "--docs", help="Markdown/text document for --mode qa (repeatable)."
+    ),
+    n: int = typer.Option(1, "--n", help="Paraphrases per row, or Q&A pairs asked per document chunk."),
+    limit: Optional[int] = typer.Option(None, help="Use at most this many rows (paraphrase) or chunks (qa)."),
+    max_new_tokens: Optional[int] = typer.Option(
+        None, help="Teacher reply budget in tokens (default 96 paraphrase, 384 qa)."
+    ),
+    only_new: bool = typer.Option(False, "--only-new", help="Write only the generated rows."),
+):
     """Synthetic rows from a teacher: validated, deduplicated against the data, tagged with provenance."""
     from .data.augment import AugmentError, augment_file, endpoint_teacher, local_teacher, render_report
 
@@ -426,8 +558,9 @@ def data_augment(path: Path = typer.Argument(..., help="Existing data (deduplica
         _fail(ValueError("give exactly one teacher: --teacher MODEL (loaded locally) or --endpoint URL"))
     try:
         t = endpoint_teacher(endpoint, api_key, model) if endpoint else _guard(local_teacher, teacher)
-        report = _guard(augment_file, path, output, t, mode, docs or [], n, limit, only_new,
-                        max_new_tokens=max_new_tokens)
+        report = _guard(
+            augment_file, path, output, t, mode, docs or [], n, limit, only_new, max_new_tokens=max_new_tokens
+        )
     except AugmentError as exc:
         _fail(exc)
     console.print(render_report(report), highlight=False, markup=False, soft_wrap=True)

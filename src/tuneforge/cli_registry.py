@@ -14,8 +14,9 @@ app = typer.Typer(no_args_is_help=True, help="Model registry: versions, lineage,
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
 
-RegistryOpt = typer.Option(None, "--registry", envvar="TUNEFORGE_REGISTRY",
-                           help="Registry SQLite file (default: runs/registry.sqlite).")
+RegistryOpt = typer.Option(
+    None, "--registry", envvar="TUNEFORGE_REGISTRY", help="Registry SQLite file (default: runs/registry.sqlite)."
+)
 
 
 def _reg(path: Optional[Path]):
@@ -31,7 +32,7 @@ def _call(fn, *args, **kwargs):
         return fn(*args, **kwargs)
     except (RegistryError, FileNotFoundError) as exc:
         err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
-        raise typer.Exit(code=2)
+        raise typer.Exit(code=2) from None
 
 
 def _headline(row: dict) -> dict:
@@ -40,10 +41,13 @@ def _headline(row: dict) -> dict:
 
 
 @app.command("register")
-def register(run_dir: Path = typer.Argument(..., help="A finished run directory."),
-             name: Optional[str] = typer.Option(None, "--name", "-n",
-                                                help="Model name (default: recipe registry_name, else the run name)."),
-             registry: Optional[Path] = RegistryOpt):
+def register(
+    run_dir: Path = typer.Argument(..., help="A finished run directory."),
+    name: Optional[str] = typer.Option(
+        None, "--name", "-n", help="Model name (default: recipe registry_name, else the run name)."
+    ),
+    registry: Optional[Path] = RegistryOpt,
+):
     """Register a finished run as the next version of NAME (again: refresh its metrics)."""
     from .registry import registry_name
     from .run import RunDir
@@ -54,9 +58,11 @@ def register(run_dir: Path = typer.Argument(..., help="A finished run directory.
 
 
 @app.command("list")
-def list_(name: Optional[str] = typer.Argument(None, help="Only this model."),
-          registry: Optional[Path] = RegistryOpt,
-          as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+def list_(
+    name: Optional[str] = typer.Argument(None, help="Only this model."),
+    registry: Optional[Path] = RegistryOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
     """Every model and version, with aliases, gate status and headline metrics."""
     rows = _call(_reg(registry).list, name)
     if as_json:
@@ -64,14 +70,22 @@ def list_(name: Optional[str] = typer.Argument(None, help="Only this model."),
         return
     t = Table("model", "version", "aliases", "gates", "parent", "metrics", "run")
     for r in rows:
-        t.add_row(r["name"], str(r["version"]), ", ".join(r["aliases"]), r["gate_status"], r["parent"] or "",
-                  ", ".join(f"{k}={v:.4g}" for k, v in _headline(r).items()), r["run_dir"])
+        t.add_row(
+            r["name"],
+            str(r["version"]),
+            ", ".join(r["aliases"]),
+            r["gate_status"],
+            r["parent"] or "",
+            ", ".join(f"{k}={v:.4g}" for k, v in _headline(r).items()),
+            r["run_dir"],
+        )
     console.print(t)
 
 
 @app.command("show")
-def show(ref: str = typer.Argument(..., help="NAME, NAME@VERSION or NAME@ALIAS."),
-         registry: Optional[Path] = RegistryOpt):
+def show(
+    ref: str = typer.Argument(..., help="NAME, NAME@VERSION or NAME@ALIAS."), registry: Optional[Path] = RegistryOpt
+):
     """Everything recorded about one version, and the model's alias history."""
     from .registry import parse_ref
 
@@ -82,9 +96,12 @@ def show(ref: str = typer.Argument(..., help="NAME, NAME@VERSION or NAME@ALIAS."
 
 
 @app.command("diff")
-def diff(a: str = typer.Argument(..., help="NAME@V1"), b: str = typer.Argument(..., help="NAME@V2 (or another model)."),
-         registry: Optional[Path] = RegistryOpt,
-         as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+def diff(
+    a: str = typer.Argument(..., help="NAME@V1"),
+    b: str = typer.Argument(..., help="NAME@V2 (or another model)."),
+    registry: Optional[Path] = RegistryOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
     """What differs between two versions: lineage, data, recipe and metrics (b minus a)."""
     d = _call(_reg(registry).diff, a, b)
     if as_json:
@@ -97,28 +114,35 @@ def diff(a: str = typer.Argument(..., help="NAME@V1"), b: str = typer.Argument(.
         console.print(f"  data.{s}: {str(va)[:12]} → {str(vb)[:12]}", highlight=False)
     for k, (va, vb) in d["recipe"].items():
         console.print(f"  recipe {k}: {va} → {vb}", highlight=False)
+
+    def fmt(v):
+        return "" if v is None else f"{v:.4g}" if isinstance(v, (int, float)) else str(v)
+
     t = Table("metric", "a", "b", "b - a")
     for k, m in d["metrics"].items():
-        fmt = (lambda v: "" if v is None else f"{v:.4g}" if isinstance(v, (int, float)) else str(v))
         t.add_row(k, fmt(m["a"]), fmt(m["b"]), fmt(m["delta"]))
     console.print(t)
 
 
 @app.command("promote")
-def promote(name: str = typer.Argument(..., help="Model name."),
-            version: str = typer.Argument(..., help="Version number (or another alias, e.g. staging)."),
-            alias: str = typer.Option("production", "--alias", help="Alias to move."),
-            force: bool = typer.Option(False, "--force", help="Promote even a version whose evaluation gates failed."),
-            registry: Optional[Path] = RegistryOpt):
+def promote(
+    name: str = typer.Argument(..., help="Model name."),
+    version: str = typer.Argument(..., help="Version number (or another alias, e.g. staging)."),
+    alias: str = typer.Option("production", "--alias", help="Alias to move."),
+    force: bool = typer.Option(False, "--force", help="Promote even a version whose evaluation gates failed."),
+    registry: Optional[Path] = RegistryOpt,
+):
     """Point ALIAS (default production) at VERSION; refused for rejected versions unless --force."""
     row = _call(_reg(registry).promote, name, version, alias, force)
     console.print(f"{name}@{alias} → version {row['version']} ({row['run_dir']})")
 
 
 @app.command("rollback")
-def rollback(name: str = typer.Argument(..., help="Model name."),
-             alias: str = typer.Option("production", "--alias", help="Alias to move back."),
-             registry: Optional[Path] = RegistryOpt):
+def rollback(
+    name: str = typer.Argument(..., help="Model name."),
+    alias: str = typer.Option("production", "--alias", help="Alias to move back."),
+    registry: Optional[Path] = RegistryOpt,
+):
     """Point ALIAS back at the version it named before its latest promotion."""
     row = _call(_reg(registry).rollback, name, alias)
     console.print(f"{name}@{alias} → version {row['version']} ({row['run_dir']})")

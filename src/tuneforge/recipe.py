@@ -38,7 +38,9 @@ class ModelConfig(_Section):
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="Dtype the base weights are loaded in (trainable weights stay float32)."
     )
-    trust_remote_code: bool = Field(False, description="Allow custom modelling code from the model folder (off: safer).")
+    trust_remote_code: bool = Field(
+        False, description="Allow custom modelling code from the model folder (off: safer)."
+    )
     cache_dir: Optional[str] = Field(
         None, description="Where GGUF models are converted to safetensors once (default ~/.cache/tuneforge/models)."
     )
@@ -48,27 +50,45 @@ class DataConfig(_Section):
     train: str = Field("examples/demo/train.jsonl", description="Training data file (JSONL, JSON, CSV or Parquet).")
     validation: Optional[str] = Field(None, description="Validation file; if unset, split off the training data.")
     test: Optional[str] = Field(None, description="Held-out test file; if unset, split off the training data.")
-    format: Literal["auto", "messages", "alpaca", "sharegpt", "prompt_completion", "preference", "openai_preference",
-                    "kto", "classification", "text"] = Field(
-        "auto", description="Row format; 'auto' detects it from the keys of the rows."
-    )
+    format: Literal[
+        "auto",
+        "messages",
+        "alpaca",
+        "sharegpt",
+        "prompt_completion",
+        "preference",
+        "openai_preference",
+        "kto",
+        "classification",
+        "text",
+    ] = Field("auto", description="Row format; 'auto' detects it from the keys of the rows.")
     fields: dict[str, str] = Field(
-        default_factory=dict, description="Column mapping {expected: yours}, e.g. {prompt: question, completion: answer}."
+        default_factory=dict,
+        description="Column mapping {expected: yours}, e.g. {prompt: question, completion: answer}.",
     )
-    validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of training rows held out for validation.")
-    test_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of training rows held out for test (no test file).")
+    validation_fraction: float = Field(
+        0.1, ge=0.0, lt=1.0, description="Share of training rows held out for validation."
+    )
+    test_fraction: float = Field(
+        0.1, ge=0.0, lt=1.0, description="Share of training rows held out for test (no test file)."
+    )
     seed: int = Field(42, description="Seed of the deterministic train/validation/test split.")
-    max_length: int = Field(512, gt=8, description="Longest example in tokens; longer ones are dropped and counted, never cut.")
+    max_length: int = Field(
+        512, gt=8, description="Longest example in tokens; longer ones are dropped and counted, never cut."
+    )
     train_on: Literal["assistant", "all"] = Field(
         "assistant", description="Which tokens carry loss: only assistant replies (default) or the whole conversation."
     )
     system_prompt: Optional[str] = Field(None, description="System message added to rows that have none.")
-    on_error: Literal["drop", "fail"] = Field("drop", description="Invalid rows: drop them (and report) or fail the run.")
+    on_error: Literal["drop", "fail"] = Field(
+        "drop", description="Invalid rows: drop them (and report) or fail the run."
+    )
     max_drop_fraction: float = Field(
         0.2, ge=0.0, le=1.0, description="Fail when more than this share of rows is invalid, even with on_error=drop."
     )
     unicode_form: Literal["NFC", "NFKC", "none"] = Field(
-        "NFC", description="Unicode normalisation of message text (NFKC also folds ligatures, full-width, superscripts)."
+        "NFC",
+        description="Unicode normalisation of message text (NFKC also folds ligatures, full-width, superscripts).",
     )
     strip_html: bool = Field(False, description="Remove HTML tags and unescape entities in message text.")
     min_chars: int = Field(0, ge=0, description="Drop rows whose messages hold fewer characters than this.")
@@ -88,32 +108,44 @@ class DataConfig(_Section):
         default_factory=lambda: ["EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "IP_ADDRESS", "SSN", "SECRET", "PERSON"],
         description="Entity types the pii policy acts on.",
     )
-    pii_allow: list[str] = Field(default_factory=list, description="Strings never treated as PII (e.g. your support email).")
+    pii_allow: list[str] = Field(
+        default_factory=list, description="Strings never treated as PII (e.g. your support email)."
+    )
     dedup: Literal["near", "exact", "off"] = Field(
         "near", description="Remove duplicate training rows: exact (normalised text) or also near-duplicates (MinHash)."
     )
-    dedup_threshold: float = Field(0.8, gt=0.0, le=1.0, description="Similarity (Jaccard of character 3-grams) at which rows are near-duplicates.")
+    dedup_threshold: float = Field(
+        0.8, gt=0.0, le=1.0, description="Similarity (Jaccard of character 3-grams) at which rows are near-duplicates."
+    )
     leak_check: bool = Field(True, description="Remove training rows that validation/test rows (near-)copy.")
-    leak_threshold: float = Field(0.8, gt=0.0, le=1.0, description="Similarity at which a validation/test row counts as a leak.")
+    leak_threshold: float = Field(
+        0.8, gt=0.0, le=1.0, description="Similarity at which a validation/test row counts as a leak."
+    )
     plots: bool = Field(True, description="Render data-card plots (length histograms, label distribution).")
     stratify_by: Optional[str] = Field(
-        None, description="Field (or dotted metadata key, e.g. metadata.topic) whose value shares the split keeps in every split."
+        None,
+        description="Field (or dotted metadata key, e.g. metadata.topic) whose value shares the split keeps in every split.",
     )
     max_per_label: Optional[int] = Field(
-        None, gt=0, description="Cap training rows per value of data.stratify_by (seeded sample; the rest dropped and counted)."
+        None,
+        gt=0,
+        description="Cap training rows per value of data.stratify_by (seeded sample; the rest dropped and counted).",
     )
     balance: Literal["off", "upsample"] = Field(
-        "off", description="upsample: repeat training rows of rarer data.stratify_by values until all are as common as the most common."
+        "off",
+        description="upsample: repeat training rows of rarer data.stratify_by values until all are as common as the most common.",
     )
     estimate_time: bool = Field(
-        False, description="Measure 2 training steps of the model while preparing and put the training-time estimate in the data card."
+        False,
+        description="Measure 2 training steps of the model while preparing and put the training-time estimate in the data card.",
     )
 
 
 class StrategyConfig(_Section):
     kind: Literal["lora", "qlora", "dora", "full", "freeze", "prefix", "prompt", "ia3"] = Field(
-        "lora", description="What is trained: lora / qlora (4-bit NF4 base) / dora adapters, full (all weights), "
-        "freeze (only the last layers or named modules), prefix / prompt (virtual tokens), ia3 (learned rescaling)."
+        "lora",
+        description="What is trained: lora / qlora (4-bit NF4 base) / dora adapters, full (all weights), "
+        "freeze (only the last layers or named modules), prefix / prompt (virtual tokens), ia3 (learned rescaling).",
     )
     r: int = Field(16, gt=0, description="LoRA/QLoRA/DoRA rank.")
     alpha: int = Field(32, gt=0, description="LoRA alpha (scale = alpha / r).")
@@ -125,21 +157,24 @@ class StrategyConfig(_Section):
         2, gt=0, description="freeze: train only the last N transformer layers (with the final norm)."
     )
     trainable_modules: list[str] = Field(
-        default_factory=list, description="freeze: names (substrings) of modules to train as well, e.g. [lm_head, embed_tokens]."
+        default_factory=list,
+        description="freeze: names (substrings) of modules to train as well, e.g. [lm_head, embed_tokens].",
     )
     num_virtual_tokens: int = Field(16, gt=0, description="prefix/prompt: number of learned virtual tokens.")
     prompt_init_text: Optional[str] = Field(
         None, description="prompt: initialise the soft prompt from the embeddings of this text (random when unset)."
     )
     quant_compute_dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="qlora: dtype the 4-bit weights are dequantised to for matmuls (auto: bf16 where supported)."
+        "auto",
+        description="qlora: dtype the 4-bit weights are dequantised to for matmuls (auto: bf16 where supported).",
     )
 
 
 class ObjectiveConfig(_Section):
     kind: Literal["sft", "pretrain", "dpo", "kto", "orpo", "reward", "ppo", "grpo"] = Field(
-        "sft", description="What the model is trained for: sft (instruction tuning), pretrain (raw text, packed), "
-        "dpo / kto / orpo (preferences), reward (a reward model on pairs), ppo / grpo (RL against a reward)."
+        "sft",
+        description="What the model is trained for: sft (instruction tuning), pretrain (raw text, packed), "
+        "dpo / kto / orpo (preferences), reward (a reward model on pairs), ppo / grpo (RL against a reward).",
     )
     beta: float = Field(0.1, gt=0, description="dpo/kto/orpo: strength of the preference term (TRL's beta).")
     loss_type: str = Field("sigmoid", description="dpo: TRL loss type (sigmoid, ipo, hinge, ...).")
@@ -148,14 +183,21 @@ class ObjectiveConfig(_Section):
         None, description="ppo/grpo: run directory of a trained reward model (objective.kind=reward)."
     )
     reward_functions: list[str] = Field(
-        default_factory=list, description="grpo: built-in reward functions (e.g. contains_expected, brevity) used "
-        "with or instead of reward_model."
+        default_factory=list,
+        description="grpo: built-in reward functions (e.g. contains_expected, brevity) used "
+        "with or instead of reward_model.",
     )
     num_generations: int = Field(4, gt=1, description="grpo: completions sampled per prompt (the group).")
     max_new_tokens: int = Field(48, gt=0, description="ppo/grpo: tokens sampled per rollout.")
     temperature: float = Field(1.0, gt=0, description="ppo/grpo: sampling temperature of rollouts.")
-    kl_coef: float = Field(0.05, ge=0, description="ppo/grpo: weight of the per-token KL penalty to the frozen reference (grpo: 0 disables it).")
-    clip_range: float = Field(0.2, gt=0, description="ppo/grpo: clip range of the policy ratio (ppo: also of the value update).")
+    kl_coef: float = Field(
+        0.05,
+        ge=0,
+        description="ppo/grpo: weight of the per-token KL penalty to the frozen reference (grpo: 0 disables it).",
+    )
+    clip_range: float = Field(
+        0.2, gt=0, description="ppo/grpo: clip range of the policy ratio (ppo: also of the value update)."
+    )
     vf_coef: float = Field(0.1, ge=0, description="ppo: weight of the value-head loss.")
     gamma: float = Field(1.0, gt=0, le=1, description="ppo: discount factor.")
     lam: float = Field(0.95, ge=0, le=1, description="ppo: GAE lambda.")
@@ -185,17 +227,20 @@ class TrainingConfig(_Section):
         None, gt=0, description="Stop after N evaluations without validation-loss improvement (off when unset)."
     )
     precision: Literal["auto", "bf16", "fp32"] = Field(
-        "auto", description="Matmul precision: 'auto' = bf16 autocast where the CPU/GPU has bf16 units, else fp32 "
-        "(trainable weights always stay fp32)."
+        "auto",
+        description="Matmul precision: 'auto' = bf16 autocast where the CPU/GPU has bf16 units, else fp32 "
+        "(trainable weights always stay fp32).",
     )
     packing: Optional[bool] = Field(
-        None, description="Padding-free batches: examples in one row, each attending only to itself (per-example "
+        None,
+        description="Padding-free batches: examples in one row, each attending only to itself (per-example "
         "causal attention, no block mask). Unset = on wherever it works (not with prefix/prompt tuning, not for "
-        "models with sliding-window attention), so batches keep their random order and carry no padding."
+        "models with sliding-window attention), so batches keep their random order and carry no padding.",
     )
     fused_ops: bool = Field(
-        True, description="Hand-written backward for LoRA linears, RMSNorm and SwiGLU during training (fewer kernels "
-        "and saved activations; checked against the model's own modules before use)."
+        True,
+        description="Hand-written backward for LoRA linears, RMSNorm and SwiGLU during training (fewer kernels "
+        "and saved activations; checked against the model's own modules before use).",
     )
     logits_at_labels_only: bool = Field(
         True, description="Compute the LM head and loss only where a label is (prompt positions skip the vocab matmul)."
@@ -204,8 +249,9 @@ class TrainingConfig(_Section):
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
     threads: Optional[int] = Field(None, gt=0, description="torch CPU threads (default: all cores).")
     early_stopping_metric: str = Field(
-        "eval_loss", description="Validation metric early stopping and the best checkpoint follow (e.g. eval_loss, "
-        "eval_rewards/accuracies for dpo)."
+        "eval_loss",
+        description="Validation metric early stopping and the best checkpoint follow (e.g. eval_loss, "
+        "eval_rewards/accuracies for dpo).",
     )
     greater_is_better: Optional[bool] = Field(
         None, description="Whether a larger early_stopping_metric is better (default: false for *loss, else true)."
@@ -232,7 +278,11 @@ class EvaluationConfig(_Section):
     enabled: bool = Field(True, description="Run the evaluation stage in `tuneforge run`.")
     compare_base: bool = Field(True, description="Also evaluate the base model for a side-by-side comparison.")
     max_new_tokens: int = Field(48, gt=0, description="Generation budget per test question.")
-    batch_size: int = Field(32, gt=0, description="Questions generated together (left-padded batch; decoding is bound by reading the weights, so bigger batches are cheaper per question).")
+    batch_size: int = Field(
+        32,
+        gt=0,
+        description="Questions generated together (left-padded batch; decoding is bound by reading the weights, so bigger batches are cheaper per question).",
+    )
     max_examples: Optional[int] = Field(None, gt=0, description="Evaluate at most this many test rows.")
     regression_file: Optional[str] = Field(
         None, description="General prompts (with 'expected') the base model handles; checked for regressions."
@@ -267,9 +317,12 @@ class EvaluationConfig(_Section):
 
 class ExportConfig(_Section):
     enabled: bool = Field(True, description="Run the export stage in `tuneforge run`.")
-    merged: bool = Field(True, description="Write a merged full model under export/merged (false drops 'merged' from formats).")
+    merged: bool = Field(
+        True, description="Write a merged full model under export/merged (false drops 'merged' from formats)."
+    )
     golden_prompts: list[str] = Field(
-        default_factory=list, description="Prompts whose greedy output must match after export (default: test questions)."
+        default_factory=list,
+        description="Prompts whose greedy output must match after export (default: test questions).",
     )
     golden_count: int = Field(4, gt=0, description="Test questions used as golden prompts when none are given.")
     golden_max_new_tokens: int = Field(24, gt=0, description="Tokens compared per golden prompt.")
@@ -278,11 +331,13 @@ class ExportConfig(_Section):
         description="Artefacts to write: adapter (PEFT), merged (safetensors), gguf (+ Ollama Modelfile), quantized.",
     )
     gguf_types: list[Literal["f32", "f16", "bf16", "q8_0"]] = Field(
-        default_factory=lambda: ["f16", "q8_0"], min_length=1,
+        default_factory=lambda: ["f16", "q8_0"],
+        min_length=1,
         description="GGUF tensor types, one file each (f32/f16/bf16 checked exactly, q8_0 within tolerance).",
     )
     quantization: Literal["int8", "nf4", "torchao-int8"] = Field(
-        "int8", description="Quantised export: bitsandbytes int8 or 4-bit nf4, or torchao int8 weight-only.",
+        "int8",
+        description="Quantised export: bitsandbytes int8 or 4-bit nf4, or torchao int8 weight-only.",
     )
 
 
@@ -290,7 +345,8 @@ class Recipe(_Section):
     name: str = Field("demo", description="Run name; the run directory is <output_dir>/<name>.")
     output_dir: str = Field("runs", description="Folder that holds run directories.")
     registry_name: Optional[str] = Field(
-        None, description="Model name in the registry this run is a version of (default: the run name).")
+        None, description="Model name in the registry this run is a version of (default: the run name)."
+    )
     model: ModelConfig = Field(default_factory=ModelConfig, description="Stage 2: the base model.")
     data: DataConfig = Field(default_factory=DataConfig, description="Stage 1: data preparation.")
     strategy: StrategyConfig = Field(default_factory=StrategyConfig, description="What is trained.")
@@ -343,7 +399,11 @@ def _describe(err: dict) -> str:
         owner = _model_at(loc)
         valid = list(owner.model_fields) if owner else []
         guess = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
-        hint = f"did you mean '{'.'.join(map(str, loc[:-1] + (guess[0],)))}'?" if guess else f"valid keys: {', '.join(valid)}"
+        hint = (
+            f"did you mean '{'.'.join(map(str, loc[:-1] + (guess[0],)))}'?"
+            if guess
+            else f"valid keys: {', '.join(valid)}"
+        )
         return f"{key}: unknown key — {hint}"
     if typ == "literal_error":
         return f"{key}: {given!r} is not allowed — {err['msg'].replace('Input should be', 'use')}"

@@ -28,8 +28,9 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from .run import RunDir, now
 
@@ -85,8 +86,10 @@ def run_record(run: RunDir) -> dict[str, Any]:
     m = run.manifest()
     train = m.get("stages", {}).get("train", {})
     if train.get("status") != "done" or not (run.adapter_dir.is_dir() or run.model_dir.is_dir()):
-        raise RegistryError(f"{run.path}: not a finished run (training is {train.get('status', 'not started')}) — "
-                            f"train it first (`tuneforge train {run.path}`)")
+        raise RegistryError(
+            f"{run.path}: not a finished run (training is {train.get('status', 'not started')}) — "
+            f"train it first (`tuneforge train {run.path}`)"
+        )
     metrics: dict[str, Any] = {}
     for k in ("train_loss", "first_loss", "steps", "tokens_per_second"):
         if isinstance(train.get(k), (int, float)):
@@ -104,16 +107,30 @@ def run_record(run: RunDir) -> dict[str, Any]:
                     metrics[f"{suite}.{k}"] = v
     gates = m.get("gates")
     evaluated = m.get("stages", {}).get("evaluate", {}).get("status") == "done"
-    gate_status = ("failed" if m.get("status") == "rejected" or (gates and not gates.get("passed"))
-                   else "passed" if gates else "none" if evaluated else "unevaluated")
+    gate_status = (
+        "failed"
+        if m.get("status") == "rejected" or (gates and not gates.get("passed"))
+        else "passed"
+        if gates
+        else "none"
+        if evaluated
+        else "unevaluated"
+    )
     parent = m.get("parent")
     base = m.get("base_model") or {}
     return {
-        "run_dir": str(run.path.resolve()), "base_model": base.get("id") or base.get("path"),
+        "run_dir": str(run.path.resolve()),
+        "base_model": base.get("id") or base.get("path"),
         "base_sha256": base.get("sha256"),
-        "parent": f"{parent['name']}@{parent['version']}" if isinstance(parent, dict) and "version" in parent else parent,
-        "data_sha256": m.get("data") or {}, "recipe_sha256": m.get("recipe_sha256"), "metrics": metrics,
-        "gate_status": gate_status, "gates_unmet": (gates or {}).get("unmet", []), "run_status": m.get("status"),
+        "parent": f"{parent['name']}@{parent['version']}"
+        if isinstance(parent, dict) and "version" in parent
+        else parent,
+        "data_sha256": m.get("data") or {},
+        "recipe_sha256": m.get("recipe_sha256"),
+        "metrics": metrics,
+        "gate_status": gate_status,
+        "gates_unmet": (gates or {}).get("unmet", []),
+        "run_status": m.get("status"),
     }
 
 
@@ -125,16 +142,20 @@ class Registry:
     def _connect(self, create: bool = False) -> sqlite3.Connection:
         if not self.path.is_file():
             if not create:
-                raise RegistryError(f"no registry at {self.path} — register a run first (`tuneforge registry register "
-                                    f"RUN --name NAME`), or point --registry / ${ENV} at the right file")
+                raise RegistryError(
+                    f"no registry at {self.path} — register a run first (`tuneforge registry register "
+                    f"RUN --name NAME`), or point --registry / ${ENV} at the right file"
+                )
             self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(self.path), timeout=10.0)
         conn.row_factory = sqlite3.Row
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             conn.close()
-            raise RegistryError(f"{self.path}: registry schema v{version} is newer than this tuneforge's "
-                                f"(v{SCHEMA_VERSION}) — upgrade tuneforge")
+            raise RegistryError(
+                f"{self.path}: registry schema v{version} is newer than this tuneforge's "
+                f"(v{SCHEMA_VERSION}) — upgrade tuneforge"
+            )
         if version < SCHEMA_VERSION:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(SCHEMA)
@@ -161,19 +182,25 @@ class Registry:
         try:
             with conn:
                 conn.execute("BEGIN IMMEDIATE")  # the version number is read and written in one transaction
-                old = conn.execute("SELECT version FROM versions WHERE name=? AND run_dir=?",
-                                   (name, rec["run_dir"])).fetchone()
+                old = conn.execute(
+                    "SELECT version FROM versions WHERE name=? AND run_dir=?", (name, rec["run_dir"])
+                ).fetchone()
                 if old:
                     version = old["version"]
                     sets = ", ".join(f"{k}=?" for k in vals)
-                    conn.execute(f"UPDATE versions SET {sets}, updated_at=? WHERE name=? AND version=?",
-                                 (*vals.values(), now(), name, version))
+                    conn.execute(
+                        f"UPDATE versions SET {sets}, updated_at=? WHERE name=? AND version=?",
+                        (*vals.values(), now(), name, version),
+                    )
                 else:
-                    version = (conn.execute("SELECT MAX(version) FROM versions WHERE name=?", (name,))
-                               .fetchone()[0] or 0) + 1
+                    version = (
+                        conn.execute("SELECT MAX(version) FROM versions WHERE name=?", (name,)).fetchone()[0] or 0
+                    ) + 1
                     cols = ["name", "version", "registered_at", "updated_at", *vals]
-                    conn.execute(f"INSERT INTO versions ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})",
-                                 (name, version, now(), now(), *vals.values()))
+                    conn.execute(
+                        f"INSERT INTO versions ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})",
+                        (name, version, now(), now(), *vals.values()),
+                    )
             run.update_manifest(registry={"name": name, "version": version, "path": str(self.path.resolve())})
             return self.get(name, str(version))
         finally:
@@ -182,9 +209,11 @@ class Registry:
     def promote(self, name: str, version: str | int, alias: str = DEFAULT_ALIAS, force: bool = False) -> dict:
         row = self.get(name, str(version))
         if row["gate_status"] == "failed" and not force:
-            raise RegistryError(f"{name}@{row['version']} failed its evaluation gates "
-                                f"({'; '.join(row['gates_unmet']) or 'rejected'}) — fix the model, or pass --force "
-                                f"to promote it anyway")
+            raise RegistryError(
+                f"{name}@{row['version']} failed its evaluation gates "
+                f"({'; '.join(row['gates_unmet']) or 'rejected'}) — fix the model, or pass --force "
+                f"to promote it anyway"
+            )
         self._set_alias(name, alias, row["version"], "promote", force)
         return row
 
@@ -192,23 +221,31 @@ class Registry:
         """Point `alias` back at the version it named before its latest promotion."""
         stack = self.alias_stack(name, alias)
         if len(stack) < 2:
-            raise RegistryError(f"{name}@{alias} has no earlier version to roll back to "
-                                f"(history: {', '.join(map(str, stack)) or 'never promoted'})")
+            raise RegistryError(
+                f"{name}@{alias} has no earlier version to roll back to "
+                f"(history: {', '.join(map(str, stack)) or 'never promoted'})"
+            )
         self._set_alias(name, alias, stack[-2], "rollback", False)
         return self.get(name, str(stack[-2]))
 
     def _set_alias(self, name: str, alias: str, version: int, action: str, forced: bool) -> None:
         if alias.isdigit() or alias == "latest":
-            raise RegistryError(f"alias {alias!r}: pick a word (e.g. production, staging); numbers and 'latest' "
-                                f"already mean a version")
+            raise RegistryError(
+                f"alias {alias!r}: pick a word (e.g. production, staging); numbers and 'latest' already mean a version"
+            )
         conn = self._connect()
         try:
             with conn:
                 ts = now()
-                conn.execute("INSERT INTO aliases VALUES (?,?,?,?) ON CONFLICT(name, alias) DO UPDATE SET "
-                             "version=excluded.version, updated_at=excluded.updated_at", (name, alias, version, ts))
-                conn.execute("INSERT INTO alias_events (ts, name, alias, version, action, forced) VALUES (?,?,?,?,?,?)",
-                             (ts, name, alias, version, action, int(forced)))
+                conn.execute(
+                    "INSERT INTO aliases VALUES (?,?,?,?) ON CONFLICT(name, alias) DO UPDATE SET "
+                    "version=excluded.version, updated_at=excluded.updated_at",
+                    (name, alias, version, ts),
+                )
+                conn.execute(
+                    "INSERT INTO alias_events (ts, name, alias, version, action, forced) VALUES (?,?,?,?,?,?)",
+                    (ts, name, alias, version, action, int(forced)),
+                )
         finally:
             conn.close()
 
@@ -218,8 +255,9 @@ class Registry:
         stack: list[int] = []
         conn = self._connect()
         try:
-            for ev in conn.execute("SELECT version, action FROM alias_events WHERE name=? AND alias=? ORDER BY id",
-                                   (name, alias)):
+            for ev in conn.execute(
+                "SELECT version, action FROM alias_events WHERE name=? AND alias=? ORDER BY id", (name, alias)
+            ):
                 if ev["action"] == "rollback":
                     while stack and stack[-1] != ev["version"]:
                         stack.pop()
@@ -234,20 +272,33 @@ class Registry:
         conn = self._connect()
         try:
             if what is None or what == "latest":
-                r = conn.execute("SELECT * FROM versions WHERE name=? ORDER BY version DESC LIMIT 1", (name,)).fetchone()
+                r = conn.execute(
+                    "SELECT * FROM versions WHERE name=? ORDER BY version DESC LIMIT 1", (name,)
+                ).fetchone()
             elif what.isdigit():
                 r = conn.execute("SELECT * FROM versions WHERE name=? AND version=?", (name, int(what))).fetchone()
             else:
-                r = conn.execute("SELECT v.* FROM versions v JOIN aliases a ON a.name=v.name AND a.version=v.version "
-                                 "WHERE a.name=? AND a.alias=?", (name, what)).fetchone()
+                r = conn.execute(
+                    "SELECT v.* FROM versions v JOIN aliases a ON a.name=v.name AND a.version=v.version "
+                    "WHERE a.name=? AND a.alias=?",
+                    (name, what),
+                ).fetchone()
             if r is None:
-                known = [f"{x['name']}@{x['version']}" for x in
-                         conn.execute("SELECT name, version FROM versions WHERE name=? ORDER BY version", (name,))]
-                raise RegistryError(f"{name}@{what or 'latest'} is not in the registry {self.path} "
-                                    f"(known: {', '.join(known) or 'no versions of ' + repr(name)})")
+                known = [
+                    f"{x['name']}@{x['version']}"
+                    for x in conn.execute("SELECT name, version FROM versions WHERE name=? ORDER BY version", (name,))
+                ]
+                raise RegistryError(
+                    f"{name}@{what or 'latest'} is not in the registry {self.path} "
+                    f"(known: {', '.join(known) or 'no versions of ' + repr(name)})"
+                )
             out = self._row(r)
-            out["aliases"] = [a["alias"] for a in conn.execute(
-                "SELECT alias FROM aliases WHERE name=? AND version=? ORDER BY alias", (name, out["version"]))]
+            out["aliases"] = [
+                a["alias"]
+                for a in conn.execute(
+                    "SELECT alias FROM aliases WHERE name=? AND version=? ORDER BY alias", (name, out["version"])
+                )
+            ]
             return out
         finally:
             conn.close()
@@ -262,8 +313,11 @@ class Registry:
             return None
         conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5.0)
         try:
-            r = conn.execute("SELECT v.run_dir FROM versions v JOIN aliases a ON a.name=v.name AND a.version=v.version"
-                             " WHERE a.name=? AND a.alias=?", (name, alias)).fetchone()
+            r = conn.execute(
+                "SELECT v.run_dir FROM versions v JOIN aliases a ON a.name=v.name AND a.version=v.version"
+                " WHERE a.name=? AND a.alias=?",
+                (name, alias),
+            ).fetchone()
             return r[0] if r else None
         finally:
             conn.close()
@@ -296,22 +350,34 @@ class Registry:
         for k in ("run_dir", "base_model", "base_sha256", "parent", "recipe_sha256", "gate_status", "run_status"):
             if a.get(k) != b.get(k):
                 fields[k] = [a.get(k), b.get(k)]
-        data = {s: [a["data_sha256"].get(s), b["data_sha256"].get(s)]
-                for s in sorted(set(a["data_sha256"]) | set(b["data_sha256"]))
-                if a["data_sha256"].get(s) != b["data_sha256"].get(s)}
+        data = {
+            s: [a["data_sha256"].get(s), b["data_sha256"].get(s)]
+            for s in sorted(set(a["data_sha256"]) | set(b["data_sha256"]))
+            if a["data_sha256"].get(s) != b["data_sha256"].get(s)
+        }
         metrics = {}
         for k in sorted(set(a["metrics"]) | set(b["metrics"])):
             va, vb = a["metrics"].get(k), b["metrics"].get(k)
             if va != vb:
-                metrics[k] = {"a": va, "b": vb,
-                              "delta": vb - va if isinstance(va, (int, float)) and isinstance(vb, (int, float)) else None}
+                metrics[k] = {
+                    "a": va,
+                    "b": vb,
+                    "delta": vb - va if isinstance(va, (int, float)) and isinstance(vb, (int, float)) else None,
+                }
         recipe = _recipe_diff(a["run_dir"], b["run_dir"])
-        return {"a": f"{a['name']}@{a['version']}", "b": f"{b['name']}@{b['version']}", "fields": fields,
-                "data_sha256": data, "metrics": metrics, "recipe": recipe}
+        return {
+            "a": f"{a['name']}@{a['version']}",
+            "b": f"{b['name']}@{b['version']}",
+            "fields": fields,
+            "data_sha256": data,
+            "metrics": metrics,
+            "recipe": recipe,
+        }
 
 
 def _recipe_diff(run_a: str, run_b: str) -> dict[str, list]:
     """Differing recipe keys (dotted), when both run directories still exist."""
+
     def flat(d: Any, prefix: str = "") -> dict[str, Any]:
         if not isinstance(d, dict):
             return {prefix[:-1]: d}
@@ -321,8 +387,9 @@ def _recipe_diff(run_a: str, run_b: str) -> dict[str, list]:
         fa, fb = (flat(RunDir(p).recipe().to_dict()) for p in (run_a, run_b))
     except Exception:  # a deleted or moved run: the registry rows still compare
         return {}
-    return {k: [fa.get(k), fb.get(k)] for k in sorted(set(fa) | set(fb))
-            if fa.get(k) != fb.get(k) and k not in ("name",)}
+    return {
+        k: [fa.get(k), fb.get(k)] for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k) and k not in ("name",)
+    }
 
 
 def registry_name(run: RunDir) -> str:

@@ -1,8 +1,8 @@
 """RunDir: the run directory is the one contract between stages.
 
-    runs/<name>/
-      recipe.yaml  manifest.json  data/  checkpoints/  adapter/ or model/
-      logs/metrics.jsonl  eval/  export/
+runs/<name>/
+  recipe.yaml  manifest.json  data/  checkpoints/  adapter/ or model/
+  logs/metrics.jsonl  eval/  export/
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class RunDir:
 
     # lifecycle -------------------------------------------------------------
     @classmethod
-    def create(cls, recipe: Recipe, overwrite: bool = False) -> "RunDir":
+    def create(cls, recipe: Recipe, overwrite: bool = False) -> RunDir:
         run = cls(recipe.run_path())
         if run.manifest_file.exists() and not overwrite:
             old = run.recipe()
@@ -110,7 +110,7 @@ class RunDir:
     def exists(self) -> bool:
         return self.manifest_file.is_file() and self.recipe_file.is_file()
 
-    def require(self) -> "RunDir":
+    def require(self) -> RunDir:
         if not self.exists():
             raise FileNotFoundError(
                 f"{self.path} is not a tuneforge run directory (no manifest.json/recipe.yaml) — "

@@ -8,9 +8,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import httpx
 import pytest
+from conftest import DEMO, write_jsonl
 from typer.testing import CliRunner
 
-from conftest import DEMO, write_jsonl
 from tuneforge.cli import app
 from tuneforge.data.augment import AugmentError, augment_rows, endpoint_teacher, local_teacher, parse_qa
 from tuneforge.data.formats import normalise
@@ -48,8 +48,12 @@ def stub_transport(seen: list):
         seen.append((request.url.path, request.headers.get("authorization"), body))
         prompt = body["messages"][-1]["content"]
         if "question-answer pairs" in prompt:
-            reply = ("Q: What does Nibsy look like?\nA: Nibsy is a hedgehog.\n\nQ: How long does shipping take?\n"
-                     "A: Five working days." if "Nibsy" in prompt else "Sorry, I cannot help with that.")
+            reply = (
+                "Q: What does Nibsy look like?\nA: Nibsy is a hedgehog.\n\nQ: How long does shipping take?\n"
+                "A: Five working days."
+                if "Nibsy" in prompt
+                else "Sorry, I cannot help with that."
+            )
         else:
             reply = next(v for k, v in PARAPHRASES.items() if k in prompt)
         return httpx.Response(200, json={"choices": [{"message": {"role": "assistant", "content": reply}}]})
@@ -65,10 +69,16 @@ def test_paraphrase_via_endpoint_validates_dedups_and_tags():
     assert rep["requests"] == 5 and rep["generated"] == 5 and rep["kept"] == 1
     assert rep["dropped"] == {"duplicate": 1, "empty": 1, "runaway": 1, "unchanged": 1}
     [row] = new
-    assert row["messages"] == [{"role": "user", "content": "What are the steps to reset my Hearthlink hub?"},
-                               EXISTING[0]["messages"][1]]
-    assert row["provenance"] == {"generator": "endpoint:big@http://teacher.test/v1", "mode": "paraphrase",
-                                 "source_line": 1, "style": "in different words"}
+    assert row["messages"] == [
+        {"role": "user", "content": "What are the steps to reset my Hearthlink hub?"},
+        EXISTING[0]["messages"][1],
+    ]
+    assert row["provenance"] == {
+        "generator": "endpoint:big@http://teacher.test/v1",
+        "mode": "paraphrase",
+        "source_line": 1,
+        "style": "in different words",
+    }
 
 
 def test_qa_from_documents_via_endpoint(tmp_path):
@@ -78,8 +88,12 @@ def test_qa_from_documents_via_endpoint(tmp_path):
     new, rep = augment_rows(EXISTING, teacher, "qa", [(str(doc), doc.read_text())], n=2)
     assert rep["requests"] == 2 and rep["dropped"] == {"duplicate": 1, "no_qa_pairs": 1} and rep["kept"] == 1
     assert new[0]["messages"][1]["content"] == "Nibsy is a hedgehog."
-    assert new[0]["provenance"] == {"generator": "endpoint:teacher@http://teacher.test", "mode": "qa",
-                                    "source_doc": str(doc), "chunk": 0}
+    assert new[0]["provenance"] == {
+        "generator": "endpoint:teacher@http://teacher.test",
+        "mode": "qa",
+        "source_doc": str(doc),
+        "chunk": 0,
+    }
     with pytest.raises(AugmentError, match="needs documents"):
         augment_rows(EXISTING, teacher, "qa")
 
@@ -110,8 +124,12 @@ def test_tiny_model_teacher_pipeline(tiny_model_dir):
     existing_q = {r["messages"][0]["content"] for r in EXISTING}
     for r in new:
         normalise(r, "messages")  # valid by the same rules as user data
-        assert r["messages"][0]["content"] not in existing_q and r["messages"][1] in [e["messages"][1] for e in EXISTING]
-        assert r["provenance"]["generator"] == f"local:{tiny_model_dir}" and r["provenance"]["source_line"] in range(1, 6)
+        assert r["messages"][0]["content"] not in existing_q and r["messages"][1] in [
+            e["messages"][1] for e in EXISTING
+        ]
+        assert r["provenance"]["generator"] == f"local:{tiny_model_dir}" and r["provenance"]["source_line"] in range(
+            1, 6
+        )
     assert len({(r["messages"][0]["content"], r["messages"][1]["content"]) for r in new}) == len(new)  # no copies
 
 
@@ -154,9 +172,27 @@ def test_cli_augment_against_a_local_openai_compatible_server(tmp_path):
 
 def test_cli_augment_qa_with_local_teacher(tmp_path, tiny_model_dir):
     src = write_jsonl(tmp_path / "in.jsonl", [])
-    res = runner.invoke(app, ["data", "augment", str(src), "-o", str(tmp_path / "out.jsonl"), "--teacher",
-                              str(tiny_model_dir), "--mode", "qa", "--docs", str(DEMO / "handbook.md"), "--limit", "2",
-                              "--max-new-tokens", "16", "--only-new"])
+    res = runner.invoke(
+        app,
+        [
+            "data",
+            "augment",
+            str(src),
+            "-o",
+            str(tmp_path / "out.jsonl"),
+            "--teacher",
+            str(tiny_model_dir),
+            "--mode",
+            "qa",
+            "--docs",
+            str(DEMO / "handbook.md"),
+            "--limit",
+            "2",
+            "--max-new-tokens",
+            "16",
+            "--only-new",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "(qa, 2 request(s))" in res.output
     for r in (json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()):

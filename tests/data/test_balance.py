@@ -6,14 +6,16 @@ import json
 import random
 
 import pytest
-
 from conftest import tiny_recipe, write_jsonl
+
 from tuneforge.data.balance import cap_rows, distribution, field_value, upsample_rows
 from tuneforge.data.split import split_rows
 
-WORDS = ("robot kettle lawn mower vacuum hub charger dock filter brush wheel sensor battery screen cable "
-         "warranty refund invoice shipping parcel account password login update firmware reset noise smell "
-         "leak water power light button handle blade grass carpet dust pet hair schedule map room").split()
+WORDS = (
+    "robot kettle lawn mower vacuum hub charger dock filter brush wheel sensor battery screen cable "
+    "warranty refund invoice shipping parcel account password login update firmware reset noise smell "
+    "leak water power light button handle blade grass carpet dust pet hair schedule map room"
+).split()
 
 
 def conv(q: str, a: str = "ok", **extra) -> dict:
@@ -66,17 +68,30 @@ def test_upsample_repeats_every_row_before_any_twice():
 
 def _classification(n_per_label: dict[str, int], seed: int) -> list[dict]:
     rng = random.Random(seed)
-    return [{"text": " ".join(rng.sample(WORDS, 7)), "label": label}
-            for label, n in n_per_label.items() for _ in range(n)]
+    return [
+        {"text": " ".join(rng.sample(WORDS, 7)), "label": label} for label, n in n_per_label.items() for _ in range(n)
+    ]
 
 
 def test_prepare_caps_upsamples_and_reports(tmp_path, tiny_model_dir):
     from tuneforge.pipeline import prepare_stage
 
-    files = {"train": write_jsonl(tmp_path / "train.jsonl", _classification({"billing": 60, "repair": 30, "other": 10}, 0)),
-             "test": write_jsonl(tmp_path / "test.jsonl", _classification({"billing": 3, "repair": 3}, 1))}
-    recipe = tiny_recipe(tmp_path, tiny_model_dir, files, data={
-        "stratify_by": "label", "max_per_label": 20, "balance": "upsample", "plots": True, "validation_fraction": 0.1})
+    files = {
+        "train": write_jsonl(tmp_path / "train.jsonl", _classification({"billing": 60, "repair": 30, "other": 10}, 0)),
+        "test": write_jsonl(tmp_path / "test.jsonl", _classification({"billing": 3, "repair": 3}, 1)),
+    }
+    recipe = tiny_recipe(
+        tmp_path,
+        tiny_model_dir,
+        files,
+        data={
+            "stratify_by": "label",
+            "max_per_label": 20,
+            "balance": "upsample",
+            "plots": True,
+            "validation_fraction": 0.1,
+        },
+    )
     run, card = prepare_stage(recipe)
     bal = card["balance"]
     assert bal["stratified"] == ["validation"] and bal["field"] == "label"
@@ -87,7 +102,12 @@ def test_prepare_caps_upsamples_and_reports(tmp_path, tiny_model_dir):
     train = [json.loads(x) for x in (run.data_dir / "train.jsonl").read_text().splitlines()]
     assert len(train) == 60 and card["splits"]["train"]["rows"] == 60
     md = (run.data_dir / "data_card.md").read_text()
-    assert "## Balance by `label`" in md and "capped at 20" in md and "other +11" in md and "stratified split: validation" in md
+    assert (
+        "## Balance by `label`" in md
+        and "capped at 20" in md
+        and "other +11" in md
+        and "stratified split: validation" in md
+    )
     assert "labels.png" in card["plots"]
 
 
@@ -95,7 +115,9 @@ def test_cap_without_stratify_field_is_a_recipe_error(tmp_path, tiny_model_dir):
     from tuneforge.pipeline import prepare_stage
     from tuneforge.recipe import RecipeError
 
-    files = {"train": write_jsonl(tmp_path / "train.jsonl", _classification({"a": 10}, 0)),
-             "test": write_jsonl(tmp_path / "test.jsonl", _classification({"a": 2}, 1))}
+    files = {
+        "train": write_jsonl(tmp_path / "train.jsonl", _classification({"a": 10}, 0)),
+        "test": write_jsonl(tmp_path / "test.jsonl", _classification({"a": 2}, 1)),
+    }
     with pytest.raises(RecipeError, match="data.max_per_label needs data.stratify_by"):
         prepare_stage(tiny_recipe(tmp_path, tiny_model_dir, files, data={"max_per_label": 5}))

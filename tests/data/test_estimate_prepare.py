@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import DEMO, tiny_recipe, write_jsonl
 from typer.testing import CliRunner
 
-from conftest import DEMO, tiny_recipe, write_jsonl
 from tuneforge.cli import app
 from tuneforge.data.validate import load_validated
 
@@ -24,8 +24,15 @@ def test_estimate_time_measures_the_trainers_step(tiny_model_dir, tiny_tokenizer
     from tuneforge.data.inspect import estimate
 
     rows = load_validated(DEMO / "train.jsonl").rows[:24]
-    t = estimate_time(rows, str(tiny_model_dir), precision=precision, batch_size=4, epochs=2, max_steps=max_steps,
-                      gradient_accumulation=2)
+    t = estimate_time(
+        rows,
+        str(tiny_model_dir),
+        precision=precision,
+        batch_size=4,
+        epochs=2,
+        max_steps=max_steps,
+        gradient_accumulation=2,
+    )
     assert t["bf16_autocast"] is (precision == "bf16")
     assert t["base_weights_dtype"] == ("bfloat16" if precision == "bf16" else "float32")
     assert t["measured_steps"] == 2 and t["batch_size"] == 4 and t["strategy"] == "lora r=16"
@@ -41,7 +48,9 @@ def test_estimate_time_measures_the_trainers_step(tiny_model_dir, tiny_tokenizer
 
 
 def test_inspect_estimate_cli(tiny_model_dir):
-    res = runner.invoke(app, ["data", "inspect", str(DEMO / "train.jsonl"), "--model", str(tiny_model_dir), "--estimate"])
+    res = runner.invoke(
+        app, ["data", "inspect", str(DEMO / "train.jsonl"), "--model", str(tiny_model_dir), "--estimate"]
+    )
     assert res.exit_code == 0, res.output
     line = next(x for x in res.output.splitlines() if x.startswith("time:"))
     assert "on this machine" in line and "tok/s" in line and "measured over 2 step(s) of batch 8" in line
@@ -56,9 +65,12 @@ def test_data_prepare_reads_a_saved_datasets_folder(tmp_path, tiny_model_dir):
     rows[0]["messages"][1]["weight"] = 1  # Arrow gives every other message weight=None
     rows[0]["note"] = "kept"  # ... and every other row note=None (columns come from the first row)
     Dataset.from_list(rows).save_to_disk(str(tmp_path / "ds"))
-    test = write_jsonl(tmp_path / "test.jsonl", [json.loads(x) for x in (DEMO / "test.jsonl").read_text().splitlines()[:4]])
-    recipe = tiny_recipe(tmp_path, tiny_model_dir, {"train": tmp_path / "ds", "test": test},
-                         data={"plots": False, "estimate_time": True})
+    test = write_jsonl(
+        tmp_path / "test.jsonl", [json.loads(x) for x in (DEMO / "test.jsonl").read_text().splitlines()[:4]]
+    )
+    recipe = tiny_recipe(
+        tmp_path, tiny_model_dir, {"train": tmp_path / "ds", "test": test}, data={"plots": False, "estimate_time": True}
+    )
     (tmp_path / "r.yaml").write_text(recipe.to_yaml())
     res = runner.invoke(app, ["data", "prepare", str(tmp_path / "r.yaml")])
     assert res.exit_code == 0, res.output
@@ -78,4 +90,3 @@ def test_prepare_alias_matches_top_level_errors(tmp_path):
     for cmd in (["prepare"], ["data", "prepare"]):
         res = runner.invoke(app, cmd + [str(tmp_path / "missing.yaml")])
         assert res.exit_code == 2 and "file not found" in res.output
-

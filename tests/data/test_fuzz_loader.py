@@ -14,21 +14,45 @@ from tuneforge.data.validate import load_validated
 GOOD = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
 ROLES = st.sampled_from(["user", "assistant", "system", "tool", "wizard", "", None])
 TEXT = st.one_of(st.text(max_size=12), st.none(), st.integers(), st.just("   "), st.just("\ud800"))
-MESSAGE = st.one_of(st.fixed_dictionaries({"role": ROLES, "content": TEXT},
-                                          optional={"weight": st.sampled_from([0, 1, 2, True, "1"]),
-                                                    "extra": st.integers()}),
-                    st.text(max_size=5), st.integers())
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-                    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3), max_leaves=8)
-KEYS = ["messages", "conversations", "prompt", "completion", "chosen", "rejected", "label", "text", "instruction",
-        "output", "input", "preferred_output", "non_preferred_output"]
+MESSAGE = st.one_of(
+    st.fixed_dictionaries(
+        {"role": ROLES, "content": TEXT},
+        optional={"weight": st.sampled_from([0, 1, 2, True, "1"]), "extra": st.integers()},
+    ),
+    st.text(max_size=5),
+    st.integers(),
+)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
+    max_leaves=8,
+)
+KEYS = [
+    "messages",
+    "conversations",
+    "prompt",
+    "completion",
+    "chosen",
+    "rejected",
+    "label",
+    "text",
+    "instruction",
+    "output",
+    "input",
+    "preferred_output",
+    "non_preferred_output",
+]
 ROW = st.one_of(
     st.fixed_dictionaries({"messages": st.lists(MESSAGE, max_size=4)}),
     st.dictionaries(st.sampled_from(KEYS), st.one_of(TEXT, JSON, st.lists(MESSAGE, max_size=3)), max_size=4),
     JSON,
 )
-LINE = st.one_of(ROW.map(lambda r: json.dumps(r).encode()), st.binary(max_size=40),
-                 st.just(b"\xef\xbb\xbf" + json.dumps(GOOD).encode()), st.just(json.dumps(GOOD).encode() + b"\r"))
+LINE = st.one_of(
+    ROW.map(lambda r: json.dumps(r).encode()),
+    st.binary(max_size=40),
+    st.just(b"\xef\xbb\xbf" + json.dumps(GOOD).encode()),
+    st.just(json.dumps(GOOD).encode() + b"\r"),
+)
 
 
 def _check(path: Path, suffix: str) -> None:

@@ -14,15 +14,29 @@ def test_broken_file_names_each_line(tmp_path):
     p.write_text("\n".join(lines) + "\n")
     data = load_validated(p)
     assert len(data.rows) == 2
-    assert [(pr.line, pr.code) for pr in data.problems] == [(2, "invalid_json"), (3, "not_an_object"),
-                                                           (5, "empty_messages")]
+    assert [(pr.line, pr.code) for pr in data.problems] == [
+        (2, "invalid_json"),
+        (3, "not_an_object"),
+        (5, "empty_messages"),
+    ]
     assert [r["_line"] for r in data.rows] == [1, 6]
 
 
 def test_bom_crlf_nul_bad_utf8_surrogate(tmp_path):
     good = json.dumps(GOOD).encode()
-    raw = (b"\xef\xbb\xbf" + good + b"\r\n" + good.replace(b'"q"', b'"q\x00"') + b"\r\n"
-           + good.replace(b'"q"', b'"\xff\xfe"') + b"\n" + good.replace(b'"q"', b'"\\ud800"') + b"\n" + good + b"\r\n")
+    raw = (
+        b"\xef\xbb\xbf"
+        + good
+        + b"\r\n"
+        + good.replace(b'"q"', b'"q\x00"')
+        + b"\r\n"
+        + good.replace(b'"q"', b'"\xff\xfe"')
+        + b"\n"
+        + good.replace(b'"q"', b'"\\ud800"')
+        + b"\n"
+        + good
+        + b"\r\n"
+    )
     p = tmp_path / "d.jsonl"
     p.write_bytes(raw)
     data = load_validated(p)

@@ -6,8 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from tuneforge.data.pii import (PATTERN_TYPES, apply_pii_policy, find_pii, is_iban_valid, is_luhn_valid,
-                                redact_row, redact_text)
+from tuneforge.data.pii import (
+    PATTERN_TYPES,
+    apply_pii_policy,
+    find_pii,
+    is_iban_valid,
+    is_luhn_valid,
+    redact_row,
+    redact_text,
+)
 from tuneforge.data.pii_eval import parse_line, read_corpus, score
 
 PII = Path(__file__).parents[1] / "assets" / "pii"
@@ -43,20 +50,23 @@ def test_heldout_sentences_never_tuned_on():
     assert found / gold >= 0.9
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("card 4111 1111 1111 1111 ok", "card <CREDIT_CARD> ok"),
-    ("ref 4111 1111 1111 1112 ok", "ref 4111 1111 1111 1112 ok"),  # Luhn fails: not a card
-    ("IBAN GB82 WEST 1234 5698 7654 32 OK", "IBAN <IBAN> OK"),
-    ("IBAN GB82 WEST 1234 5698 7654 33", "IBAN GB82 WEST 1234 5698 7654 33"),  # mod-97 fails
-    ("from 10.0.0.256 and 10.0.0.25", "from 10.0.0.256 and <IP_ADDRESS>"),
-    ("firmware 1.2.10.4", "firmware 1.2.10.4"),
-    ("key AKIAIOSFODNN7EXAMPLE leaked", "key <SECRET> leaked"),
-    ("token=sk-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z", "token=<SECRET>"),
-    ("max_tokens=512", "max_tokens=512"),
-    ("SSN 123-45-6789", "SSN <SSN>"),
-    ("Mr. John Smith called", "Mr. <PERSON> called"),
-    ("It costs $1,379.00, order 4829301 on 2024-03-15", "It costs $1,379.00, order 4829301 on 2024-03-15"),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("card 4111 1111 1111 1111 ok", "card <CREDIT_CARD> ok"),
+        ("ref 4111 1111 1111 1112 ok", "ref 4111 1111 1111 1112 ok"),  # Luhn fails: not a card
+        ("IBAN GB82 WEST 1234 5698 7654 32 OK", "IBAN <IBAN> OK"),
+        ("IBAN GB82 WEST 1234 5698 7654 33", "IBAN GB82 WEST 1234 5698 7654 33"),  # mod-97 fails
+        ("from 10.0.0.256 and 10.0.0.25", "from 10.0.0.256 and <IP_ADDRESS>"),
+        ("firmware 1.2.10.4", "firmware 1.2.10.4"),
+        ("key AKIAIOSFODNN7EXAMPLE leaked", "key <SECRET> leaked"),
+        ("token=sk-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z", "token=<SECRET>"),
+        ("max_tokens=512", "max_tokens=512"),
+        ("SSN 123-45-6789", "SSN <SSN>"),
+        ("Mr. John Smith called", "Mr. <PERSON> called"),
+        ("It costs $1,379.00, order 4829301 on 2024-03-15", "It costs $1,379.00, order 4829301 on 2024-03-15"),
+    ],
+)
 def test_redact_text(text, expected):
     assert redact_text(text)[0] == expected
 
@@ -85,8 +95,15 @@ def test_redact_row_keeps_structure():
     assert counts == {"EMAIL": 1, "PHONE": 1}
 
 
-@pytest.mark.parametrize("policy,n_rows,text", [("redact", 2, "my SSN is <SSN>"), ("drop", 1, None),
-                                                ("report", 2, "my SSN is 123-45-6789"), ("off", 2, "my SSN is 123-45-6789")])
+@pytest.mark.parametrize(
+    "policy,n_rows,text",
+    [
+        ("redact", 2, "my SSN is <SSN>"),
+        ("drop", 1, None),
+        ("report", 2, "my SSN is 123-45-6789"),
+        ("off", 2, "my SSN is 123-45-6789"),
+    ],
+)
 def test_policy(policy, n_rows, text):
     rows, report = apply_pii_policy([_row("my SSN is 123-45-6789"), _row("hello")], policy)
     assert len(rows) == n_rows

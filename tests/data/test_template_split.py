@@ -4,7 +4,9 @@ from tuneforge.data.template import IGNORE_INDEX, tokenize_messages
 
 def conv(q, a, system=None):
     msgs = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        {"role": "user", "content": q},
+        {"role": "assistant", "content": a},
+    ]
     return msgs
 
 
@@ -23,8 +25,12 @@ def test_labels_are_exactly_the_assistant_reply_and_end_token(tiny_tokenizer):
 
 def test_multi_turn_masks_user_turns_and_honours_weight(tiny_tokenizer):
     tok = tiny_tokenizer
-    msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "one", "weight": 0},
-            {"role": "user", "content": "again"}, {"role": "assistant", "content": "two"}]
+    msgs = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "one", "weight": 0},
+        {"role": "user", "content": "again"},
+        {"role": "assistant", "content": "two"},
+    ]
     enc = tokenize_messages(tok, msgs)
     trained = tok.decode([t for t in enc["labels"] if t != IGNORE_INDEX])
     assert trained == "two<|im_end|>\n"

@@ -27,8 +27,7 @@ def make_adapter(model_dir: Path, out: Path, seed: int) -> Path:
 def load_engine(model_dir, adapters=None, **config):
     from tuneforge.deploy.server.engine import Engine, EngineConfig
 
-    return Engine.load(str(model_dir), "tiny", {k: str(v) for k, v in (adapters or {}).items()},
-                       EngineConfig(**config))
+    return Engine.load(str(model_dir), "tiny", {k: str(v) for k, v in (adapters or {}).items()}, EngineConfig(**config))
 
 
 def wait_until(cond, what: str, timeout: float = 20.0) -> None:
@@ -68,6 +67,6 @@ def sse_events(text: str) -> list:
     out = []
     for line in text.splitlines():
         if line.startswith("data: "):
-            payload = line[len("data: "):]
+            payload = line[len("data: ") :]
             out.append(payload if payload == "[DONE]" else json.loads(payload))
     return out

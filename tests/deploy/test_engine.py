@@ -12,8 +12,9 @@ from .helpers import wait_until
 def _job(engine, model, content, max_tokens=12, **kw):
     events = []
     entry = engine.get(model)
-    job = Job(entry, [engine.chat_prompt(entry, [{"role": "user", "content": content}])], max_tokens,
-              events.append, **kw)
+    job = Job(
+        entry, [engine.chat_prompt(entry, [{"role": "user", "content": content}])], max_tokens, events.append, **kw
+    )
     job.events = events
     return job
 

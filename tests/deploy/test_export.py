@@ -12,10 +12,18 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import tiny_recipe
-from tuneforge.deploy.export import (EXACT, ExportError, ExportMismatch, Reference, Tolerance, compare_greedy,
-                                     export, resolve_formats)
+
+from tuneforge.deploy.export import (
+    EXACT,
+    ExportError,
+    ExportMismatch,
+    Reference,
+    Tolerance,
+    compare_greedy,
+    export,
+    resolve_formats,
+)
 from tuneforge.deploy.gguf_export import modelfile_text, ollama_template, permute_rotary, write_gguf
 
 from .helpers import make_adapter
@@ -24,9 +32,9 @@ from .helpers import make_adapter
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, tiny_model_dir):
     """A prepared run whose result is a LoRA adapter on the tiny Llama (no training needed)."""
-    from tuneforge.pipeline import prepare_stage
-
     from conftest import DEMO, write_jsonl
+
+    from tuneforge.pipeline import prepare_stage
 
     tmp = tmp_path_factory.mktemp("export-run")
     rows = [json.loads(line) for line in (DEMO / "train.jsonl").read_text().splitlines()]
@@ -63,6 +71,7 @@ def _reference(model, tok, prompts=("Where is my order?", "How do I reset my pas
 
 
 # -- unit: permutation, formats, tolerance -------------------------------------------------------
+
 
 @pytest.mark.parametrize("heads,kv", [(4, 4), (4, 2), (8, 1)])
 def test_rotary_permutation_is_inverted_by_transformers_loader(heads, kv):
@@ -104,6 +113,7 @@ def test_tolerance_is_exact_for_lossless_and_bounded_for_lossy(tiny):
 
 # -- GGUF ----------------------------------------------------------------------------------------
 
+
 def test_gguf_f16_round_trip_through_transformers(tiny, tmp_path):
     model, tok = tiny
     info = write_gguf(model, tok, tmp_path / "m.gguf", "f16")
@@ -116,8 +126,15 @@ def test_gguf_f16_round_trip_through_transformers(tiny, tmp_path):
     for name, t in want.items():
         expect = t.float() if t.dim() < 2 else t.half().float()
         assert got[name].equal(expect), name
-    for key in ("hidden_size", "num_attention_heads", "num_key_value_heads", "num_hidden_layers",
-                "intermediate_size", "tie_word_embeddings", "head_dim"):
+    for key in (
+        "hidden_size",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "num_hidden_layers",
+        "intermediate_size",
+        "tie_word_embeddings",
+        "head_dim",
+    ):
         assert getattr(loaded.config, key) == getattr(model.config, key), key
     assert loaded.config.rope_parameters["rope_theta"] == model.config.rope_parameters["rope_theta"]
 
@@ -132,7 +149,10 @@ def test_gguf_q8_0_within_tolerance(tiny, tmp_path):
     model, tok = tiny
     write_gguf(model, tok, tmp_path / "q.gguf", "q8_0")
     loaded, gtok = _load_gguf(tmp_path, "q.gguf")
-    w, q = model.state_dict()["model.layers.0.mlp.up_proj.weight"], loaded.state_dict()["model.layers.0.mlp.up_proj.weight"]
+    w, q = (
+        model.state_dict()["model.layers.0.mlp.up_proj.weight"],
+        loaded.state_dict()["model.layers.0.mlp.up_proj.weight"],
+    )
     assert not q.equal(w) and (q - w).abs().max() <= w.abs().max() / 127  # one int8 step per 32-block
     res = _reference(model, tok).verify(loaded, gtok, "GGUF q8_0", Tolerance(0.5, 1.0))
     assert res["result"] in ("identical", "within tolerance")
@@ -157,14 +177,16 @@ def test_altered_template_or_eos_fails_the_check(tiny, tmp_path):
 def test_ollama_template_is_derived_only_from_chatml(tiny):
     tok = copy.deepcopy(tiny[1])
     text = modelfile_text("model-f16.gguf", tok, [tok.eos_token_id])
-    assert 'FROM ./model-f16.gguf' in text and 'PARAMETER stop "<|im_end|>"' in text
+    assert "FROM ./model-f16.gguf" in text and 'PARAMETER stop "<|im_end|>"' in text
     assert "{{ .Content }}<|im_end|>" in text and "system" not in text.split("TEMPLATE")[1].split("{{- range")[0]
 
     # SmolLM2's template adds a default system prompt when the conversation has none
-    tok.chat_template = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-                         "{{ '<|im_start|>system\nYou are SmolLM.<|im_end|>\n' }}{% endif %}"
-                         "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
-                         "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+    tok.chat_template = (
+        "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+        "{{ '<|im_start|>system\nYou are SmolLM.<|im_end|>\n' }}{% endif %}"
+        "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
     go = ollama_template(tok)
     assert '(ne (index .Messages 0).Role "system") }}<|im_start|>system\nYou are SmolLM.<|im_end|>\n' in go
 
@@ -174,14 +196,20 @@ def test_ollama_template_is_derived_only_from_chatml(tiny):
 
 # -- the stage ---------------------------------------------------------------------------------
 
+
 def test_export_gguf_stage_writes_checked_files_and_modelfile(tiny_run):
     out = export(tiny_run, formats=["gguf"])
     assert out["formats"] == ["gguf"]
     assert out["checks"]["gguf-f16"]["result"] == "identical"
     assert out["checks"]["gguf-q8_0"]["result"] in ("identical", "within tolerance")
     gdir = tiny_run.export_dir / "gguf"
-    assert {p.name for p in gdir.iterdir()} == {"model-f16.gguf", "model-q8_0.gguf", "Modelfile",
-                                                "Modelfile.f16", "Modelfile.q8_0"}
+    assert {p.name for p in gdir.iterdir()} == {
+        "model-f16.gguf",
+        "model-q8_0.gguf",
+        "Modelfile",
+        "Modelfile.f16",
+        "Modelfile.q8_0",
+    }
     assert "FROM ./model-f16.gguf" in (gdir / "Modelfile").read_text()
     assert not (tiny_run.export_dir / "merged").exists()  # only what was asked for
     assert tiny_run.manifest()["stages"]["export"]["status"] == "done"
@@ -213,6 +241,7 @@ def test_cli_export_format_option(tiny_run):
 
 # -- quantised Hugging Face export ---------------------------------------------------------------
 
+
 def test_quantized_export_missing_backend_is_a_clear_error(tiny_run, monkeypatch):
     from tuneforge.deploy import quantize
 
@@ -238,9 +267,9 @@ def test_nf4_round_trip_and_tolerance_enforced(tmp_path):
     """
     pytest.importorskip("bitsandbytes")
     import torch
+    from conftest import ASSETS
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from conftest import ASSETS
     from tuneforge.deploy.export import TOLERANCES
     from tuneforge.deploy.quantize import load_quantized, quantize_folder
     from tuneforge.model.load import load_tokenizer
@@ -262,5 +291,7 @@ def test_nf4_round_trip_and_tolerance_enforced(tmp_path):
     assert qcfg["load_in_4bit"] and qcfg["bnb_4bit_quant_type"] == "nf4"
     loaded = load_quantized(tmp_path / "nf4")
     assert type(loaded.model.layers[0].mlp.up_proj).__name__ == "Linear4bit"
-    with pytest.raises(ExportMismatch, match=r"quantized nf4: greedy output differs .*first tokens agree; required 25%"):
+    with pytest.raises(
+        ExportMismatch, match=r"quantized nf4: greedy output differs .*first tokens agree; required 25%"
+    ):
         _reference(model, tok).verify(loaded, load_tokenizer(str(tmp_path / "nf4")), "quantized nf4", TOLERANCES["nf4"])

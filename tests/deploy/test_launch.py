@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import tiny_recipe
+
 from tuneforge.deploy.server.engine import AdapterError
 from tuneforge.deploy.server.launch import api_keys, parse_adapter, plan
 
@@ -16,8 +16,9 @@ def tiny_run(tmp_path, tiny_model_dir, demo_subset):
     """A run directory with an adapter (made directly: no training needed to test serving)."""
     from tuneforge.run import RunDir
 
-    recipe = tiny_recipe(tmp_path, tiny_model_dir, demo_subset, name="support",
-                         data={"system_prompt": "You are Acme support."})
+    recipe = tiny_recipe(
+        tmp_path, tiny_model_dir, demo_subset, name="support", data={"system_prompt": "You are Acme support."}
+    )
     run = RunDir.create(recipe)
     make_adapter(tiny_model_dir, run.adapter_dir, seed=5)
     return run

@@ -13,8 +13,16 @@ def _app(engine, tmp_path, **kw):
     from tuneforge.deploy.server.app import ServerSettings, create_app
     from tuneforge.deploy.server.limits import Limits
 
-    return create_app(engine, ServerSettings(api_keys=(KEY,), request_log=str(tmp_path / "requests.db"),
-                                             limits=Limits(max_tokens=64), disconnect_poll_s=0.05, **kw))
+    return create_app(
+        engine,
+        ServerSettings(
+            api_keys=(KEY,),
+            request_log=str(tmp_path / "requests.db"),
+            limits=Limits(max_tokens=64),
+            disconnect_poll_s=0.05,
+            **kw,
+        ),
+    )
 
 
 def test_official_openai_client(engine, tmp_path):
@@ -63,8 +71,9 @@ def test_a_client_that_disconnects_cancels_its_generation(engine, tmp_path):
         with live_server(app) as url:
             body = {"model": "a", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 64, "stream": True}
             with httpx.Client() as http:
-                with http.stream("POST", f"{url}/v1/chat/completions", json=body,
-                                 headers={"Authorization": f"Bearer {KEY}"}) as r:
+                with http.stream(
+                    "POST", f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}
+                ) as r:
                     first = next(r.iter_lines())
                     assert first.startswith("data: ") and '"role": "assistant"' in first
                 # leaving the block closes the connection mid-stream

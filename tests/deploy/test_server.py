@@ -23,10 +23,16 @@ def assert_openai_error(r, status, code=None):
     return err
 
 
-ROUTES = [("GET", "/v1/models", None), ("GET", "/v1/models/tiny", None), ("POST", CHAT, chat_body()),
-          ("POST", COMPL, {"model": "tiny", "prompt": "hi"}), ("GET", "/metrics", None),
-          ("GET", "/admin/adapters", None), ("POST", "/admin/adapters", {"name": "x", "path": "x"}),
-          ("DELETE", "/admin/adapters/a", None)]
+ROUTES = [
+    ("GET", "/v1/models", None),
+    ("GET", "/v1/models/tiny", None),
+    ("POST", CHAT, chat_body()),
+    ("POST", COMPL, {"model": "tiny", "prompt": "hi"}),
+    ("GET", "/metrics", None),
+    ("GET", "/admin/adapters", None),
+    ("POST", "/admin/adapters", {"name": "x", "path": "x"}),
+    ("DELETE", "/admin/adapters/a", None),
+]
 
 
 @pytest.mark.parametrize("method,path,body", ROUTES)
@@ -74,8 +80,9 @@ def test_chat_non_stream_and_stream_agree(engine, make_client):
 
 def test_completions_with_prompt_list_and_n(engine, make_client):
     c = make_client(engine)
-    out = c.post(COMPL, headers=AUTH, json={"model": "b", "prompt": ["hi", "once upon"], "n": 2,
-                                            "max_tokens": 4}).json()
+    out = c.post(
+        COMPL, headers=AUTH, json={"model": "b", "prompt": ["hi", "once upon"], "n": 2, "max_tokens": 4}
+    ).json()
     assert out["object"] == "text_completion" and [ch["index"] for ch in out["choices"]] == [0, 1, 2, 3]
     assert out["choices"][0]["text"] == out["choices"][1]["text"]  # greedy: n copies agree
     assert out["usage"]["completion_tokens"] <= 16
@@ -104,8 +111,12 @@ BAD = [
     ({"model": "tiny"}, 400, "invalid_request", "messages"),
     (chat_body(temperature=5), 400, "invalid_request", "temperature"),
     (chat_body(tools=[{"type": "function"}]), 400, "unsupported_parameter", "tools"),
-    (chat_body(messages=[{"role": "user", "content": [{"type": "image_url"}]}]), 400, "unsupported_content",
-     "messages"),
+    (
+        chat_body(messages=[{"role": "user", "content": [{"type": "image_url"}]}]),
+        400,
+        "unsupported_content",
+        "messages",
+    ),
 ]
 
 
@@ -221,7 +232,11 @@ def test_every_request_is_logged_and_log_failures_never_fail_requests(engine, ma
     c.app.state.request_log.flush()
     rows = read_rows(tmp_path / "requests.db")[::-1]
     assert [(r["route"], r["model"], r["adapter"], r["status"], r["stream"]) for r in rows] == [
-        (CHAT, "a", "a", 200, 0), (COMPL, "tiny", None, 200, 1), (CHAT, "nope", None, 404, 0), (CHAT, "a", None, 400, 0)]
+        (CHAT, "a", "a", 200, 0),
+        (COMPL, "tiny", None, 200, 1),
+        (CHAT, "nope", None, 404, 0),
+        (CHAT, "a", None, 400, 0),
+    ]
     ok = rows[0]
     assert ok["request_id"].startswith("chatcmpl-") and ok["user"] == "u1" and ok["finish_reason"] == "length"
     assert ok["prompt_tokens"] > 0 and ok["completion_tokens"] == 8 and ok["latency_ms"] >= ok["queue_ms"] >= 0
@@ -252,9 +267,13 @@ def test_metrics_expose_counters_latency_tokens_and_queue_depth(engine, make_cli
     c.post(CHAT, headers=AUTH, json=chat_body("b"))
     text = c.get("/metrics", headers=AUTH).text
     assert c.get("/metrics", headers=AUTH).headers["content-type"].startswith("text/plain")
-    for line in ('tuneforge_requests_total{route="/v1/chat/completions",model="b",status="200"} 1',
-                 'tuneforge_completion_tokens_total{model="b"} 8', "tuneforge_queue_depth 0",
-                 "tuneforge_adapters_loaded 2", "# TYPE tuneforge_request_latency_seconds histogram",
-                 'tuneforge_request_latency_seconds_count{route="/v1/chat/completions",model="b"} 1'):
+    for line in (
+        'tuneforge_requests_total{route="/v1/chat/completions",model="b",status="200"} 1',
+        'tuneforge_completion_tokens_total{model="b"} 8',
+        "tuneforge_queue_depth 0",
+        "tuneforge_adapters_loaded 2",
+        "# TYPE tuneforge_request_latency_seconds histogram",
+        'tuneforge_request_latency_seconds_count{route="/v1/chat/completions",model="b"} 1',
+    ):
         assert line in text, line
     assert 'tuneforge_tokens_per_second{model="b"}' in text

@@ -7,8 +7,19 @@ import importlib
 
 import pytest
 
-MODULES = ["text_metrics", "metrics", "safety", "suites", "gates", "plots", "report", "compare", "review",
-           "review_page", "judge"]
+MODULES = [
+    "text_metrics",
+    "metrics",
+    "safety",
+    "suites",
+    "gates",
+    "plots",
+    "report",
+    "compare",
+    "review",
+    "review_page",
+    "judge",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

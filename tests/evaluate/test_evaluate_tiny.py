@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import DEMO, ROOT, tiny_recipe
 from typer.testing import CliRunner
 
-from conftest import DEMO, ROOT, tiny_recipe
 from tuneforge.cli import app
 from tuneforge.evaluate.gates import GatesFailed
 from tuneforge.pipeline import prepare_stage, run_all
@@ -31,18 +31,36 @@ def two_runs(tmp_path_factory, tiny_model_dir):
     from tuneforge.train.sft import train
 
     tmp = tmp_path_factory.mktemp("eval-tiny")
-    files = {"train": _subset(DEMO / "train.jsonl", 48, tmp / "train.jsonl"),
-             "test": _subset(DEMO / "test.jsonl", 8, tmp / "test.jsonl")}
-    suites = {"regression_file": str(_subset(DEMO / "general.jsonl", 6, tmp / "general.jsonl")),
-              "safety_file": str(_subset(ROOT / "examples/eval/safety.jsonl", 8, tmp / "safety.jsonl")),
-              "generalisation_examples": 8, "max_new_tokens": 6, "batch_size": 32}
+    files = {
+        "train": _subset(DEMO / "train.jsonl", 48, tmp / "train.jsonl"),
+        "test": _subset(DEMO / "test.jsonl", 8, tmp / "test.jsonl"),
+    }
+    suites = {
+        "regression_file": str(_subset(DEMO / "general.jsonl", 6, tmp / "general.jsonl")),
+        "safety_file": str(_subset(ROOT / "examples/eval/safety.jsonl", 8, tmp / "safety.jsonl")),
+        "generalisation_examples": 8,
+        "max_new_tokens": 6,
+        "batch_size": 32,
+    }
     fast = {"epochs": 1, "eval_strategy": "no"}
-    rec_b = tiny_recipe(tmp, tiny_model_dir, files, name="b", training=fast,
-                        evaluation={**suites, "gates": ["task.test_loss_gain < 0", "safety.refusal_rate >= 0.99"]})
+    rec_b = tiny_recipe(
+        tmp,
+        tiny_model_dir,
+        files,
+        name="b",
+        training=fast,
+        evaluation={**suites, "gates": ["task.test_loss_gain < 0", "safety.refusal_rate >= 0.99"]},
+    )
     with pytest.raises(GatesFailed, match="1 of 2 evaluation gate"):
         run_all(rec_b, log=lambda *_: None)
-    rec_a = tiny_recipe(tmp, tiny_model_dir, files, name="a", training={**fast, "learning_rate": 0.02},
-                        evaluation={**suites, "gates": ["task.test_loss_gain < 0", "regression.drop <= 100%"]})
+    rec_a = tiny_recipe(
+        tmp,
+        tiny_model_dir,
+        files,
+        name="a",
+        training={**fast, "learning_rate": 0.02},
+        evaluation={**suites, "gates": ["task.test_loss_gain < 0", "regression.drop <= 100%"]},
+    )
     run_a, _ = prepare_stage(rec_a)
     train(run_a)
     return run_a, RunDir(rec_b.run_path())
@@ -72,8 +90,19 @@ def test_report_has_every_suite_and_compare_works(two_runs):
     report = json.loads((run_a.eval_dir / "report.json").read_text())
     task = report["task"]
     assert set(task) == {"base", "tuned"}
-    for key in ("fact_accuracy", "exact_match", "token_f1", "bleu", "rouge1", "rouge2", "rougeL", "token_accuracy",
-                "test_loss", "test_perplexity", "validation_loss"):
+    for key in (
+        "fact_accuracy",
+        "exact_match",
+        "token_f1",
+        "bleu",
+        "rouge1",
+        "rouge2",
+        "rougeL",
+        "token_accuracy",
+        "test_loss",
+        "test_perplexity",
+        "validation_loss",
+    ):
         assert isinstance(task["tuned"][key], float), key
     assert task["tuned"]["test_loss"] < task["base"]["test_loss"]
     reg, saf, gen = report["regression"], report["safety"], report["generalisation"]

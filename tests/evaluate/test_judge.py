@@ -7,8 +7,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-
 from test_review_compare import N, fake_run
+
 from tuneforge.evaluate.judge import judge_pair, judge_prompt, judge_runs, openai_judge, parse_verdict
 
 
@@ -21,8 +21,14 @@ def fair_judge(prompt: str) -> str:
 
 
 def test_parse_verdict():
-    assert [parse_verdict(t) for t in ("1", " 2.", "Answer 2 is better", "It's a tie", "Both are fine", "hmm")] == \
-        ["1", "2", "2", "tie", "tie", None]
+    assert [parse_verdict(t) for t in ("1", " 2.", "Answer 2 is better", "It's a tie", "Both are fine", "hmm")] == [
+        "1",
+        "2",
+        "2",
+        "tie",
+        "tie",
+        None,
+    ]
 
 
 def test_both_orders_cancel_position_bias():

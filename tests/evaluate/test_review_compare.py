@@ -25,14 +25,25 @@ def fake_run(root: Path, name: str, good: set[int], base_good: set[int] = frozen
     (run / "eval").mkdir(parents=True)
     samples = []
     for i in range(N):
-        samples.append({"suite": "task", "question": f"Question {i}?", "expected": [f"fact{i}"],
-                        "base": f"base answer {i} " + ("GOOD" if i in base_good else "bad"),
-                        "base_correct": i in base_good,
-                        "tuned": f"answer {i} ({tag}) " + ("GOOD" if i in good else "bad"), "tuned_correct": i in good})
+        samples.append(
+            {
+                "suite": "task",
+                "question": f"Question {i}?",
+                "expected": [f"fact{i}"],
+                "base": f"base answer {i} " + ("GOOD" if i in base_good else "bad"),
+                "base_correct": i in base_good,
+                "tuned": f"answer {i} ({tag}) " + ("GOOD" if i in good else "bad"),
+                "tuned_correct": i in good,
+            }
+        )
     samples.append({"suite": "regression", "question": "2+2?", "expected": ["4"], "tuned": "4", "tuned_correct": True})
     acc = len(good) / N
-    report = {"run": name, "task": {"tuned": {"fact_accuracy": acc, "token_f1": acc, "examples": N}},
-              "regression": {"tuned": 1.0}, "safety": {"tuned": {"refusal_rate": 0.5, "over_refusal_rate": 0.0}}}
+    report = {
+        "run": name,
+        "task": {"tuned": {"fact_accuracy": acc, "token_f1": acc, "examples": N}},
+        "regression": {"tuned": 1.0},
+        "safety": {"tuned": {"refusal_rate": 0.5, "over_refusal_rate": 0.0}},
+    }
     (run / "eval" / "report.json").write_text(json.dumps(report))
     (run / "eval" / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
     return run
@@ -55,8 +66,8 @@ def test_wilson_interval_reference_values():
 
 
 def test_review_export_is_blind_and_round_trips(tmp_path):
-    a = fake_run(tmp_path, "run-alpha", good=set(range(9)))      # right on 0-8
-    b = fake_run(tmp_path, "run-beta", good={0, 1, 2, 9, 10})    # right on 0-2 and 9-10
+    a = fake_run(tmp_path, "run-alpha", good=set(range(9)))  # right on 0-8
+    b = fake_run(tmp_path, "run-beta", good={0, 1, 2, 9, 10})  # right on 0-2 and 9-10
     out = tmp_path / "review"
     info = export_review(a, b, out, seed=3)
     assert info["items"] == N and {p.name for p in out.iterdir()} == {"index.html", "items.csv", "key.json"}
@@ -73,8 +84,12 @@ def test_review_export_is_blind_and_round_trips(tmp_path):
     assert export_review(a, b, tmp_path / "again", seed=3)["review_id"] == info["review_id"]
     assert export_review(a, b, tmp_path / "other", seed=4)["review_id"] != info["review_id"]
 
-    ratings = {"format": RATINGS_FORMAT, "review_id": page["review_id"], "rater": "ann",
-               "ratings": rate_good_side(page)}
+    ratings = {
+        "format": RATINGS_FORMAT,
+        "review_id": page["review_id"],
+        "rater": "ann",
+        "ratings": rate_good_side(page),
+    }
     (tmp_path / "ratings-ann.json").write_text(json.dumps(ratings))
     res = import_ratings([tmp_path / "ratings-ann.json"], out / "key.json")
     # A right & B wrong: 3-8 -> 6 wins A; B right & A wrong: 9, 10 -> 2 wins B; both right (0-2) or both wrong (11): ties
@@ -151,13 +166,20 @@ def test_review_page_script_saves_ratings_that_import_reads(tmp_path):
     export_review(a, b, out, seed=7)
     page = read_page_data((out / "index.html").read_text())
     (tmp_path / "harness.js").write_text(_HARNESS)
-    proc = subprocess.run(["node", str(tmp_path / "harness.js"), str(out / "index.html"),
-                           json.dumps(rate_good_side(page))], capture_output=True, text=True, timeout=60, check=True)
+    proc = subprocess.run(
+        ["node", str(tmp_path / "harness.js"), str(out / "index.html"), json.dumps(rate_good_side(page))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     got = json.loads(proc.stdout)
     assert got["file"] == "ratings-carol.json" and got["progress"] == f"{N} / {N} rated"
     (tmp_path / got["file"]).write_text(json.dumps(got["body"]))
     res = import_ratings([tmp_path / got["file"]], out / "key.json")
-    assert (res["wins_a"], res["wins_b"], res["ties"]) == (4, 4, 4) and res["raters"] == {"carol": {"a": 4, "b": 4, "tie": 4}}
+    assert (res["wins_a"], res["wins_b"], res["ties"]) == (4, 4, 4) and res["raters"] == {
+        "carol": {"a": 4, "b": 4, "tie": 4}
+    }
 
 
 def test_compare_runs_side_by_side_with_example_diffs(tmp_path):

@@ -6,9 +6,22 @@ import math
 
 import pytest
 
-from tuneforge.evaluate.text_metrics import (bleu, classification_report, contains_all, exact_match, expected_of,
-                                             json_validity, memorisation, ngram_overlap, ngrams, normalise_answer,
-                                             predict_label, rouge, token_f1, words)
+from tuneforge.evaluate.text_metrics import (
+    bleu,
+    classification_report,
+    contains_all,
+    exact_match,
+    expected_of,
+    json_validity,
+    memorisation,
+    ngram_overlap,
+    ngrams,
+    normalise_answer,
+    predict_label,
+    rouge,
+    token_f1,
+    words,
+)
 
 HYP, REF = "the cat sat on the mat", "the cat is on the mat"
 
@@ -47,9 +60,9 @@ def test_bleu_matches_hand_computed_sacrebleu_definition():
 
 def test_rouge_hand_computed():
     r = rouge([HYP], [REF])
-    assert r["rouge1"] == pytest.approx(5 / 6, abs=1e-6)   # 5 shared unigrams of 6 on each side
-    assert r["rouge2"] == pytest.approx(3 / 5, abs=1e-6)   # 3 shared bigrams of 5
-    assert r["rougeL"] == pytest.approx(5 / 6, abs=1e-6)   # LCS "the cat on the mat" = 5
+    assert r["rouge1"] == pytest.approx(5 / 6, abs=1e-6)  # 5 shared unigrams of 6 on each side
+    assert r["rouge2"] == pytest.approx(3 / 5, abs=1e-6)  # 3 shared bigrams of 5
+    assert r["rougeL"] == pytest.approx(5 / 6, abs=1e-6)  # LCS "the cat on the mat" = 5
     two = rouge([HYP, REF], [REF, REF])
     assert two["rouge1"] == pytest.approx((5 / 6 + 1) / 2, abs=1e-6)
 
@@ -77,8 +90,8 @@ def test_json_and_schema_validity():
     schema = {"type": "object", "properties": {"id": {"type": "integer"}}, "required": ["id"]}
     outs = ['{"id": 3}', '```json\n{"id": "x"}\n```', "not json", '{"other": 1}']
     res = json_validity(outs, schema)
-    assert res["json_valid"] == 0.75      # three parse (the fenced one too)
-    assert res["schema_valid"] == 0.25    # only the first has an integer id
+    assert res["json_valid"] == 0.75  # three parse (the fenced one too)
+    assert res["schema_valid"] == 0.25  # only the first has an integer id
     assert json_validity(outs) == {"json_valid": 0.75}
 
 
@@ -97,7 +110,7 @@ def test_loss_and_token_accuracy_sums_on_toy_tensors():
     from tuneforge.evaluate.metrics import loss_and_accuracy_sums
 
     logits = torch.tensor([[[2.0, 0.0], [0.0, 1.0], [5.0, 5.0]]])
-    labels = torch.tensor([[-100, 0, 0]])   # position 0 predicts label 0, position 1 predicts label 0
+    labels = torch.tensor([[-100, 0, 0]])  # position 0 predicts label 0, position 1 predicts label 0
     loss, n, correct = loss_and_accuracy_sums(logits, labels)
     lse = lambda a, b: math.log(math.exp(a) + math.exp(b))  # noqa: E731
     assert n == 2 and correct == 1  # argmax at position 1 is token 1, wrong

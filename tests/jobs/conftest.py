@@ -10,24 +10,34 @@ import json
 from pathlib import Path
 
 import pytest
-
 from deploy.conftest import one_thread  # noqa: F401 (autouse: one torch thread, the CPU is shared)
 from deploy.helpers import KEY, live_server, load_engine
 
 DEMO = Path(__file__).parent.parent.parent / "examples" / "demo"
 # every job on the tiny model: small LoRA, a learning rate that moves it, a checkpoint every 2 steps,
 # one thread (the CPU is shared) — the server's job defaults, as `--jobs-set` gives them
-TINY_JOB_OVERRIDES = ("strategy.r=8", "strategy.alpha=16", "training.learning_rate=0.05", "training.logging_steps=1",
-                      "training.precision=fp32", "training.save_strategy=steps", "training.save_steps=2",
-                      "training.threads=1", "data.max_length=128", "data.dedup=exact", "data.plots=false")
+TINY_JOB_OVERRIDES = (
+    "strategy.r=8",
+    "strategy.alpha=16",
+    "training.learning_rate=0.05",
+    "training.logging_steps=1",
+    "training.precision=fp32",
+    "training.save_strategy=steps",
+    "training.save_steps=2",
+    "training.threads=1",
+    "data.max_length=128",
+    "data.dedup=exact",
+    "data.plots=false",
+)
 
 
 @pytest.fixture
 def jobs_cfg(tmp_path):
     from tuneforge.jobs.spec import JobsConfig
 
-    return JobsConfig(root=str(tmp_path / "jobs"), overrides=TINY_JOB_OVERRIDES, poll_s=0.05, heartbeat_s=0.2,
-                      stale_after_s=30.0)
+    return JobsConfig(
+        root=str(tmp_path / "jobs"), overrides=TINY_JOB_OVERRIDES, poll_s=0.05, heartbeat_s=0.2, stale_after_s=30.0
+    )
 
 
 def demo_rows(n: int) -> list[dict]:

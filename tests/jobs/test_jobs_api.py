@@ -21,9 +21,15 @@ def test_upload_train_and_chat_with_the_result(jobs_server, train_file):
     assert client.files.content(f.id).read() == train_file.read_bytes()
 
     job = client.fine_tuning.jobs.create(
-        model="tiny", training_file=f.id, suffix="support", seed=7,
-        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 4,
-                                                                          "learning_rate_multiplier": 0.5}}})
+        model="tiny",
+        training_file=f.id,
+        suffix="support",
+        seed=7,
+        method={
+            "type": "supervised",
+            "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 0.5}},
+        },
+    )
     assert job.status == "validating_files" and job.object == "fine_tuning.job"
     assert job.hyperparameters.n_epochs == 2 and job.hyperparameters.batch_size == 4
     assert job.method.type == "supervised" and job.seed == 7
@@ -73,9 +79,15 @@ def test_a_bad_file_fails_the_job_naming_its_bad_lines(jobs_server, tmp_path):
 
     url, client = jobs_server()
     rows = [json.dumps(r) for r in demo_rows(6)]
-    rows[1] = '{"messages": [{"role": "user", "content": "hi"}'                        # line 2: not JSON
-    rows[4] = json.dumps({"messages": [{"role": "robot", "content": "beep"},          # line 5: bad role
-                                       {"role": "assistant", "content": "ok"}]})
+    rows[1] = '{"messages": [{"role": "user", "content": "hi"}'  # line 2: not JSON
+    rows[4] = json.dumps(
+        {
+            "messages": [
+                {"role": "robot", "content": "beep"},  # line 5: bad role
+                {"role": "assistant", "content": "ok"},
+            ]
+        }
+    )
     bad = tmp_path / "bad.jsonl"
     bad.write_text("\n".join(rows) + "\n")
     f = client.files.create(file=bad.open("rb"), purpose="fine-tune")
@@ -105,8 +117,11 @@ def test_a_bad_file_fails_the_job_naming_its_bad_lines(jobs_server, tmp_path):
         client.fine_tuning.jobs.create(model="tiny", training_file="file-nope")
     assert e.value.param == "training_file"
     with pytest.raises(openai.BadRequestError) as e:
-        client.fine_tuning.jobs.create(model="tiny", training_file=f.id,
-                                       method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 0}}})
+        client.fine_tuning.jobs.create(
+            model="tiny",
+            training_file=f.id,
+            method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 0}}},
+        )
     assert "n_epochs" in e.value.message
     with pytest.raises(openai.BadRequestError) as e:
         client.files.create(file=("data.csv", b"a,b\n"), purpose="fine-tune")
@@ -122,8 +137,9 @@ def test_cancel_stops_a_running_job(jobs_server, tmp_path):
     path = tmp_path / "big.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in demo_rows(48)))
     f = client.files.create(file=path.open("rb"), purpose="fine-tune")
-    job = client.fine_tuning.jobs.create(model="tiny", training_file=f.id,
-                                         hyperparameters={"n_epochs": 50, "batch_size": 1})
+    job = client.fine_tuning.jobs.create(
+        model="tiny", training_file=f.id, hyperparameters={"n_epochs": 50, "batch_size": 1}
+    )
     wait_for(client, job.id, ("running",))
     # wait until training steps are logged, then cancel mid-training
     import time
@@ -140,8 +156,11 @@ def test_cancel_stops_a_running_job(jobs_server, tmp_path):
 
     # the worker stops training at its next step and says so; nothing is trained after that
     deadline = time.monotonic() + 30
-    while not (stopped := [e for e in client.fine_tuning.jobs.list_events(job.id, limit=5)
-                           if e.message.startswith("Training stopped")]):
+    while not (
+        stopped := [
+            e for e in client.fine_tuning.jobs.list_events(job.id, limit=5) if e.message.startswith("Training stopped")
+        ]
+    ):
         assert time.monotonic() < deadline, "the worker did not stop the cancelled job"
         time.sleep(0.05)
     at = stopped[0].data["step"]
@@ -163,10 +182,19 @@ def test_dpo_method_trains_on_preference_pairs(jobs_server, tmp_path):
     _, client = jobs_server()
     pairs = [json.loads(line) for line in (DEMO / "preference.jsonl").read_text().splitlines()[:8]]
     path = tmp_path / "pairs.jsonl"
-    path.write_text("".join(json.dumps({"input": {"messages": [{"role": "user", "content": p["prompt"]}]},
-                                        "preferred_output": [{"role": "assistant", "content": p["chosen"]}],
-                                        "non_preferred_output": [{"role": "assistant", "content": p["rejected"]}]})
-                            + "\n" for p in pairs))  # OpenAI's DPO format
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "input": {"messages": [{"role": "user", "content": p["prompt"]}]},
+                    "preferred_output": [{"role": "assistant", "content": p["chosen"]}],
+                    "non_preferred_output": [{"role": "assistant", "content": p["rejected"]}],
+                }
+            )
+            + "\n"
+            for p in pairs
+        )
+    )  # OpenAI's DPO format
     f = client.files.create(file=path.open("rb"), purpose="fine-tune")
     method = {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.25, "n_epochs": 1, "batch_size": 4}}}
     job = client.fine_tuning.jobs.create(model="tiny", training_file=f.id, method=method, suffix="pref")

@@ -35,8 +35,9 @@ def test_killed_worker_job_resumes_from_its_checkpoint(jobs_server, tmp_path, jo
     path = tmp_path / "train.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in demo_rows(32)))
     f = client.files.create(file=path.open("rb"), purpose="fine-tune")
-    job = client.fine_tuning.jobs.create(model="tiny", training_file=f.id, suffix="resumed",
-                                         hyperparameters={"n_epochs": 2, "batch_size": 2})
+    job = client.fine_tuning.jobs.create(
+        model="tiny", training_file=f.id, suffix="resumed", hyperparameters={"n_epochs": 2, "batch_size": 2}
+    )
     wait_for(client, job.id, ("queued",))
 
     # the worker runs in a forked process (it inherits the imported libraries, so it starts at once)
@@ -56,8 +57,9 @@ def test_killed_worker_job_resumes_from_its_checkpoint(jobs_server, tmp_path, jo
     store = Store(jobs_cfg.db_path)
     killed = store.get_job(job.id)
     assert killed["status"] == "running" and killed["worker"].split(":")[1] == str(proc.pid)
-    steps_before = max(e.data["step"] for e in client.fine_tuning.jobs.list_events(job.id, limit=100)
-                       if e.type == "metrics")
+    steps_before = max(
+        e.data["step"] for e in client.fine_tuning.jobs.list_events(job.id, limit=100) if e.type == "metrics"
+    )
     assert steps_before < 32  # killed mid-job (32 rows / batch 2 × 2 epochs = 32 steps)
 
     # a new worker (`tuneforge jobs worker`) sees the dead owner, re-queues the job, resumes it
@@ -81,8 +83,9 @@ def test_killed_worker_job_resumes_from_its_checkpoint(jobs_server, tmp_path, jo
     while done.fine_tuned_model not in {m.id for m in client.models.list()}:
         assert time.monotonic() < deadline, "the server did not load the fine-tuned model"
         time.sleep(0.05)
-    out = client.chat.completions.create(model=done.fine_tuned_model, max_tokens=4,
-                                         messages=[{"role": "user", "content": "hello"}])
+    out = client.chat.completions.create(
+        model=done.fine_tuned_model, max_tokens=4, messages=[{"role": "user", "content": "hello"}]
+    )
     assert out.model == done.fine_tuned_model
     listing = CliRunner().invoke(app, ["jobs", "list", "--root", jobs_cfg.root])
     assert listing.exit_code == 0 and job.id in listing.output and "succeeded" in listing.output
@@ -90,9 +93,21 @@ def test_killed_worker_job_resumes_from_its_checkpoint(jobs_server, tmp_path, jo
 
 # ------------------------------------------------------------------ the queue on its own
 def _queued_job(store, job_id: str = "ftjob-000000000000000000000001") -> str:
-    store.add_job({"id": job_id, "status": "queued", "model": "tiny", "base_path": "x", "training_file": "file-1",
-                   "method": {"type": "supervised"}, "hyperparameters": {}, "recipe": {}, "seed": 1,
-                   "run_dir": "runs/x"}, "Created")
+    store.add_job(
+        {
+            "id": job_id,
+            "status": "queued",
+            "model": "tiny",
+            "base_path": "x",
+            "training_file": "file-1",
+            "method": {"type": "supervised"},
+            "hyperparameters": {},
+            "recipe": {},
+            "seed": 1,
+            "run_dir": "runs/x",
+        },
+        "Created",
+    )
     return job_id
 
 

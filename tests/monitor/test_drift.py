@@ -6,9 +6,9 @@ import json
 import random
 
 import pytest
+from conftest import DEMO, ROOT, write_jsonl
 from typer.testing import CliRunner
 
-from conftest import DEMO, ROOT, write_jsonl
 from tuneforge.monitor.config import DriftConfig
 from tuneforge.monitor.drift import detect_drift, ks_test, mmd_permutation_test
 from tuneforge.monitor.embed import make_embedder
@@ -59,9 +59,13 @@ def test_check_with_a_run_exits_nonzero_only_on_drift(prompts, tmp_path):
     run.data_dir.mkdir(parents=True)
     (run.path / "recipe.yaml").write_text("name: run\n")
     (run.path / "manifest.json").write_text("{}")
-    write_jsonl(run.split_file("train"), [{"messages": [{"role": "user", "content": p},
-                                                        {"role": "assistant", "content": "ok"}]}
-                                          for p in prompts["reference"]])
+    write_jsonl(
+        run.split_file("train"),
+        [
+            {"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": "ok"}]}
+            for p in prompts["reference"]
+        ],
+    )
     cli = CliRunner()
     for name, expect in (("same", 0), ("shifted", 1)):
         log = write_log(tmp_path / f"{name}.db", [{"user": p} for p in prompts[name]])
@@ -69,5 +73,7 @@ def test_check_with_a_run_exits_nonzero_only_on_drift(prompts, tmp_path):
         assert res.exit_code == expect, res.output
     assert "embedding distribution shift" in res.output
     out = tmp_path / "drift.html"
-    assert cli.invoke(app, ["monitor", "report", "--log", str(log), "--run", str(run.path), "-o", str(out)]).exit_code == 0
+    assert (
+        cli.invoke(app, ["monitor", "report", "--log", str(log), "--run", str(run.path), "-o", str(out)]).exit_code == 0
+    )
     assert out.read_text().count("data:image/png;base64,") == 2  # windows + drift plots

@@ -7,14 +7,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
-
 from conftest import tiny_recipe, write_jsonl
 from deploy.helpers import AUTH, KEY, chat_body
+from typer.testing import CliRunner
 
 pytestmark = pytest.mark.timeout(300)
-FAST = {"training": {"epochs": 1, "max_steps": 2, "batch_size": 8}, "evaluation": {"enabled": False},
-        "export": {"enabled": False}}
+FAST = {
+    "training": {"epochs": 1, "max_steps": 2, "batch_size": 8},
+    "evaluation": {"enabled": False},
+    "export": {"enabled": False},
+}
 
 
 def _recipe(tmp_path, model_dir, files, name):
@@ -46,9 +48,11 @@ def test_feedback_to_retraining_run(tmp_path, tiny_model_dir, demo_subset):
     db = tmp_path / "requests.db"
     p = plan(None, ["support=registry:support@production"], str(reg.path))
     engine = Engine.load(p.base_path, p.base_name, p.adapters)
-    server = create_app(engine, ServerSettings(api_keys=(KEY,), request_log=str(db), log_content=True),
-                        close_engine=True)
+    server = create_app(
+        engine, ServerSettings(api_keys=(KEY,), request_log=str(db), log_content=True), close_engine=True
+    )
     with TestClient(server) as c:
+
         def ask(q: str, **kw) -> str:
             r = c.post("/v1/chat/completions", headers=AUTH, json=chat_body("support", q, max_tokens=6, **kw))
             assert r.status_code == 200, r.text
@@ -57,13 +61,19 @@ def test_feedback_to_retraining_run(tmp_path, tiny_model_dir, demo_subset):
         def rate(**body):
             return c.post("/v1/feedback", headers=AUTH, json=body)
 
-        a_good, a_bad = ask("Where is my order?", temperature=1.0, seed=1), ask("Where is my order?", temperature=1.0, seed=2)
+        a_good, a_bad = (
+            ask("Where is my order?", temperature=1.0, seed=1),
+            ask("Where is my order?", temperature=1.0, seed=2),
+        )
         wrong = ask("How do I contact support?")
         copy = ask(known[0]["content"])
         assert rate(request_id=a_good, rating="up").status_code == 200
         assert rate(request_id=a_bad, rating="down").status_code == 200
-        ok = rate(request_id=wrong, rating="down",
-                  correction="Write to help@quorvalen.example or call +1 415 555 0134, Dana Whitfield answers.")
+        ok = rate(
+            request_id=wrong,
+            rating="down",
+            correction="Write to help@quorvalen.example or call +1 415 555 0134, Dana Whitfield answers.",
+        )
         assert ok.status_code == 200 and ok.json()["has_content"] is True
         assert rate(request_id=copy, correction=known[1]["content"]).status_code == 200
         missing = rate(request_id="chatcmpl-nope", rating="up")
@@ -92,5 +102,8 @@ def test_feedback_to_retraining_run(tmp_path, tiny_model_dir, demo_subset):
     parent = RunDir(v2["run"]).manifest()["parent"]
     assert (parent["name"], parent["version"], parent["run_dir"]) == ("support", 1, str(run1.path.resolve()))
     assert v2["registry"]["version"] == 2 and v2["registry"]["parent"] == "support@1"
-    assert any("<EMAIL>" in json.dumps(r) for r in read_jsonl(RunDir(v2["run"]).split_file("train"))
-               + read_jsonl(RunDir(v2["run"]).split_file("validation")))
+    assert any(
+        "<EMAIL>" in json.dumps(r)
+        for r in read_jsonl(RunDir(v2["run"]).split_file("train"))
+        + read_jsonl(RunDir(v2["run"]).split_file("validation"))
+    )

@@ -16,13 +16,31 @@ from .helpers import write_log
 
 @pytest.fixture
 def log(tmp_path):
-    rows = [{"latency_ms": float(10 * (i + 1)), "completion_tokens": 4, "text": "{\"a\": 2}"} for i in range(10)]  # a: healthy
-    rows += [{"adapter": "b", "model": "b", "status": 500, "error_code": "server_error", "finish_reason": None,
-              "completion": json.dumps([""])} for _ in range(3)]                                      # b: errors
-    rows += [{"adapter": "b", "model": "b", "text": t, "finish_reason": f} for t, f in
-             [("", "stop"), ("I can't help with that request.", "stop"), ('{"a": 1}', "stop"),
-              ("not json", "length"), ("more", "length")]]
-    rows += [{"adapter": "b", "model": "b", "status": 499, "finish_reason": "cancelled"}]              # not an error
+    rows = [
+        {"latency_ms": float(10 * (i + 1)), "completion_tokens": 4, "text": '{"a": 2}'} for i in range(10)
+    ]  # a: healthy
+    rows += [
+        {
+            "adapter": "b",
+            "model": "b",
+            "status": 500,
+            "error_code": "server_error",
+            "finish_reason": None,
+            "completion": json.dumps([""]),
+        }
+        for _ in range(3)
+    ]  # b: errors
+    rows += [
+        {"adapter": "b", "model": "b", "text": t, "finish_reason": f}
+        for t, f in [
+            ("", "stop"),
+            ("I can't help with that request.", "stop"),
+            ('{"a": 1}', "stop"),
+            ("not json", "length"),
+            ("more", "length"),
+        ]
+    ]
+    rows += [{"adapter": "b", "model": "b", "status": 499, "finish_reason": "cancelled"}]  # not an error
     return write_log(tmp_path / "requests.db", rows)
 
 
@@ -41,7 +59,9 @@ def test_statistics_and_output_checks(log, tmp_path):
     assert b["truncated_rate"] == pytest.approx(2 / 5)
     assert {w["adapter"] for w in res["windows"]} == {"a", "b"} and sum(w["requests"] for w in res["windows"]) == 19
     breached = {(x["scope"], x["metric"]) for x in res["breaches"]}
-    assert ("b", "error_rate") in breached and ("b", "invalid_json_rate") in breached and ("b", "empty_rate") in breached
+    assert (
+        ("b", "error_rate") in breached and ("b", "invalid_json_rate") in breached and ("b", "empty_rate") in breached
+    )
     assert not any(scope == "a" for scope, _ in breached)
     assert res["ok"] is False
 
@@ -51,8 +71,10 @@ def test_cli_exit_codes_and_html_report(log, tmp_path):
 
     strict, loose = tmp_path / "strict.yaml", tmp_path / "loose.yaml"
     strict.write_text("thresholds:\n  max_error_rate: 0.1\n  min_requests: 5\n")
-    loose.write_text("thresholds:\n  max_error_rate: 0.5\n  max_empty_rate: 0.5\n  max_refusal_rate: 0.5\n"
-                     "  max_truncated_rate: 0.5\n  min_requests: 5\n")
+    loose.write_text(
+        "thresholds:\n  max_error_rate: 0.5\n  max_empty_rate: 0.5\n  max_refusal_rate: 0.5\n"
+        "  max_truncated_rate: 0.5\n  min_requests: 5\n"
+    )
     cli = CliRunner()
     bad = cli.invoke(app, ["monitor", "check", "--log", str(log), "--config", str(strict)])
     assert bad.exit_code == 1 and "b: error_rate 0.3333 > 0.1" in bad.output
@@ -67,7 +89,11 @@ def test_cli_exit_codes_and_html_report(log, tmp_path):
     typo = tmp_path / "typo.yaml"
     typo.write_text("thresholds:\n  max_eror_rate: 0.1\ndrift:\n  p_value: 2\n")
     res = cli.invoke(app, ["monitor", "check", "--log", str(log), "--config", str(typo)])
-    assert res.exit_code == 2 and "did you mean 'thresholds.max_error_rate'" in res.output and "drift.p_value" in res.output
+    assert (
+        res.exit_code == 2
+        and "did you mean 'thresholds.max_error_rate'" in res.output
+        and "drift.p_value" in res.output
+    )
     with pytest.raises(MonitorConfigError, match="unknown key"):
         load_config(None, {"drift.nope": 1})
 

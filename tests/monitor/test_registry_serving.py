@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from deploy.helpers import AUTH, KEY, chat_body, wait_until
 
 from .helpers import fake_run
@@ -35,13 +34,18 @@ def test_promote_and_rollback_switch_the_served_version(tmp_path, tiny_model_dir
     assert p.adapters == {"support": str(r1.path.resolve())} and p.followed[0].alias == "production"
     engine = Engine.load(p.base_path, p.base_name, p.adapters, EngineConfig(batch_window_ms=5))
     follower = RegistryFollower(engine, p.followed, p.registry, poll_s=0.05, served=dict(p.adapters)).start()
-    app = create_app(engine, ServerSettings(api_keys=(KEY,), request_log=str(tmp_path / "requests.db")),
-                     close_engine=True)
+    app = create_app(
+        engine, ServerSettings(api_keys=(KEY,), request_log=str(tmp_path / "requests.db")), close_engine=True
+    )
     try:
         with TestClient(app) as client:
+
             def answer() -> str:
-                r = client.post("/v1/chat/completions", headers=AUTH,
-                                json=chat_body("support", "How do I reset my robot?", max_tokens=12))
+                r = client.post(
+                    "/v1/chat/completions",
+                    headers=AUTH,
+                    json=chat_body("support", "How do I reset my robot?", max_tokens=12),
+                )
                 assert r.status_code == 200, r.text
                 return r.json()["choices"][0]["message"]["content"]
 

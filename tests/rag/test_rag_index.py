@@ -16,13 +16,14 @@ runner = CliRunner()
 
 
 def test_markdown_chunks_follow_headings_and_split_long_sections():
-    chunks = chunk_markdown("# T\nintro\n## A\n" + "Sentence one is here. " * 10 + "\n## B\nshort\n```\n# not a heading\n```",
-                            max_chars=100)
+    chunks = chunk_markdown(
+        "# T\nintro\n## A\n" + "Sentence one is here. " * 10 + "\n## B\nshort\n```\n# not a heading\n```", max_chars=100
+    )
     assert [c.heading for c in chunks][0] == "T"
     assert {c.heading for c in chunks} == {"T", "T > A", "T > B"}
     assert all(len(c.text) <= 100 for c in chunks)
-    assert sum(c.heading == "T > A" for c in chunks) >= 2          # the long section was split at sentences
-    assert any("# not a heading" in c.text for c in chunks)         # fenced code is not a heading
+    assert sum(c.heading == "T > A" for c in chunks) >= 2  # the long section was split at sentences
+    assert any("# not a heading" in c.text for c in chunks)  # fenced code is not a heading
     assert [c.ordinal for c in chunks] == list(range(len(chunks)))
 
 
@@ -38,11 +39,11 @@ def test_retrieval_returns_the_right_chunk_and_citations_point_to_it(kb_index):
     assert top.source == "docs/products.md" and top.heading.endswith("Zorblat blender")
     assert "$149" in top.text
     cite = top.citation()
-    stored = r.index.chunks([cite["chunk_id"]])[cite["chunk_id"]]   # the citation resolves to that very chunk
+    stored = r.index.chunks([cite["chunk_id"]])[cite["chunk_id"]]  # the citation resolves to that very chunk
     assert stored["doc"] == cite["source"] and stored["ordinal"] == cite["chunk"] and "$149" in stored["text"]
     assert 0 < cite["score"] <= 1
 
-    html = r.retrieve("When is phone support open?")[0]               # HTML document, heading from <h2>
+    html = r.retrieve("When is phone support open?")[0]  # HTML document, heading from <h2>
     assert html.source == "docs/help.html" and "8:15" in html.text and html.heading == "Help centre > Opening hours"
     txt = r.retrieve("How many days do I have to return an item?")[0]
     assert txt.source == "docs/policies.txt" and "21 days" in txt.text
@@ -50,7 +51,7 @@ def test_retrieval_returns_the_right_chunk_and_citations_point_to_it(kb_index):
     msgs, used = r.augment([{"role": "system", "content": "S"}, {"role": "user", "content": "Zorblat price?"}])
     assert msgs[0] == {"role": "system", "content": "S"} and "$149" in msgs[1]["content"]
     assert msgs[1]["content"].endswith("Question: Zorblat price?") and len(used) == 2
-    assert r.retrieve("Zorblat price?", score_threshold=0.99) == []            # threshold filters
+    assert r.retrieve("Zorblat price?", score_threshold=0.99) == []  # threshold filters
     assert augment_messages([{"role": "user", "content": "q"}], []) == [{"role": "user", "content": "q"}]
 
 
@@ -64,7 +65,7 @@ def test_incremental_update_replaces_only_the_changed_chunk(kb_index):
     assert (rep.chunks_embedded, rep.chunks_removed, rep.chunks_reused) == (1, 1, len(before) - 1)
     index.close()
 
-    r = Retriever.open(kb_index / "index", top_k=3)                  # reopened from disk: the update persisted
+    r = Retriever.open(kb_index / "index", top_k=3)  # reopened from disk: the update persisted
     top = r.retrieve("How much does the Zorblat blender cost?")[0]
     assert "$179" in top.text and top.chunk_id != before["Zephyr Appliances > Zorblat blender"]
     after = {c["heading"]: c["id"] for c in r.index.chunks(list(range(1, 50))).values() if "products" in c["doc"]}
@@ -75,8 +76,9 @@ def test_incremental_update_replaces_only_the_changed_chunk(kb_index):
 
 
 def test_remove_document_and_stale_faiss_is_rebuilt(kb_index):
-    res = runner.invoke(app, ["rag", "index", "-o", str(kb_index / "index"), "--root", str(kb_index),
-                              "--remove", "docs/help.html"])
+    res = runner.invoke(
+        app, ["rag", "index", "-o", str(kb_index / "index"), "--root", str(kb_index), "--remove", "docs/help.html"]
+    )
     assert res.exit_code == 0, res.output
     assert "1 removed document" in res.output
     info = json.loads((kb_index / "index" / "index.json").read_text())
@@ -102,10 +104,10 @@ def test_cli_index_and_query(kb, tmp_path):
     assert res.exit_code == 0, res.output
     assert "3 added" in res.output
     res = runner.invoke(app, ["rag", "index", str(kb / "docs"), "-o", str(out), "--root", str(kb)])
-    assert "3 unchanged" in res.output and "0 embedded" in res.output       # nothing re-embedded
+    assert "3 unchanged" in res.output and "0 embedded" in res.output  # nothing re-embedded
     res = runner.invoke(app, ["rag", "query", str(out), "What is the warranty?", "-k", "1", "--json"])
     assert res.exit_code == 0, res.output
-    hits = json.loads(res.output[res.output.index("["):])
+    hits = json.loads(res.output[res.output.index("[") :])
     assert hits[0]["source"] == "docs/help.html" and "30 month" in hits[0]["text"]
     missing = runner.invoke(app, ["rag", "query", str(tmp_path / "none"), "q"])
     assert missing.exit_code == 2 and "not a tuneforge knowledge index" in missing.output

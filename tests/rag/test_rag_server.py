@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from deploy.helpers import AUTH, KEY, chat_body, load_engine
 
 
@@ -46,16 +45,21 @@ def test_chat_answer_carries_citations_of_the_right_chunk(client):
     assert set(cites[0]) == {"source", "chunk", "chunk_id", "heading", "score"}
 
     # the passages really were in the prompt: turning RAG off for this request shrinks it
-    off = client.post("/v1/chat/completions", headers=AUTH,
-                      json=chat_body(content=q, max_tokens=4, tuneforge_rag={"enabled": False})).json()
+    off = client.post(
+        "/v1/chat/completions", headers=AUTH, json=chat_body(content=q, max_tokens=4, tuneforge_rag={"enabled": False})
+    ).json()
     assert "tuneforge_citations" not in off
     assert body["usage"]["prompt_tokens"] > off["usage"]["prompt_tokens"] + 20
 
-    one = client.post("/v1/chat/completions", headers=AUTH,
-                      json=chat_body(content=q, max_tokens=2, tuneforge_rag={"top_k": 1})).json()
+    one = client.post(
+        "/v1/chat/completions", headers=AUTH, json=chat_body(content=q, max_tokens=2, tuneforge_rag={"top_k": 1})
+    ).json()
     assert [c["chunk_id"] for c in one["tuneforge_citations"]] == [cites[0]["chunk_id"]]
-    none = client.post("/v1/chat/completions", headers=AUTH,
-                       json=chat_body(content=q, max_tokens=2, tuneforge_rag={"score_threshold": 0.99})).json()
+    none = client.post(
+        "/v1/chat/completions",
+        headers=AUTH,
+        json=chat_body(content=q, max_tokens=2, tuneforge_rag={"score_threshold": 0.99}),
+    ).json()
     assert none["tuneforge_citations"] == [] and none["usage"]["prompt_tokens"] == off["usage"]["prompt_tokens"]
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT, tiny_recipe, write_jsonl
 from safetensors.torch import load_file
 
-from conftest import ROOT, tiny_recipe, write_jsonl
 from tuneforge.pipeline import prepare_stage
 
 DDP_CONFIG = ROOT / "recipes" / "accelerate" / "ddp-cpu.yaml"
@@ -41,11 +41,23 @@ def _recipe(tmp_path, model_dir, files, name, batch_size):
     # batch size, so 2 x 4 and 1 x 8 would see different examples; the random sampler gives both
     # the same order, which accelerate then deals out batch by batch (rank 0 the first 4, rank 1
     # the next 4). Dropout off: each process draws its own masks.
-    return tiny_recipe(tmp_path, model_dir, files, name=name,
-                       training={"max_steps": STEPS, "batch_size": batch_size, "group_by_length": False,
-                                 "threads": 1, "eval_strategy": "no", "save_strategy": "steps", "save_steps": 2,
-                                 "learning_rate": 0.01},
-                       strategy={"dropout": 0.0})
+    return tiny_recipe(
+        tmp_path,
+        model_dir,
+        files,
+        name=name,
+        training={
+            "max_steps": STEPS,
+            "batch_size": batch_size,
+            "group_by_length": False,
+            "threads": 1,
+            "eval_strategy": "no",
+            "save_strategy": "steps",
+            "save_steps": 2,
+            "learning_rate": 0.01,
+        },
+        strategy={"dropout": 0.0},
+    )
 
 
 def _losses(run) -> dict[int, float]:
@@ -62,10 +74,26 @@ def test_two_cpu_processes_match_one_process_with_same_global_batch(tmp_path, ti
     single, _ = prepare_stage(_recipe(tmp_path, tiny_model_dir, files, "single", 2 * PER_PROCESS_BATCH))
     ddp, _ = prepare_stage(_recipe(tmp_path, tiny_model_dir, files, "ddp", PER_PROCESS_BATCH))
 
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(DDP_CONFIG),
-           "--main_process_port", str(_free_port()), "-m", "tuneforge.cli", "train", str(ddp.path)]
+    env = {
+        **os.environ,
+        "CUDA_VISIBLE_DEVICES": "",
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(DDP_CONFIG),
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "tuneforge.cli",
+        "train",
+        str(ddp.path),
+    ]
     proc = subprocess.run(cmd, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-4000:]
     info_single = train(single)
@@ -126,7 +154,10 @@ def test_rank_helpers_read_the_launcher_environment(monkeypatch):
 
 def test_non_main_rank_never_writes_the_manifest(tmp_path, tiny_model_dir, monkeypatch):
     rows = [json.loads(l) for l in (ROOT / "examples/demo/train.jsonl").read_text().splitlines()][:12]
-    files = {"train": write_jsonl(tmp_path / "train.jsonl", rows), "test": write_jsonl(tmp_path / "test.jsonl", rows[:2])}
+    files = {
+        "train": write_jsonl(tmp_path / "train.jsonl", rows),
+        "test": write_jsonl(tmp_path / "test.jsonl", rows[:2]),
+    }
     run, _ = prepare_stage(_recipe(tmp_path, tiny_model_dir, files, "ranks", 4))
     before = run.manifest_file.read_bytes()
     monkeypatch.setenv("RANK", "1")
@@ -141,7 +172,12 @@ def test_cli_accelerate_config_builds_the_launch_and_checks_the_file(tmp_path):
     from tuneforge.train.distributed import launch_command
 
     cmd = launch_command(DDP_CONFIG, Path("runs/x"), resume=True)
-    assert cmd[1:3] == ["-m", "accelerate.commands.launch"] and cmd[-4:] == ["tuneforge.cli", "train", "runs/x", "--resume"]
+    assert cmd[1:3] == ["-m", "accelerate.commands.launch"] and cmd[-4:] == [
+        "tuneforge.cli",
+        "train",
+        "runs/x",
+        "--resume",
+    ]
     (tmp_path / "manifest.json").write_text("{}")
     (tmp_path / "recipe.yaml").write_text("{}")
     res = CliRunner().invoke(app, ["train", str(tmp_path), "--accelerate-config", str(tmp_path / "nope.yaml")])

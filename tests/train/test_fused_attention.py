@@ -17,12 +17,23 @@ from tuneforge.train.loss import label_positions_loss
 from tuneforge.train.trainer import plain_lora_layers
 
 CONVS = [
-    [{"role": "user", "content": "What does the Driftmop V4 cost?"}, {"role": "assistant", "content": "It costs $1,379."}],
-    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Who founded Quorvalen?"},
-     {"role": "assistant", "content": "Ansel Prideaux and Juno Castellane founded it in a garage in Tartu."}],
+    [
+        {"role": "user", "content": "What does the Driftmop V4 cost?"},
+        {"role": "assistant", "content": "It costs $1,379."},
+    ],
+    [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Who founded Quorvalen?"},
+        {"role": "assistant", "content": "Ansel Prideaux and Juno Castellane founded it in a garage in Tartu."},
+    ],
     [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! How can I help you today?"}],
-    [{"role": "user", "content": "Where is the Lumenhall office? " * 12},
-     {"role": "assistant", "content": "On the third floor of the old mill, next to the river and the station. " * 10}],
+    [
+        {"role": "user", "content": "Where is the Lumenhall office? " * 12},
+        {
+            "role": "assistant",
+            "content": "On the third floor of the old mill, next to the river and the station. " * 10,
+        },
+    ],
 ]
 
 
@@ -80,7 +91,7 @@ def test_packed_examples_cannot_see_each_other(tiny_model_dir, feats):
         b = PackedCollator()([{**feats[0], "input_ids": first_ids}, *feats[1:]])
         b.pop("labels")
         with torch.no_grad():
-            return model(**b).logits[0, len(first_ids):]
+            return model(**b).logits[0, len(first_ids) :]
 
     a = logits_of_rest(feats[0]["input_ids"])
     b = logits_of_rest([7] * len(feats[0]["input_ids"]))
@@ -111,8 +122,9 @@ def test_kernel_choice_per_length_matches_reference(length, kv_heads):
     q = torch.randn(2, 3, length, 16)
     k, v = (torch.randn(2, kv_heads, length, 16) for _ in range(2))
     rep = 3 // kv_heads
-    ref = torch.nn.functional.scaled_dot_product_attention(q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1),
-                                                           is_causal=True)
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1), is_causal=True
+    )
     got = attention._causal(q.bfloat16(), k.bfloat16(), v.bfloat16(), None, 0.0)
     assert got.dtype == torch.bfloat16
     assert (got.float() - ref).abs().max() < 3e-2
@@ -206,6 +218,7 @@ def test_fused_ops_survive_gradient_checkpointing(tmp_path, tiny_model_dir, demo
     import os
 
     from conftest import tiny_recipe
+
     from tuneforge.pipeline import prepare_stage
     from tuneforge.train.sft import train
 
@@ -213,9 +226,13 @@ def test_fused_ops_survive_gradient_checkpointing(tmp_path, tiny_model_dir, demo
 
     infos = {}
     for fused in (True, False):
-        r = tiny_recipe(tmp_path, tiny_model_dir, demo_subset, name=f"gc-{fused}",
-                        training={"gradient_checkpointing": True, "fused_ops": fused, "max_steps": 3,
-                                  "eval_strategy": "no"})
+        r = tiny_recipe(
+            tmp_path,
+            tiny_model_dir,
+            demo_subset,
+            name=f"gc-{fused}",
+            training={"gradient_checkpointing": True, "fused_ops": fused, "max_steps": 3, "eval_strategy": "no"},
+        )
         run, _ = prepare_stage(r)
         infos[fused] = train(run)
     assert infos[True]["fused_ops"] == {"lora_forward": 14, "rmsnorm_forward": 5, "mlp_forward": 2}
@@ -241,5 +258,4 @@ def test_lora_function_gradcheck():
     a = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
     b = torch.randn(5, 2, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(5, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, bias, a, b: _LoraLinear.apply(x, x, w, bias, a, b, 1.5),
-                                    (x, bias, a, b))
+    assert torch.autograd.gradcheck(lambda x, bias, a, b: _LoraLinear.apply(x, x, w, bias, a, b, 1.5), (x, bias, a, b))

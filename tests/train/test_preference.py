@@ -7,9 +7,8 @@ import json
 
 import pytest
 import torch
-from transformers import TrainerCallback
-
 from conftest import DEMO, ParamSnapshot, tiny_recipe, write_jsonl
+from transformers import TrainerCallback
 
 # --------------------------------------------------------------------------- helpers
 
@@ -34,13 +33,28 @@ def prepared(tmp_path, model_dir, kind: str, rows: list[dict], **sections):
 
     tmp_path.mkdir(parents=True, exist_ok=True)
     files = {"train": write_jsonl(tmp_path / f"{kind}.jsonl", rows), "test": None}
-    training = {"epochs": 1, "max_steps": 6, "batch_size": 4, "learning_rate": 0.02, "warmup_ratio": 0.0,
-                "eval_strategy": "no", "save_strategy": "steps", "save_steps": 3, "scheduler": "constant",
-                **sections.pop("training", {})}
-    recipe = tiny_recipe(tmp_path, model_dir, files, name=kind, objective={"kind": kind, **sections.pop("objective", {})},
-                         data={"test": None, "test_fraction": 0.25, "validation_fraction": 0.0, "dedup": "exact",
-                               "leak_check": False},
-                         training=training, **sections)
+    training = {
+        "epochs": 1,
+        "max_steps": 6,
+        "batch_size": 4,
+        "learning_rate": 0.02,
+        "warmup_ratio": 0.0,
+        "eval_strategy": "no",
+        "save_strategy": "steps",
+        "save_steps": 3,
+        "scheduler": "constant",
+        **sections.pop("training", {}),
+    }
+    recipe = tiny_recipe(
+        tmp_path,
+        model_dir,
+        files,
+        name=kind,
+        objective={"kind": kind, **sections.pop("objective", {})},
+        data={"test": None, "test_fraction": 0.25, "validation_fraction": 0.0, "dedup": "exact", "leak_check": False},
+        training=training,
+        **sections,
+    )
     run, _ = prepare_stage(recipe)
     return run
 
@@ -62,12 +76,16 @@ def test_builtin_reward_functions():
     from tuneforge.train.rewards import RewardError, combined_reward, completion_text, reward_function
 
     conv = [{"role": "assistant", "content": "The app is called Hearthlink."}]
-    assert reward_function("contains_expected")(["q", "q", "q"], [conv, "hearthlink!", "no idea"],
-                                                expected=[["Hearthlink"], "Hearthlink", ["Hearthlink"]]) == [1.0, 1.0, 0.0]
+    assert reward_function("contains_expected")(
+        ["q", "q", "q"], [conv, "hearthlink!", "no idea"], expected=[["Hearthlink"], "Hearthlink", ["Hearthlink"]]
+    ) == [1.0, 1.0, 0.0]
     assert reward_function("contains_expected")(["q"], ["Nibsy the hedgehog"], expected=[["Nibsy", "otter"]]) == [0.5]
     assert reward_function("brevity")(["q", "q"], ["two words", " ".join(["w"] * 60)]) == [1.0, 0.0]
-    assert reward_function("no_repetition")(["q"], ["a b c a b c a b c"])[0] < reward_function("no_repetition")(
-        ["q"], ["a b c d e f g h i"])[0] == 1.0
+    assert (
+        reward_function("no_repetition")(["q"], ["a b c a b c a b c"])[0]
+        < reward_function("no_repetition")(["q"], ["a b c d e f g h i"])[0]
+        == 1.0
+    )
     assert reward_function("ends_cleanly")(["q", "q"], ["Done.", "cut off mid"]) == [1.0, 0.0]
     assert completion_text([{"role": "assistant", "content": "x"}]) == "x"
     with pytest.raises(RewardError, match="needs an 'expected' field"):
@@ -89,8 +107,13 @@ def test_preference_accuracy_matches_hand_computation(tiny_model_dir, tiny_token
 
     tok = ensure_chat_template(tiny_tokenizer)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
-    rows = [{"messages": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["chosen"]}],
-             "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in demo_rows("preference.jsonl", 3)]
+    rows = [
+        {
+            "messages": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["chosen"]}],
+            "rejected": [{"role": "assistant", "content": r["rejected"]}],
+        }
+        for r in demo_rows("preference.jsonl", 3)
+    ]
     pairs = pairs_from_rows(rows)
     got = pair_logps(model, tok, pairs, batch_size=2)  # batched and padded
 
@@ -124,8 +147,14 @@ def test_dpo_trains_raises_margin_and_reloads(tmp_path, tiny_model_dir):
     from tuneforge.model.load import load_trained
     from tuneforge.train.dispatch import train_run
 
-    run = prepared(tmp_path, tiny_model_dir, "dpo", demo_rows("preference.jsonl", 24),
-                   objective={"beta": 0.5}, evaluation={"max_new_tokens": 4, "generalisation": False})
+    run = prepared(
+        tmp_path,
+        tiny_model_dir,
+        "dpo",
+        demo_rows("preference.jsonl", 24),
+        objective={"beta": 0.5},
+        evaluation={"max_new_tokens": 4, "generalisation": False},
+    )
     snap = Snapshot()
     info = train_run(run, callbacks=[snap])
     assert_params(snap)
@@ -138,15 +167,20 @@ def test_dpo_trains_raises_margin_and_reloads(tmp_path, tiny_model_dir):
     tuned = pair_logps(model, tok, pairs)
     with model.disable_adapter():
         base = pair_logps(model, tok, pairs)
-    implicit = [(tc - tr) - (bc - br) for tc, tr, bc, br in
-                zip(tuned["chosen"], tuned["rejected"], base["chosen"], base["rejected"])]
+    implicit = [
+        (tc - tr) - (bc - br)
+        for tc, tr, bc, br in zip(tuned["chosen"], tuned["rejected"], base["chosen"], base["rejected"])
+    ]
     assert sum(implicit) / len(implicit) > 0
     # the saved adapter (only the trained one: TRL's frozen 'ref' copy is not used) gives the same outputs
     assert info["output"] == "adapter" and not (run.adapter_dir / "ref").exists()
     ids = torch.tensor([tok("What is the Quorvalen app called?")["input_ids"]])
     assert torch.allclose(probe(model, ids), probe(snap.model, ids), atol=1e-5)
-    assert sorted(p.name for p in run.checkpoints_dir.iterdir() if p.name.startswith("checkpoint-")) == \
-        ["checkpoint-3", "checkpoint-6"] and not (run.checkpoints_dir / ".staging").exists()
+    assert (
+        sorted(p.name for p in run.checkpoints_dir.iterdir() if p.name.startswith("checkpoint-"))
+        == ["checkpoint-3", "checkpoint-6"]
+        and not (run.checkpoints_dir / ".staging").exists()
+    )
     # evaluation reports base vs tuned preference accuracy on the held-out pairs
     report = evaluate(run)
     pref = report["preference"]
@@ -157,8 +191,14 @@ def test_dpo_trains_raises_margin_and_reloads(tmp_path, tiny_model_dir):
 def test_kto_full_strategy_trains(tmp_path, tiny_model_dir):
     from tuneforge.train.dispatch import train_run
 
-    run = prepared(tmp_path, tiny_model_dir, "kto", demo_rows("kto.jsonl", 24),
-                   strategy={"kind": "full"}, training={"learning_rate": 0.002, "max_steps": 4, "save_steps": 4})
+    run = prepared(
+        tmp_path,
+        tiny_model_dir,
+        "kto",
+        demo_rows("kto.jsonl", 24),
+        strategy={"kind": "full"},
+        training={"learning_rate": 0.002, "max_steps": 4, "save_steps": 4},
+    )
     snap = Snapshot()
     info = train_run(run, callbacks=[snap])
     assert_params(snap)  # full: every weight trains; the frozen reference is a separate copy
@@ -186,8 +226,13 @@ def test_reward_model_trains_and_saves_plain_seq_cls(tmp_path, tiny_model_dir):
     from tuneforge.train.dispatch import train_run
     from tuneforge.train.rewards import load_reward_fn
 
-    run = prepared(tmp_path, tiny_model_dir, "reward", demo_rows("preference.jsonl", 24),
-                   training={"max_steps": 8, "learning_rate": 0.01})
+    run = prepared(
+        tmp_path,
+        tiny_model_dir,
+        "reward",
+        demo_rows("preference.jsonl", 24),
+        training={"max_steps": 8, "learning_rate": 0.01},
+    )
     snap = Snapshot()
     info = train_run(run, callbacks=[snap])
     assert_params(snap)  # LoRA adapters + the score head (modules_to_save); base weights frozen
@@ -207,8 +252,9 @@ def test_reward_model_trains_and_saves_plain_seq_cls(tmp_path, tiny_model_dir):
         direct = float(rm_model(input_ids=torch.tensor([ids])).logits[0, 0])
         trained = float(snap.model.eval()(input_ids=torch.tensor([ids])).logits[0, 0])
     rm = load_reward_fn(run.path)
-    assert rm([prompt, "What is the Quorvalen app called?"], [answer, "It is called Hearthlink."]) == \
-        pytest.approx([direct, direct], abs=1e-5)
+    assert rm([prompt, "What is the Quorvalen app called?"], [answer, "It is called Hearthlink."]) == pytest.approx(
+        [direct, direct], abs=1e-5
+    )
     assert direct == pytest.approx(trained, abs=1e-4)  # merged == trained adapter + head
     report = evaluate(run)
     assert report["preference"]["reward_model"]["pairs"] > 0
@@ -232,10 +278,20 @@ def test_grpo_trains_with_reward_model_and_functions(tmp_path, tiny_model_dir):
     for f in tiny_model_dir.iterdir():
         if f.name.startswith(("tokenizer", "chat_template")):
             shutil.copy(f, tmp_path / "rm" / "model" / f.name)
-    run = prepared(tmp_path, tiny_model_dir, "grpo", demo_rows("test.jsonl", 12),
-                   objective={"reward_model": str(tmp_path / "rm"), "reward_functions": ["contains_expected", "brevity"],
-                              "num_generations": 2, "max_new_tokens": 6, "kl_coef": 0.1},
-                   training={"max_steps": 2, "batch_size": 2, "save_steps": 2})
+    run = prepared(
+        tmp_path,
+        tiny_model_dir,
+        "grpo",
+        demo_rows("test.jsonl", 12),
+        objective={
+            "reward_model": str(tmp_path / "rm"),
+            "reward_functions": ["contains_expected", "brevity"],
+            "num_generations": 2,
+            "max_new_tokens": 6,
+            "kl_coef": 0.1,
+        },
+        training={"max_steps": 2, "batch_size": 2, "save_steps": 2},
+    )
     snap = Snapshot()
     info = train_run(run, callbacks=[snap])
     assert_params(snap)
@@ -250,14 +306,29 @@ def test_grpo_rejects_partial_groups(tmp_path, tiny_model_dir):
     from tuneforge.train.dispatch import train_run
     from tuneforge.train.preference_common import ObjectiveDataError
 
-    run = prepared(tmp_path, tiny_model_dir, "grpo", demo_rows("test.jsonl", 8),
-                   objective={"reward_functions": ["brevity"], "num_generations": 3}, training={"batch_size": 4})
+    run = prepared(
+        tmp_path,
+        tiny_model_dir,
+        "grpo",
+        demo_rows("test.jsonl", 8),
+        objective={"reward_functions": ["brevity"], "num_generations": 3},
+        training={"batch_size": 4},
+    )
     with pytest.raises(ObjectiveDataError, match="multiple of objective.num_generations=3"):
         train_run(run)
 
 
-@pytest.mark.parametrize("name", ["tuneforge.evaluate.preference", "tuneforge.train.rewards", "tuneforge.train.dpo",
-                                  "tuneforge.train.kto", "tuneforge.train.grpo", "tuneforge.train.preference_common"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "tuneforge.evaluate.preference",
+        "tuneforge.train.rewards",
+        "tuneforge.train.dpo",
+        "tuneforge.train.kto",
+        "tuneforge.train.grpo",
+        "tuneforge.train.preference_common",
+    ],
+)
 def test_docstring_examples(name):
     import doctest
     import importlib

@@ -8,8 +8,8 @@ import os
 
 import pytest
 import torch
-
 from conftest import DEMO, tiny_recipe
+
 from tuneforge.model.load import load_trained
 from tuneforge.model.sources import MERGED_CACHE, SOURCE_FILE, ModelSourceError, resolve
 from tuneforge.pipeline import prepare_stage
@@ -33,10 +33,16 @@ def test_pack_blocks_concatenates_with_eos_and_cuts():
 
 def test_pretrain_on_handbook_text(tmp_path, tiny_model_dir, tiny_tokenizer, demo_subset):
     files = {"train": DEMO / "handbook.jsonl", "test": demo_subset["test"]}
-    recipe = tiny_recipe(tmp_path, tiny_model_dir, files, name="pre", data={**FAST, "validation_fraction": 0.2},
-                         objective={"kind": "pretrain", "block_size": 64}, strategy={"kind": "full"},
-                         training={"max_steps": 10, "eval_strategy": "no", "batch_size": 8, "threads": 1,
-                                   "learning_rate": 0.01})
+    recipe = tiny_recipe(
+        tmp_path,
+        tiny_model_dir,
+        files,
+        name="pre",
+        data={**FAST, "validation_fraction": 0.2},
+        objective={"kind": "pretrain", "block_size": 64},
+        strategy={"kind": "full"},
+        training={"max_steps": 10, "eval_strategy": "no", "batch_size": 8, "threads": 1, "learning_rate": 0.01},
+    )
     run, card = prepare_stage(recipe)
     assert card["sources"]["train"]["format"] == "text" and card["splits"]["validation"]["rows"] >= 1
 
@@ -63,22 +69,25 @@ def test_pretrain_on_handbook_text(tmp_path, tiny_model_dir, tiny_tokenizer, dem
 
 def test_sft_run_chains_into_a_second_run(tmp_path, tiny_model_dir, demo_subset):
     training = {"max_steps": 4, "eval_strategy": "no", "batch_size": 8, "threads": 1}
-    parent, _ = prepare_stage(tiny_recipe(tmp_path, tiny_model_dir, demo_subset, name="sft", data=FAST,
-                                          training=training))
+    parent, _ = prepare_stage(
+        tiny_recipe(tmp_path, tiny_model_dir, demo_subset, name="sft", data=FAST, training=training)
+    )
     with pytest.raises(ModelSourceError, match="has not finished training"):
         resolve(str(parent.path))
     train_run(parent)
     parent_model, _, _ = load_trained(parent)
     parent_logits = _logits(parent_model)
 
-    child, _ = prepare_stage(tiny_recipe(tmp_path, parent.path, demo_subset, name="dpo-like", data=FAST,
-                                         training=training))
+    child, _ = prepare_stage(
+        tiny_recipe(tmp_path, parent.path, demo_subset, name="dpo-like", data=FAST, training=training)
+    )
     merged = parent.path / MERGED_CACHE
     assert json.loads((merged / SOURCE_FILE).read_text())["run"] == str(parent.path)
     from transformers import AutoModelForCausalLM
 
-    torch.testing.assert_close(_logits(AutoModelForCausalLM.from_pretrained(merged)), parent_logits,
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        _logits(AutoModelForCausalLM.from_pretrained(merged)), parent_logits, rtol=1e-4, atol=1e-4
+    )
     stamp = os.stat(merged / "model.safetensors").st_mtime_ns
     train_run(child)
     assert os.stat(merged / "model.safetensors").st_mtime_ns == stamp  # merged once, then reused

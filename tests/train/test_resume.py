@@ -19,17 +19,25 @@ import textwrap
 
 import pytest
 import torch
+from conftest import ROOT, tiny_recipe, write_jsonl
 from safetensors.torch import load_file
 
-from conftest import ROOT, tiny_recipe, write_jsonl
 from tuneforge.pipeline import prepare_stage
 from tuneforge.train import collator as collator_mod
 from tuneforge.train.trainer import STAGING, TuneforgeTrainer, last_checkpoint
 
 N = 8
 HALF = N // 2
-TRAINING = {"max_steps": N, "save_strategy": "steps", "save_steps": HALF, "eval_strategy": "no",
-            "learning_rate": 0.005, "batch_size": 4, "threads": 1, "save_total_limit": 3}
+TRAINING = {
+    "max_steps": N,
+    "save_strategy": "steps",
+    "save_steps": HALF,
+    "eval_strategy": "no",
+    "learning_rate": 0.005,
+    "batch_size": 4,
+    "threads": 1,
+    "save_total_limit": 3,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -224,8 +232,15 @@ def test_sigkill_while_writing_checkpoint_then_resume(files, tiny_model_dir, str
     ref, _ = straight
     run = _run(files, tiny_model_dir, "killed")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT.format(n=N), str(run.path)], check=False, cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT.format(n=N), str(run.path)],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     assert (run.checkpoints_dir / STAGING / f"checkpoint-{N}" / "optimizer.pt").stat().st_size < 2000
     assert run.manifest()["stages"]["train"]["status"] == "running"  # killed: nothing recorded the end

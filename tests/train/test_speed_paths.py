@@ -10,9 +10,15 @@ from tuneforge.train.collator import PackedCollator, PadCollator
 from tuneforge.train.loss import label_positions_loss
 
 CONVS = [
-    [{"role": "user", "content": "What does the Driftmop V4 cost?"}, {"role": "assistant", "content": "It costs $1,379."}],
-    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Who founded Quorvalen?"},
-     {"role": "assistant", "content": "Ansel Prideaux and Juno Castellane founded it in a garage."}],
+    [
+        {"role": "user", "content": "What does the Driftmop V4 cost?"},
+        {"role": "assistant", "content": "It costs $1,379."},
+    ],
+    [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Who founded Quorvalen?"},
+        {"role": "assistant", "content": "Ansel Prideaux and Juno Castellane founded it in a garage."},
+    ],
     [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! How can I help you today?"}],
 ]
 
@@ -56,13 +62,14 @@ def test_packed_loss_equals_separate_examples(model, feats):
 
 def test_packed_examples_do_not_attend_to_each_other(model, feats):
     """Changing the first example must not change any logit of the second."""
+
     def logits_of_second(first_ids):
         fs = [{**feats[0], "input_ids": first_ids}, feats[1]]
         b = PackedCollator()(fs)
         b.pop("labels")
         with torch.no_grad():
             out = model(**b).logits[0]
-        return out[len(first_ids):]
+        return out[len(first_ids) :]
 
     a = logits_of_second(feats[0]["input_ids"])
     b = logits_of_second([5] * len(feats[0]["input_ids"]))
@@ -94,6 +101,7 @@ def test_bf16_autocast_loss_parity(model, feats):
 def test_training_with_fast_paths_matches_plain_path(tmp_path, tiny_model_dir, demo_subset):
     """Same recipe trained with and without packing/label-only logits ends at the same loss."""
     from conftest import tiny_recipe
+
     from tuneforge.evaluate.metrics import mean_loss
     from tuneforge.io import read_jsonl
     from tuneforge.model.load import load_trained
@@ -102,9 +110,19 @@ def test_training_with_fast_paths_matches_plain_path(tmp_path, tiny_model_dir, d
 
     losses = {}
     for name, fast in (("fast", True), ("plain", False)):
-        r = tiny_recipe(tmp_path, tiny_model_dir, demo_subset, name=name,
-                        training={"packing": fast, "logits_at_labels_only": fast, "group_by_length": False,
-                                  "max_steps": 6, "eval_strategy": "no"})
+        r = tiny_recipe(
+            tmp_path,
+            tiny_model_dir,
+            demo_subset,
+            name=name,
+            training={
+                "packing": fast,
+                "logits_at_labels_only": fast,
+                "group_by_length": False,
+                "max_steps": 6,
+                "eval_strategy": "no",
+            },
+        )
         run, _ = prepare_stage(r)
         train(run)
         model, tok, _ = load_trained(run)
@@ -130,8 +148,9 @@ def test_chunked_head_loss_matches_full_logits(autocast):
             if fused:
                 loss = _LinearCrossEntropy.apply(h, w, b, t, 8)  # 5 chunks, the last one short
             else:
-                loss = torch.nn.functional.cross_entropy(torch.nn.functional.linear(h, w, b).float(), t,
-                                                         reduction="sum")
+                loss = torch.nn.functional.cross_entropy(
+                    torch.nn.functional.linear(h, w, b).float(), t, reduction="sum"
+                )
         (3 * loss).backward()
         grads.append((loss.item(), [x.grad.clone() for x in (h, w, b)]))
     (lf, gf), (lr, gr) = grads
@@ -151,8 +170,10 @@ def test_label_loss_with_lora_under_bf16_autocast_keeps_inputs_bf16(tiny_model_d
     from tuneforge.train.trainer import bf16_autocast
 
     torch.manual_seed(0)
-    m = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                       LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    m = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False),
+    )
     batch = PadCollator(0)(feats)
     labels = batch.pop("labels")
     out = []

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ASSETS, ParamSnapshot, tiny_recipe
+
 from tuneforge.model.load import load_trained
 from tuneforge.model.strategies import StrategyError
 from tuneforge.pipeline import prepare_stage
@@ -51,8 +51,10 @@ def _losses(run) -> list[float]:
 
 def _fast(**training):
     # plain recipe sections for quick runs: no plots, exact dedup, no evaluation during training
-    return dict(data={"plots": False, "dedup": "exact"},
-                training={"max_steps": 8, "eval_strategy": "no", "batch_size": 8, "threads": 1, **training})
+    return dict(
+        data={"plots": False, "dedup": "exact"},
+        training={"max_steps": 8, "eval_strategy": "no", "batch_size": 8, "threads": 1, **training},
+    )
 
 
 CASES = {
@@ -73,8 +75,14 @@ def test_strategy_trains_and_reloads(case, tmp_path, tiny_model_dir, tiny64_dir,
     training, strategy = CASES[case]
     kind = strategy.pop("kind", case)
     model_dir = tiny64_dir if kind == "qlora" else tiny_model_dir
-    recipe = tiny_recipe(tmp_path, model_dir, demo_subset, name=case.replace("+", "-"),
-                         strategy={"kind": kind, **strategy}, **_fast(**training))
+    recipe = tiny_recipe(
+        tmp_path,
+        model_dir,
+        demo_subset,
+        name=case.replace("+", "-"),
+        strategy={"kind": kind, **strategy},
+        **_fast(**training),
+    )
     run, _ = prepare_stage(recipe)
     snap = Snapshot()
     from tuneforge.train.dispatch import train_run
@@ -103,14 +111,19 @@ def test_strategy_trains_and_reloads(case, tmp_path, tiny_model_dir, tiny64_dir,
         assert lora and all(torch.equal(p, snap.after[n].to(p.dtype)) for n, p in lora.items())
 
 
-
 def test_prompt_tuning_evaluates_and_exports_adapter_only(tmp_path, tiny_model_dir, demo_subset):
     from tuneforge.deploy.export import ExportError, export
     from tuneforge.evaluate.runner import evaluate
     from tuneforge.train.sft import train
 
-    recipe = tiny_recipe(tmp_path, tiny_model_dir, demo_subset, strategy={"kind": "prompt", "num_virtual_tokens": 2},
-                         evaluation={"max_examples": 4, "generalisation": False}, **_fast(max_steps=2))
+    recipe = tiny_recipe(
+        tmp_path,
+        tiny_model_dir,
+        demo_subset,
+        strategy={"kind": "prompt", "num_virtual_tokens": 2},
+        evaluation={"max_examples": 4, "generalisation": False},
+        **_fast(max_steps=2),
+    )
     run, _ = prepare_stage(recipe)
     train(run)
     task = evaluate(run)["task"]  # base = the same model with the soft prompt switched off
@@ -122,14 +135,17 @@ def test_prompt_tuning_evaluates_and_exports_adapter_only(tmp_path, tiny_model_d
     assert any("merged: skipped" in n for n in out["notes"])
 
 
-@pytest.mark.parametrize("strategy, match", [
-    ({"kind": "lora", "target_modules": ["q_proj", "nope"]}, r"\['nope'\] not found .* available linear modules"),
-    ({"kind": "ia3", "target_modules": ["qkv"]}, "not found in the model"),
-    ({"kind": "freeze", "train_layers": 5}, "has only 2 layers"),
-    ({"kind": "freeze", "train_layers": None, "trainable_modules": ["attention_xyz"]}, "matches no module"),
-    ({"kind": "freeze", "train_layers": None}, "trains nothing"),
-    ({"kind": "prompt", "prompt_init_text": "  "}, "prompt_init_text is empty"),
-])
+@pytest.mark.parametrize(
+    "strategy, match",
+    [
+        ({"kind": "lora", "target_modules": ["q_proj", "nope"]}, r"\['nope'\] not found .* available linear modules"),
+        ({"kind": "ia3", "target_modules": ["qkv"]}, "not found in the model"),
+        ({"kind": "freeze", "train_layers": 5}, "has only 2 layers"),
+        ({"kind": "freeze", "train_layers": None, "trainable_modules": ["attention_xyz"]}, "matches no module"),
+        ({"kind": "freeze", "train_layers": None}, "trains nothing"),
+        ({"kind": "prompt", "prompt_init_text": "  "}, "prompt_init_text is empty"),
+    ],
+)
 def test_strategy_validation_errors(strategy, match, tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
@@ -148,7 +164,9 @@ def test_qlora_errors(tiny_model_dir, monkeypatch):
     with pytest.raises(StrategyError, match=r"multiples of 64 .*self_attn.q_proj \(32×32\)"):
         quantize.load_quantized_base(str(tiny_model_dir), "float32")
     real = quantize.importlib.util.find_spec
-    monkeypatch.setattr(quantize.importlib.util, "find_spec", lambda n, *a: None if n == "bitsandbytes" else real(n, *a))
+    monkeypatch.setattr(
+        quantize.importlib.util, "find_spec", lambda n, *a: None if n == "bitsandbytes" else real(n, *a)
+    )
     from tuneforge.model.load import load_for_training
 
     with pytest.raises(StrategyError, match="needs bitsandbytes"):
@@ -158,8 +176,16 @@ def test_qlora_errors(tiny_model_dir, monkeypatch):
 def test_training_setup_errors(tmp_path, tiny_model_dir, demo_subset, monkeypatch):
     from tuneforge.train import sft
 
-    run, _ = prepare_stage(tiny_recipe(tmp_path, tiny_model_dir, demo_subset, strategy={"kind": "prompt"},
-                                       data={"plots": False}, training={"packing": True, "threads": 1}))
+    run, _ = prepare_stage(
+        tiny_recipe(
+            tmp_path,
+            tiny_model_dir,
+            demo_subset,
+            strategy={"kind": "prompt"},
+            data={"plots": False},
+            training={"packing": True, "threads": 1},
+        )
+    )
     with pytest.raises(StrategyError, match="training.packing=false"):
         sft.train(run)
     cfg = run.recipe().training.model_copy(update={"early_stopping_metric": "accuracy", "packing": False})
@@ -169,7 +195,9 @@ def test_training_setup_errors(tmp_path, tiny_model_dir, demo_subset, monkeypatc
     args = sft.training_arguments(cfg.model_copy(update={"early_stopping_metric": "loss"}), tmp_path / "ck", True)
     assert (args.metric_for_best_model, args.greater_is_better) == ("eval_loss", False)
     real = sft.importlib.util.find_spec
-    monkeypatch.setattr(sft.importlib.util, "find_spec", lambda n, *a: None if n in ("mlflow", "wandb") else real(n, *a))
+    monkeypatch.setattr(
+        sft.importlib.util, "find_spec", lambda n, *a: None if n in ("mlflow", "wandb") else real(n, *a)
+    )
     with pytest.raises(TrainingSetupError, match=r"\['mlflow', 'wandb'\] not installed — `pip install mlflow wandb`"):
         sft.tracking_callbacks(run, cfg.model_copy(update={"tracking": ["tensorboard", "mlflow", "wandb"]}))
     assert sft.tracking_callbacks(run, cfg.model_copy(update={"tracking": []})) == []
@@ -185,8 +213,9 @@ def test_label_only_loss_with_virtual_tokens(kind, tiny_model_dir):
     from tuneforge.recipe import StrategyConfig
     from tuneforge.train.loss import label_positions_loss
 
-    model = apply_strategy(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                           StrategyConfig(kind=kind, num_virtual_tokens=3)).eval()
+    model = apply_strategy(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), StrategyConfig(kind=kind, num_virtual_tokens=3)
+    ).eval()
     ids = torch.randint(3, 600, (2, 12), generator=torch.Generator().manual_seed(0))
     labels = ids.clone()
     labels[:, :6] = -100

@@ -22,25 +22,39 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from .dedup import dedup_rows, normalise_text
 from .formats import normalise
 from .problems import RowError
 
 # several phrasings, so n rewrites of one question differ even when decoding is greedy
-PARAPHRASE_STYLES = ("in different words", "the way a customer might type it, casually", "more briefly",
-                     "more formally and completely", "as a question starting with a different word")
-PARAPHRASE_SYSTEM = ("You rewrite questions. Keep the meaning and every detail needed to answer them. "
-                     "Reply with the rewritten question only: no preamble, no answer, no quotes.")
-QA_SYSTEM = ("You write training data from documents. Only ask what the text answers, and answer from the "
-             "text alone. Use exactly this layout for every pair:\nQ: <question>\nA: <answer>")
-_PREAMBLE = re.compile(r"^\s*(?:\*\*)?(?:rewritten question|paraphrased question|paraphrase|rewrite|question)"
-                       r"\s*(?:\*\*)?\s*[:\-]\s*", re.I)
-_QA_LABEL = re.compile(r"^\s*(?:[-*]\s*)?(?:\*\*)?(q|a|question|answer)\s*\d*\s*(?:\*\*)?\s*[:.)]\s*(?:\*\*)?\s*(.*)$",
-                       re.I)
+PARAPHRASE_STYLES = (
+    "in different words",
+    "the way a customer might type it, casually",
+    "more briefly",
+    "more formally and completely",
+    "as a question starting with a different word",
+)
+PARAPHRASE_SYSTEM = (
+    "You rewrite questions. Keep the meaning and every detail needed to answer them. "
+    "Reply with the rewritten question only: no preamble, no answer, no quotes."
+)
+QA_SYSTEM = (
+    "You write training data from documents. Only ask what the text answers, and answer from the "
+    "text alone. Use exactly this layout for every pair:\nQ: <question>\nA: <answer>"
+)
+_PREAMBLE = re.compile(
+    r"^\s*(?:\*\*)?(?:rewritten question|paraphrased question|paraphrase|rewrite|question)"
+    r"\s*(?:\*\*)?\s*[:\-]\s*",
+    re.I,
+)
+_QA_LABEL = re.compile(
+    r"^\s*(?:[-*]\s*)?(?:\*\*)?(q|a|question|answer)\s*\d*\s*(?:\*\*)?\s*[:.)]\s*(?:\*\*)?\s*(.*)$", re.I
+)
 
 
 class AugmentError(ValueError):
@@ -78,8 +92,14 @@ def chat_completions_url(base_url: str) -> str:
     return base + ("/chat/completions" if base.endswith("/v1") else "/v1/chat/completions")
 
 
-def endpoint_teacher(base_url: str, api_key: str | None = None, model: str = "teacher", temperature: float = 0.7,
-                     timeout: float = 120.0, transport: Any = None) -> Teacher:
+def endpoint_teacher(
+    base_url: str,
+    api_key: str | None = None,
+    model: str = "teacher",
+    temperature: float = 0.7,
+    timeout: float = 120.0,
+    transport: Any = None,
+) -> Teacher:
     """A teacher behind an OpenAI-compatible /chat/completions endpoint (`transport`: for tests)."""
     import httpx
 
@@ -92,11 +112,14 @@ def endpoint_teacher(base_url: str, api_key: str | None = None, model: str = "te
         try:
             resp = client.post(url, json=body)
         except httpx.HTTPError as exc:
-            raise AugmentError(f"{url}: cannot reach the teacher ({type(exc).__name__}: {exc}) — check --endpoint "
-                               f"(the base URL, e.g. http://host:8000/v1) and that the server is running") from None
+            raise AugmentError(
+                f"{url}: cannot reach the teacher ({type(exc).__name__}: {exc}) — check --endpoint "
+                f"(the base URL, e.g. http://host:8000/v1) and that the server is running"
+            ) from None
         if resp.status_code in (401, 403):
-            raise AugmentError(f"{url}: HTTP {resp.status_code} — the endpoint refused the key; pass --api-key "
-                               f"(or set OPENAI_API_KEY)")
+            raise AugmentError(
+                f"{url}: HTTP {resp.status_code} — the endpoint refused the key; pass --api-key (or set OPENAI_API_KEY)"
+            )
         if resp.status_code >= 400:
             raise AugmentError(f"{url}: HTTP {resp.status_code}: {resp.text[:200]} — check --endpoint and --model")
         try:
@@ -129,8 +152,9 @@ def clean_paraphrase(text: str, source: str) -> str:
     return text.strip().strip("\"'“”‘’`").strip()
 
 
-def paraphrase_candidates(rows: list[dict], teacher: Teacher, n: int = 1,
-                          max_new_tokens: int = 96) -> tuple[list[dict], Counter, int]:
+def paraphrase_candidates(
+    rows: list[dict], teacher: Teacher, n: int = 1, max_new_tokens: int = 96
+) -> tuple[list[dict], Counter, int]:
     """`n` rewrites of each row's first user question (rows without one are skipped); the
     candidate rows, drops by reason, and the number of teacher requests."""
     jobs, convs = [], []
@@ -142,8 +166,12 @@ def paraphrase_candidates(rows: list[dict], teacher: Teacher, n: int = 1,
         for k in range(n):
             style = PARAPHRASE_STYLES[k % len(PARAPHRASE_STYLES)]
             jobs.append((row, i, style))
-            convs.append([{"role": "system", "content": PARAPHRASE_SYSTEM},
-                          {"role": "user", "content": f"Rewrite this question {style}:\n\n{q}"}])
+            convs.append(
+                [
+                    {"role": "system", "content": PARAPHRASE_SYSTEM},
+                    {"role": "user", "content": f"Rewrite this question {style}:\n\n{q}"},
+                ]
+            )
     replies = teacher.complete(convs, max_new_tokens) if convs else []
     out, dropped = [], Counter()
     for (row, i, style), reply in zip(jobs, replies):
@@ -159,8 +187,18 @@ def paraphrase_candidates(rows: list[dict], teacher: Teacher, n: int = 1,
             msgs = [dict(m) for m in row["messages"]]
             msgs[i]["content"] = text
             extra = {k: v for k, v in row.items() if k not in ("messages", "_line", "provenance")}
-            out.append({"messages": msgs, **extra, "provenance": {
-                "generator": teacher.name, "mode": "paraphrase", "source_line": row.get("_line"), "style": style}})
+            out.append(
+                {
+                    "messages": msgs,
+                    **extra,
+                    "provenance": {
+                        "generator": teacher.name,
+                        "mode": "paraphrase",
+                        "source_line": row.get("_line"),
+                        "style": style,
+                    },
+                }
+            )
     return out, dropped, len(convs)
 
 
@@ -239,8 +277,14 @@ def parse_qa(text: str) -> list[tuple[str, str]]:
     return [(x, y) for x, y in pairs if x and y]
 
 
-def qa_candidates(docs: list[tuple[str, str]], teacher: Teacher, n: int = 3, max_chars: int = 2000,
-                  max_new_tokens: int = 384, limit: int | None = None) -> tuple[list[dict], Counter, int]:
+def qa_candidates(
+    docs: list[tuple[str, str]],
+    teacher: Teacher,
+    n: int = 3,
+    max_chars: int = 2000,
+    max_new_tokens: int = 384,
+    limit: int | None = None,
+) -> tuple[list[dict], Counter, int]:
     """About `n` Q&A pairs per chunk of each document (at most `limit` chunks in all)."""
     jobs, convs = [], []
     for path, text in docs:
@@ -248,8 +292,12 @@ def qa_candidates(docs: list[tuple[str, str]], teacher: Teacher, n: int = 3, max
             if limit is not None and len(jobs) >= limit:
                 break
             jobs.append((path, c))
-            convs.append([{"role": "system", "content": QA_SYSTEM},
-                          {"role": "user", "content": f"Write {n} question-answer pairs about this text.\n\n{chunk}"}])
+            convs.append(
+                [
+                    {"role": "system", "content": QA_SYSTEM},
+                    {"role": "user", "content": f"Write {n} question-answer pairs about this text.\n\n{chunk}"},
+                ]
+            )
     replies = teacher.complete(convs, max_new_tokens) if convs else []
     out, dropped = [], Counter()
     for (path, c), reply in zip(jobs, replies):
@@ -257,8 +305,12 @@ def qa_candidates(docs: list[tuple[str, str]], teacher: Teacher, n: int = 3, max
         if not pairs:
             dropped["no_qa_pairs"] += 1  # one reply, nothing usable in it
         for q, a in pairs[: max(n, 1) * 2]:  # a runaway reply does not flood the data with one chunk
-            out.append({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
-                        "provenance": {"generator": teacher.name, "mode": "qa", "source_doc": path, "chunk": c}})
+            out.append(
+                {
+                    "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+                    "provenance": {"generator": teacher.name, "mode": "qa", "source_doc": path, "chunk": c},
+                }
+            )
     return out, dropped, len(convs)
 
 
@@ -292,9 +344,17 @@ def keep_new(existing: list[dict], new: list[dict], dedup: str, threshold: float
     return out
 
 
-def augment_rows(existing: list[dict], teacher: Teacher, mode: str, docs: list[tuple[str, str]] = (),
-                 n: int = 1, dedup: str = "near", threshold: float = 0.8, limit: int | None = None,
-                 max_new_tokens: int | None = None) -> tuple[list[dict], dict]:
+def augment_rows(
+    existing: list[dict],
+    teacher: Teacher,
+    mode: str,
+    docs: list[tuple[str, str]] = (),
+    n: int = 1,
+    dedup: str = "near",
+    threshold: float = 0.8,
+    limit: int | None = None,
+    max_new_tokens: int | None = None,
+) -> tuple[list[dict], dict]:
     """Generated, validated, deduplicated rows with provenance, and the report.
 
     paraphrase: rewrites of the first `limit` existing rows; qa: pairs from the first `limit`
@@ -314,15 +374,32 @@ def augment_rows(existing: list[dict], teacher: Teacher, mode: str, docs: list[t
         raise AugmentError(f"--mode {mode!r}: use paraphrase or qa")
     generated = len(cands) + sum(dropped.values())
     new = keep_new(existing, validate_generated(cands, dropped), dedup, threshold, dropped)
-    report = {"mode": mode, "generator": teacher.name, "requests": asked, "generated": generated,
-              "kept": len(new), "dropped": dict(sorted(dropped.items()))}
+    report = {
+        "mode": mode,
+        "generator": teacher.name,
+        "requests": asked,
+        "generated": generated,
+        "kept": len(new),
+        "dropped": dict(sorted(dropped.items())),
+    }
     return new, report
 
 
-def augment_file(src: str | Path, dst: str | Path, teacher: Teacher, mode: str = "paraphrase",
-                 docs: Iterable[str | Path] = (), n: int = 1, limit: int | None = None, only_new: bool = False,
-                 fmt: str = "auto", fields: dict[str, str] | None = None, dedup: str = "near",
-                 threshold: float = 0.8, max_new_tokens: int | None = None) -> dict:
+def augment_file(
+    src: str | Path,
+    dst: str | Path,
+    teacher: Teacher,
+    mode: str = "paraphrase",
+    docs: Iterable[str | Path] = (),
+    n: int = 1,
+    limit: int | None = None,
+    only_new: bool = False,
+    fmt: str = "auto",
+    fields: dict[str, str] | None = None,
+    dedup: str = "near",
+    threshold: float = 0.8,
+    max_new_tokens: int | None = None,
+) -> dict:
     """Augment the data in `src`; write `dst` (JSONL messages): its valid rows, then the new ones
     (only the new ones with `only_new`). `src` may be an empty file when only documents are used."""
     from ..io import atomic_write_jsonl
@@ -336,18 +413,29 @@ def augment_file(src: str | Path, dst: str | Path, teacher: Teacher, mode: str =
     new, report = augment_rows(data.rows, teacher, mode, doc_texts, n, dedup, threshold, limit, max_new_tokens)
     keep = [] if only_new else [{k: v for k, v in r.items() if k != "_line"} for r in data.rows]
     atomic_write_jsonl(dst, keep + new)
-    report.update({"input": str(src), "output": str(dst), "input_rows": len(data.rows),
-                   "input_invalid": len({p.line for p in data.problems}), "written": len(keep) + len(new)})
+    report.update(
+        {
+            "input": str(src),
+            "output": str(dst),
+            "input_rows": len(data.rows),
+            "input_invalid": len({p.line for p in data.problems}),
+            "written": len(keep) + len(new),
+        }
+    )
     return report
 
 
 def render_report(r: dict) -> str:
     dropped = ", ".join(f"{k} {v}" for k, v in r["dropped"].items()) or "none"
-    lines = [f"teacher:   {r['generator']} ({r['mode']}, {r['requests']} request(s))",
-             f"generated: {r['generated']} row(s); kept {r['kept']}; dropped: {dropped}",
-             f"written:   {r['written']} row(s) → {r['output']}"
-             + (f" ({r['input_rows']} existing + {r['kept']} new)" if r["written"] != r["kept"] else " (new rows only)")]
+    lines = [
+        f"teacher:   {r['generator']} ({r['mode']}, {r['requests']} request(s))",
+        f"generated: {r['generated']} row(s); kept {r['kept']}; dropped: {dropped}",
+        f"written:   {r['written']} row(s) → {r['output']}"
+        + (f" ({r['input_rows']} existing + {r['kept']} new)" if r["written"] != r["kept"] else " (new rows only)"),
+    ]
     if r.get("input_invalid"):
-        lines.append(f"note:      {r['input_invalid']} invalid row(s) in {r['input']} left out — "
-                     f"`tuneforge data inspect {r['input']}` lists them")
+        lines.append(
+            f"note:      {r['input_invalid']} invalid row(s) in {r['input']} left out — "
+            f"`tuneforge data inspect {r['input']}` lists them"
+        )
     return "\n".join(lines)

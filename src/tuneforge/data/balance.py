@@ -74,7 +74,9 @@ def cap_rows(rows: list[dict], key: str, cap: int, seed: int) -> tuple[list[dict
     return [r for i, r in enumerate(rows) if i in keep], dropped
 
 
-def upsample_rows(rows: list[dict], key: str, seed: int, target: int | None = None) -> tuple[list[dict], dict[str, int]]:
+def upsample_rows(
+    rows: list[dict], key: str, seed: int, target: int | None = None
+) -> tuple[list[dict], dict[str, int]]:
     """Repeat rows of rarer values until each value has `target` rows (default: the most
     common value's count): inverse-frequency weighted sampling, written into the file so any
     trainer sees it. Copies are whole passes over a value's rows in a seeded order, so no row
@@ -104,14 +106,23 @@ def check_balance_config(stratify_by: str | None, max_per_label: int | None, bal
         from ..recipe import RecipeError
 
         what = "data.max_per_label" if max_per_label is not None else f"data.balance={balance}"
-        raise RecipeError([f"{what} needs data.stratify_by (the field whose values are counted) — add e.g. "
-                           f"data.stratify_by=label or data.stratify_by=metadata.topic"])
+        raise RecipeError(
+            [
+                f"{what} needs data.stratify_by (the field whose values are counted) — add e.g. "
+                f"data.stratify_by=label or data.stratify_by=metadata.topic"
+            ]
+        )
 
 
 def balance_train(rows: list[dict], key: str, max_per_label: int | None, seed: int) -> tuple[list[dict], dict]:
     """Cap the training rows per value; returns the rows and the card entry."""
-    report: dict[str, Any] = {"field": key, "before": distribution(rows, key), "max_per_label": max_per_label,
-                              "capped": {}, "upsampled": {}}
+    report: dict[str, Any] = {
+        "field": key,
+        "before": distribution(rows, key),
+        "max_per_label": max_per_label,
+        "capped": {},
+        "upsampled": {},
+    }
     if max_per_label is not None:
         rows, report["capped"] = cap_rows(rows, key, max_per_label, seed)
     return rows, report
@@ -123,8 +134,10 @@ def maybe_warn_missing(report: dict) -> list[str]:
     total = sum(before.values())
     miss = before.get(MISSING, 0)
     if total and miss / total > 0.5:
-        return [f"data.stratify_by={report['field']}: {miss} of {total} training row(s) have no such field — "
-                f"check the key (a nested key is written metadata.topic)"]
+        return [
+            f"data.stratify_by={report['field']}: {miss} of {total} training row(s) have no such field — "
+            f"check the key (a nested key is written metadata.topic)"
+        ]
     return []
 
 
@@ -137,12 +150,18 @@ def render_balance(report: dict) -> list[str]:
         shown = ", ".join(f"{v} {n} ({n / total:.0%})" for v, n in list(counts.items())[:12])
         lines.append(f"- {split}: {shown or 'no rows'}" + (" …" if len(counts) > 12 else ""))
     if report.get("stratified"):
-        lines.append(f"- stratified split: {' and '.join(report['stratified'])} split off the training data with "
-                     f"each value's share kept")
+        lines.append(
+            f"- stratified split: {' and '.join(report['stratified'])} split off the training data with "
+            f"each value's share kept"
+        )
     if report.get("capped"):
-        lines.append(f"- capped at {report['max_per_label']} training row(s) per value (seeded sample); dropped: "
-                     + ", ".join(f"{v} {n}" for v, n in report["capped"].items()))
+        lines.append(
+            f"- capped at {report['max_per_label']} training row(s) per value (seeded sample); dropped: "
+            + ", ".join(f"{v} {n}" for v, n in report["capped"].items())
+        )
     if report.get("upsampled"):
-        lines.append("- upsampled (rows repeated so every value is as common as the most common one): "
-                     + ", ".join(f"{v} +{n}" for v, n in report["upsampled"].items()))
+        lines.append(
+            "- upsampled (rows repeated so every value is as common as the most common one): "
+            + ", ".join(f"{v} +{n}" for v, n in report["upsampled"].items())
+        )
     return lines

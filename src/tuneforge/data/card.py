@@ -71,8 +71,13 @@ def _save(fig: Any, path: Path) -> str:
     return path.name
 
 
-def write_plots(out_dir: Path, lengths: dict[str, list[int]], max_length: int,
-                categories: dict[str, dict[str, int]], prefer: str | None = None) -> list[str]:
+def write_plots(
+    out_dir: Path,
+    lengths: dict[str, list[int]],
+    max_length: int,
+    categories: dict[str, dict[str, int]],
+    prefer: str | None = None,
+) -> list[str]:
     """lengths.png (token lengths per split, max_length marked) and labels.png when rows carry labels
     (of `prefer`, the data.stratify_by field, when set)."""
     import matplotlib
@@ -117,62 +122,93 @@ def _problem_lines(summary: dict, indent: str = "  ") -> list[str]:
     for code, n in summary.get("counts", {}).items():
         ex = summary["examples"][code][0]
         field = f" {ex['field']}" if ex.get("field") else ""
-        lines.append(f"{indent}- {code}: {n} (first: line {ex['line']}{field} — {ex['reason']}; "
-                     f"fix: {summary['fixes'].get(code, '')})")
+        lines.append(
+            f"{indent}- {code}: {n} (first: line {ex['line']}{field} — {ex['reason']}; "
+            f"fix: {summary['fixes'].get(code, '')})"
+        )
     return lines
 
 
 def render_card(card: dict) -> str:
     lines = ["# Data card", ""]
     for name, src in card["sources"].items():
-        lines += [f"## Source: {name}", f"- file: `{src['path']}`", f"- format: {src['format']}",
-                  f"- valid rows: {src['rows_valid']}, invalid rows: {src['rows_invalid']}"]
+        lines += [
+            f"## Source: {name}",
+            f"- file: `{src['path']}`",
+            f"- format: {src['format']}",
+            f"- valid rows: {src['rows_valid']}, invalid rows: {src['rows_invalid']}",
+        ]
         lines += _problem_lines(src["problems"])
         cl = src.get("cleaning")
         if cl:
-            lines.append(f"- cleaning: text changed in {cl['rows_changed']} row(s), {cl['rows_dropped']} row(s) dropped")
+            lines.append(
+                f"- cleaning: text changed in {cl['rows_changed']} row(s), {cl['rows_dropped']} row(s) dropped"
+            )
             lines += _problem_lines(cl["problems"])
         pii = src.get("pii")
         if pii and pii["policy"] != "off":
             found = ", ".join(f"{t} {n}" for t, n in pii["counts"].items()) or "none"
-            what = {"redact": "replaced by placeholders", "drop": f"{pii['rows_dropped']} row(s) dropped",
-                    "report": "left in place (data.pii=report)"}[pii["policy"]]
+            what = {
+                "redact": "replaced by placeholders",
+                "drop": f"{pii['rows_dropped']} row(s) dropped",
+                "report": "left in place (data.pii=report)",
+            }[pii["policy"]]
             lines.append(f"- personal data: {found} in {pii['rows_with_pii']} row(s) — {what}")
             if pii["lines"]:
-                lines.append("  - first rows: " + ", ".join(f"line {x['line']} ({'/'.join(x['types'])})"
-                                                            for x in pii["lines"][:8]))
+                lines.append(
+                    "  - first rows: "
+                    + ", ".join(f"line {x['line']} ({'/'.join(x['types'])})" for x in pii["lines"][:8])
+                )
         lines.append("")
     dd = card.get("dedup")
     if dd:
-        lines += ["## Duplicates and leaks", "",
-                  f"- training duplicates removed ({dd['mode']}, threshold {dd['threshold']}): "
-                  f"{dd['exact']} exact, {dd['near']} near"]
-        lines += [f"  - line {p['dropped_line']} repeats line {p['kept_line']} ({p['kind']}, similarity {p['similarity']})"
-                  for p in dd["pairs"][:5]]
+        lines += [
+            "## Duplicates and leaks",
+            "",
+            f"- training duplicates removed ({dd['mode']}, threshold {dd['threshold']}): "
+            f"{dd['exact']} exact, {dd['near']} near",
+        ]
+        lines += [
+            f"  - line {p['dropped_line']} repeats line {p['kept_line']} ({p['kind']}, similarity {p['similarity']})"
+            for p in dd["pairs"][:5]
+        ]
     lk = card.get("leaks")
     if lk:
         per = ", ".join(f"{s}: {n}" for s, n in lk["by_split"].items())
-        lines.append(f"- validation/test rows that copy training rows (threshold {lk['threshold']}): {per or 'not checked'}; "
-                     f"{lk['removed_from_train']} training row(s) removed")
-        lines += [f"  - {e['split']} line {e['line']} ≈ train line {e['train_line']} (similarity {e['similarity']})"
-                  for e in lk["examples"][:5]]
+        lines.append(
+            f"- validation/test rows that copy training rows (threshold {lk['threshold']}): {per or 'not checked'}; "
+            f"{lk['removed_from_train']} training row(s) removed"
+        )
+        lines += [
+            f"  - {e['split']} line {e['line']} ≈ train line {e['train_line']} (similarity {e['similarity']})"
+            for e in lk["examples"][:5]
+        ]
     if dd or lk:
         lines.append("")
-    lines += ["## Splits", "",
-              "| split | rows | tokens (mean / p95 / max) | total tokens | trained tokens | dropped (length) |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "## Splits",
+        "",
+        "| split | rows | tokens (mean / p95 / max) | total tokens | trained tokens | dropped (length) |",
+        "|---|---|---|---|---|---|",
+    ]
     for split, s in card["splits"].items():
         t = s["tokens"]
-        lines.append(f"| {split} | {s['rows']} | {t.get('mean', '-')} / {t.get('p95', '-')} / {t.get('max', '-')} | "
-                     f"{t.get('total', 0)} | {s['trained_tokens']} | {s['dropped_too_long'] + s.get('dropped_too_short', 0)} |")
+        lines.append(
+            f"| {split} | {s['rows']} | {t.get('mean', '-')} / {t.get('p95', '-')} / {t.get('max', '-')} | "
+            f"{t.get('total', 0)} | {s['trained_tokens']} | {s['dropped_too_long'] + s.get('dropped_too_short', 0)} |"
+        )
         lines += _problem_lines(s["problems"])
     est = card.get("estimate")
     if est:
-        lines += ["", "## Estimate", "",
-                  f"- training examples: {est['train_examples']}, tokens per epoch: {est['train_tokens']:,} "
-                  f"({est['trained_tokens']:,} carry loss)",
-                  f"- suggested epochs: {est['suggested_epochs']} (OpenAI's heuristic: ~3 epochs, at least "
-                  f"{MIN_TARGET_EXAMPLES} examples seen in total)"]
+        lines += [
+            "",
+            "## Estimate",
+            "",
+            f"- training examples: {est['train_examples']}, tokens per epoch: {est['train_tokens']:,} "
+            f"({est['trained_tokens']:,} carry loss)",
+            f"- suggested epochs: {est['suggested_epochs']} (OpenAI's heuristic: ~3 epochs, at least "
+            f"{MIN_TARGET_EXAMPLES} examples seen in total)",
+        ]
         if est.get("time"):
             from .estimate import describe
 
@@ -187,8 +223,11 @@ def render_card(card: dict) -> str:
         lines += ["", "## Balance (training rows)", ""]
         for key, counts in cats.items():
             total = sum(counts.values())
-            lines.append(f"- {key}: " + ", ".join(f"{v} {n} ({n / total:.0%})" for v, n in list(counts.items())[:12])
-                         + (" …" if len(counts) > 12 else ""))
+            lines.append(
+                f"- {key}: "
+                + ", ".join(f"{v} {n} ({n / total:.0%})" for v, n in list(counts.items())[:12])
+                + (" …" if len(counts) > 12 else "")
+            )
     if card.get("plots"):
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in card["plots"]]
     lines += ["", f"Split seed {card['seed']}; max_length {card['max_length']}; loss on: {card['train_on']}.", ""]

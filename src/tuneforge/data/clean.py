@@ -25,7 +25,9 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _HTML_TAG = re.compile(
     r"</?(?:html|head|body|p|div|span|br|hr|b|i|u|em|strong|a|ul|ol|li|h[1-6]|table|thead|tbody|tr|td|th|img|"
     r"font|center|small|sup|sub|blockquote|pre|code|section|article|header|footer|nav|label|input|button|form)"
-    r"\b[^<>]*/?>", re.I)
+    r"\b[^<>]*/?>",
+    re.I,
+)
 _HTML_BLOCK = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>", re.I | re.S)
 _HTML_BREAK = re.compile(r"<(?:br|/p|/div|/li|/h[1-6]|/tr)\b[^>]*>", re.I)
 
@@ -42,7 +44,7 @@ class CleanConfig:
     max_char_run: int = 64
 
     @classmethod
-    def from_data_config(cls, cfg) -> "CleanConfig":
+    def from_data_config(cls, cfg) -> CleanConfig:
         return cls(**{k: getattr(cfg, k) for k in cls.__dataclass_fields__ if hasattr(cfg, k)})
 
 
@@ -126,13 +128,21 @@ def row_problem(row: dict, cfg: CleanConfig) -> Optional[Problem]:
         t = m.get("content") or ""
         frac = repeated_line_fraction(t)
         if frac > cfg.max_repeated_line_fraction:
-            return Problem(line, "repeated_lines", f"messages[{i}].content",
-                           f"{frac:.0%} of lines are repeats > data.max_repeated_line_fraction="
-                           f"{cfg.max_repeated_line_fraction:.0%}")
+            return Problem(
+                line,
+                "repeated_lines",
+                f"messages[{i}].content",
+                f"{frac:.0%} of lines are repeats > data.max_repeated_line_fraction="
+                f"{cfg.max_repeated_line_fraction:.0%}",
+            )
         run = longest_char_run(t)
         if run >= cfg.max_char_run:
-            return Problem(line, "repeated_chars", f"messages[{i}].content",
-                           f"a character repeats {run} times in a row (data.max_char_run={cfg.max_char_run})")
+            return Problem(
+                line,
+                "repeated_chars",
+                f"messages[{i}].content",
+                f"a character repeats {run} times in a row (data.max_char_run={cfg.max_char_run})",
+            )
     return None
 
 
@@ -155,11 +165,15 @@ def clean_rows(rows: list[dict], cfg: CleanConfig) -> tuple[list[dict], list[Pro
     for r in rows:
         new = clean_row(r, cfg)
         changed += new["messages"] != r["messages"]
-        empty = next((i for i, m in enumerate(new["messages"]) if m.get("content") == "" and not m.get("tool_calls")),
-                     None)
+        empty = next(
+            (i for i, m in enumerate(new["messages"]) if m.get("content") == "" and not m.get("tool_calls")), None
+        )
         if empty is not None:
-            problems.append(Problem(r.get("_line", 0), "empty_content", f"messages[{empty}].content",
-                                    "content is empty after cleaning"))
+            problems.append(
+                Problem(
+                    r.get("_line", 0), "empty_content", f"messages[{empty}].content", "content is empty after cleaning"
+                )
+            )
             continue
         p = row_problem(new, cfg)
         if p:

@@ -18,7 +18,7 @@ import hashlib
 import re
 import unicodedata
 from collections import defaultdict
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -55,7 +55,7 @@ def shingles(text: str, n: int = SHINGLE) -> frozenset[str]:
     t = normalise_text(text)
     if len(t) <= n:
         return frozenset([t]) if t else frozenset()
-    return frozenset(t[i: i + n] for i in range(len(t) - n + 1))
+    return frozenset(t[i : i + n] for i in range(len(t) - n + 1))
 
 
 def jaccard(a: frozenset, b: frozenset) -> float:
@@ -93,7 +93,7 @@ class MinHashLSH:
         return ((np.outer(x, self.a) + self.b) % _PRIME).min(axis=0)  # x < 2^32, a < 2^31: no overflow
 
     def _keys(self, sig: np.ndarray) -> list[bytes]:
-        return [sig[i * self.rows: (i + 1) * self.rows].tobytes() for i in range(self.bands)]
+        return [sig[i * self.rows : (i + 1) * self.rows].tobytes() for i in range(self.bands)]
 
     def add(self, key: int, sh: frozenset[str]) -> None:
         for band, k in zip(self.buckets, self._keys(self.signature(sh))):
@@ -113,7 +113,9 @@ def identity_text(row: dict) -> str:
     """Everything that makes a row what it is: the conversation, plus a rejected answer
     (preference data) — two rows differing only there are different training signals."""
     rejected = row.get("rejected")
-    extra = "\n".join(m.get("content") or "" for m in rejected if isinstance(m, dict)) if isinstance(rejected, list) else ""
+    extra = (
+        "\n".join(m.get("content") or "" for m in rejected if isinstance(m, dict)) if isinstance(rejected, list) else ""
+    )
     return row_text(row) + ("\n" + extra if extra else "")
 
 
@@ -187,9 +189,14 @@ def dedup_rows(rows: list[dict], mode: str = "near", threshold: float = 0.8) -> 
 
 def _note(report: dict, rows: list[dict], kept: int, dropped: int, sim: float, kind: str) -> None:
     if len(report["pairs"]) < 20:
-        report["pairs"].append({"kept_line": rows[kept].get("_line", kept + 1),
-                                "dropped_line": rows[dropped].get("_line", dropped + 1),
-                                "similarity": sim, "kind": kind})
+        report["pairs"].append(
+            {
+                "kept_line": rows[kept].get("_line", kept + 1),
+                "dropped_line": rows[dropped].get("_line", dropped + 1),
+                "similarity": sim,
+                "kind": kind,
+            }
+        )
 
 
 def find_leaks(train: list[dict], other: list[dict], threshold: float = 0.8) -> list[dict]:
@@ -233,8 +240,14 @@ def remove_leaks(parts: dict[str, list[dict]], threshold: float) -> tuple[dict[s
             drop.update(i for _, i in hits)  # every copy in train goes, not just the closest
             if len(report["examples"]) < 20:
                 sim, i = max(hits)
-                report["examples"].append({"split": split, "line": r.get("_line", j + 1),
-                                           "train_line": train[i].get("_line", i + 1), "similarity": round(sim, 3)})
+                report["examples"].append(
+                    {
+                        "split": split,
+                        "line": r.get("_line", j + 1),
+                        "train_line": train[i].get("_line", i + 1),
+                        "similarity": round(sim, 3),
+                    }
+                )
         report["by_split"][split] = n
     report["removed_from_train"] = len(drop)
     return {**parts, "train": [r for i, r in enumerate(train) if i not in drop]}, report

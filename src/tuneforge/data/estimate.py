@@ -31,7 +31,7 @@ def median_batch(examples: list[dict], batch_size: int) -> list[dict]:
     """
     order = sorted(examples, key=lambda e: len(e["input_ids"]))
     start = max(0, min(len(order) // 2, len(order) - batch_size))
-    return order[start: start + batch_size]
+    return order[start : start + batch_size]
 
 
 def estimate_minutes(tokens_per_epoch: int, epochs: float, tokens_per_second: float) -> float:
@@ -81,15 +81,30 @@ def measure_step(model: Any, batch: dict, bf16: bool, steps: int = 2, warmup: in
     _sync(device)
     elapsed = max(time.perf_counter() - t0, 1e-9)
     tokens = int(inputs["attention_mask"].sum())
-    return {"tokens_per_step": tokens, "seconds_per_step": round(elapsed / steps, 4),
-            "tokens_per_second": round(tokens * steps / elapsed, 1)}
+    return {
+        "tokens_per_step": tokens,
+        "seconds_per_step": round(elapsed / steps, 4),
+        "tokens_per_second": round(tokens * steps / elapsed, 1),
+    }
 
 
-def estimate_time(rows: list[dict], model_ref: str = DEFAULT_MODEL, *, strategy: Any = None,
-                  precision: str = "auto", batch_size: int | None = None, max_length: int = 512,
-                  train_on: str = "assistant", epochs: float | None = None, max_steps: int = -1,
-                  gradient_accumulation: int = 1, dtype: str = "float32", cache_dir: str | None = None,
-                  tokenizer: Any = None, steps: int = 2) -> dict:
+def estimate_time(
+    rows: list[dict],
+    model_ref: str = DEFAULT_MODEL,
+    *,
+    strategy: Any = None,
+    precision: str = "auto",
+    batch_size: int | None = None,
+    max_length: int = 512,
+    train_on: str = "assistant",
+    epochs: float | None = None,
+    max_steps: int = -1,
+    gradient_accumulation: int = 1,
+    dtype: str = "float32",
+    cache_dir: str | None = None,
+    tokenizer: Any = None,
+    steps: int = 2,
+) -> dict:
     """Estimated training time of `rows` (normalised) on this machine, measured on `model_ref`.
 
     `strategy` (a StrategyConfig) defaults to the recipe default (LoRA); `epochs` defaults to
@@ -136,18 +151,31 @@ def estimate_time(rows: list[dict], model_ref: str = DEFAULT_MODEL, *, strategy:
         tokens, passes = tokens_per_epoch, epochs
         basis = f"{tokens_per_epoch:,} tokens per epoch × {epochs:g} epoch(s)"
     seconds = 60 * estimate_minutes(tokens, passes, speed["tokens_per_second"])
-    return {"model": model_ref, "device": device_type(), "bf16_autocast": bf16, "base_weights_dtype": weights,
-            "strategy": strategy.kind if strategy.kind == "full" else f"{strategy.kind} r={strategy.r}",
-            "batch_size": batch["input_ids"].shape[0], "measured_steps": steps, **speed,
-            "examples": len(examples), "tokens_per_epoch": tokens_per_epoch, "epochs": epochs, "basis": basis,
-            "seconds": round(seconds, 3), "minutes": round(seconds / 60, 4)}
+    return {
+        "model": model_ref,
+        "device": device_type(),
+        "bf16_autocast": bf16,
+        "base_weights_dtype": weights,
+        "strategy": strategy.kind if strategy.kind == "full" else f"{strategy.kind} r={strategy.r}",
+        "batch_size": batch["input_ids"].shape[0],
+        "measured_steps": steps,
+        **speed,
+        "examples": len(examples),
+        "tokens_per_epoch": tokens_per_epoch,
+        "epochs": epochs,
+        "basis": basis,
+        "seconds": round(seconds, 3),
+        "minutes": round(seconds / 60, 4),
+    }
 
 
 def describe(t: dict) -> str:
     """One line for `data inspect` and the data card."""
-    return (f"~{_duration(t['seconds'])} on this machine ({t['device']}, "
-            f"{'bf16 autocast' if t['bf16_autocast'] else 'fp32'}): {t['basis']} at {t['tokens_per_second']:,} tok/s, "
-            f"measured over {t['measured_steps']} step(s) of batch {t['batch_size']} on {t['model']} + {t['strategy']}")
+    return (
+        f"~{_duration(t['seconds'])} on this machine ({t['device']}, "
+        f"{'bf16 autocast' if t['bf16_autocast'] else 'fp32'}): {t['basis']} at {t['tokens_per_second']:,} tok/s, "
+        f"measured over {t['measured_steps']} step(s) of batch {t['batch_size']} on {t['model']} + {t['strategy']}"
+    )
 
 
 def _duration(seconds: float) -> str:

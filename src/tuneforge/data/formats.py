@@ -13,14 +13,40 @@ from .problems import RowError
 
 ROLES = {"system", "user", "assistant", "tool"}
 MESSAGE_KEYS = {"role", "content", "name", "weight", "tool_calls", "tool_call_id"}
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                  "bot": "assistant", "chatgpt": "assistant", "system": "system", "tool": "tool",
-                  "observation": "tool", "function_call": "assistant"}
-FORMATS = ("messages", "alpaca", "sharegpt", "prompt_completion", "preference", "openai_preference", "kto",
-           "classification", "text")
+SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "bot": "assistant",
+    "chatgpt": "assistant",
+    "system": "system",
+    "tool": "tool",
+    "observation": "tool",
+    "function_call": "assistant",
+}
+FORMATS = (
+    "messages",
+    "alpaca",
+    "sharegpt",
+    "prompt_completion",
+    "preference",
+    "openai_preference",
+    "kto",
+    "classification",
+    "text",
+)
 # formats whose rows are (or contain) a conversation to fine-tune on with SFT
-SFT_FORMATS = ("messages", "alpaca", "sharegpt", "prompt_completion", "preference", "openai_preference", "kto",
-               "classification")
+SFT_FORMATS = (
+    "messages",
+    "alpaca",
+    "sharegpt",
+    "prompt_completion",
+    "preference",
+    "openai_preference",
+    "kto",
+    "classification",
+)
 
 
 def is_messages(row: Any) -> bool:
@@ -84,9 +110,17 @@ def is_text(row: Any) -> bool:
 
 
 # order matters: the first predicate a row matches names its format (kto before prompt/completion)
-_PREDICATES = {"messages": is_messages, "sharegpt": is_sharegpt, "openai_preference": is_openai_preference,
-               "preference": is_preference, "kto": is_kto, "alpaca": is_alpaca,
-               "prompt_completion": is_prompt_completion, "classification": is_classification, "text": is_text}
+_PREDICATES = {
+    "messages": is_messages,
+    "sharegpt": is_sharegpt,
+    "openai_preference": is_openai_preference,
+    "preference": is_preference,
+    "kto": is_kto,
+    "alpaca": is_alpaca,
+    "prompt_completion": is_prompt_completion,
+    "classification": is_classification,
+    "text": is_text,
+}
 
 
 def detect_format(rows: list[Any], sample: int = 200) -> str | None:
@@ -117,7 +151,9 @@ def _from_alpaca(row: dict) -> tuple[list[dict], set[str]]:
     system = _text(row, "system", required=False)
     user = instruction if not extra_input else f"{instruction}\n\n{extra_input}"
     msgs = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": user}, {"role": "assistant", "content": output}]
+        {"role": "user", "content": user},
+        {"role": "assistant", "content": output},
+    ]
     return msgs, {"instruction", "input", "output", "system"}
 
 
@@ -149,7 +185,10 @@ def _common_prefix(a: list, b: list) -> int:
 
 def _from_preference(row: dict) -> tuple[list[dict], set[str], dict]:
     """prompt/chosen/rejected (TRL); without 'prompt', chosen and rejected share the prompt as a prefix."""
-    chosen, rejected = _turns(row.get("chosen"), "chosen", "assistant"), _turns(row.get("rejected"), "rejected", "assistant")
+    chosen, rejected = (
+        _turns(row.get("chosen"), "chosen", "assistant"),
+        _turns(row.get("rejected"), "rejected", "assistant"),
+    )
     if "prompt" in row:
         prompt = _turns(row["prompt"], "prompt", "user")
     else:
@@ -166,9 +205,14 @@ def _from_openai_preference(row: dict) -> tuple[list[dict], set[str], dict]:
     if "non_preferred_output" not in row:
         raise RowError("missing_field", "non_preferred_output", "'non_preferred_output' is missing")
     preferred = _turns(row["preferred_output"], "preferred_output", "assistant")
-    rejected = check_messages(_turns(row["non_preferred_output"], "non_preferred_output", "assistant"),
-                              "non_preferred_output")
-    return list(inp["messages"]) + preferred, {"input", "preferred_output", "non_preferred_output"}, {"rejected": rejected}
+    rejected = check_messages(
+        _turns(row["non_preferred_output"], "non_preferred_output", "assistant"), "non_preferred_output"
+    )
+    return (
+        list(inp["messages"]) + preferred,
+        {"input", "preferred_output", "non_preferred_output"},
+        {"rejected": rejected},
+    )
 
 
 def _label_bool(value: Any) -> bool:
@@ -187,7 +231,9 @@ def _from_kto(row: dict) -> tuple[list[dict], set[str], dict]:
     if row.get("label") is None:
         raise RowError("missing_label", "label", "'label' is missing")
     label = _label_bool(row["label"])
-    completion = [dict(m) if isinstance(m, dict) else m for m in _turns(row.get("completion"), "completion", "assistant")]
+    completion = [
+        dict(m) if isinstance(m, dict) else m for m in _turns(row.get("completion"), "completion", "assistant")
+    ]
     if not label:
         for m in completion:
             if isinstance(m, dict) and m.get("role") == "assistant":
@@ -201,8 +247,11 @@ def _from_classification(row: dict) -> tuple[list[dict], set[str], dict]:
         raise RowError("missing_label", "label", "'label' is missing")
     if not isinstance(label, (str, int)) or isinstance(label, bool):
         raise RowError("invalid_label", "label", f"label must be a string or an integer, got {type(label).__name__}")
-    return ([{"role": "user", "content": text}, {"role": "assistant", "content": str(label)}],
-            {"text"}, {})  # 'label' stays in the row for balance reports
+    return (
+        [{"role": "user", "content": text}, {"role": "assistant", "content": str(label)}],
+        {"text"},
+        {},
+    )  # 'label' stays in the row for balance reports
 
 
 def _from_text(row: dict) -> tuple[list[dict], set[str], dict]:
@@ -279,7 +328,9 @@ def check_messages(msgs: Any, field: str = "messages") -> list[dict]:
             raise RowError("message_missing_key", f"{where}.role", "message has no 'role'")
         extra = set(m) - MESSAGE_KEYS
         if extra:
-            raise RowError("message_unrecognized_key", f"{where}.{sorted(extra)[0]}", f"unrecognised key(s) {sorted(extra)}")
+            raise RowError(
+                "message_unrecognized_key", f"{where}.{sorted(extra)[0]}", f"unrecognised key(s) {sorted(extra)}"
+            )
         if m["role"] not in ROLES:
             raise RowError("unrecognized_role", f"{where}.role", f"role {m['role']!r} is not one of {sorted(ROLES)}")
         content = m.get("content")
@@ -289,7 +340,9 @@ def check_messages(msgs: Any, field: str = "messages") -> list[dict]:
             if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
                 content = "".join(str(p.get("text", "")) for p in content)  # OpenAI content parts
             else:
-                raise RowError("wrong_type", f"{where}.content", f"content must be a string, got {type(content).__name__}")
+                raise RowError(
+                    "wrong_type", f"{where}.content", f"content must be a string, got {type(content).__name__}"
+                )
         if isinstance(content, str) and not content.strip():
             raise RowError("empty_content", f"{where}.content", "content is empty")
         clean = {"role": m["role"], "content": content or ""}
@@ -335,7 +388,17 @@ def normalise(row: Any, fmt: str, require_assistant: bool = True) -> dict:
     return {"messages": msgs, **extra, **added}
 
 
-_BUILDERS = {"preference": _from_preference, "openai_preference": _from_openai_preference, "kto": _from_kto,
-             "classification": _from_classification, "text": _from_text}
-_FIELD = {"messages": "messages", "sharegpt": "conversations", "openai_preference": "input.messages",
-          "text": "text", "classification": "text"}
+_BUILDERS = {
+    "preference": _from_preference,
+    "openai_preference": _from_openai_preference,
+    "kto": _from_kto,
+    "classification": _from_classification,
+    "text": _from_text,
+}
+_FIELD = {
+    "messages": "messages",
+    "sharegpt": "conversations",
+    "openai_preference": "input.messages",
+    "text": "text",
+    "classification": "text",
+}

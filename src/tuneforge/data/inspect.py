@@ -32,27 +32,48 @@ def estimate(rows: list[dict], tokenizer, max_length: int = 512, train_on: str =
             continue
         lengths.append(len(enc["input_ids"]))
         trained += sum(1 for x in enc["labels"] if x != -100)
-    return {"tokens": token_stats(lengths), "assistant_tokens": trained, "over_max_length": over,
-            "max_length": max_length, "suggested_epochs": suggested_epochs(len(lengths))}
+    return {
+        "tokens": token_stats(lengths),
+        "assistant_tokens": trained,
+        "over_max_length": over,
+        "max_length": max_length,
+        "suggested_epochs": suggested_epochs(len(lengths)),
+    }
 
 
-def inspect_file(path: str | Path, fmt: str = "auto", model: str | None = None, max_length: int = 512,
-                 fields: dict[str, str] | None = None, estimate_time: bool = False) -> dict:
+def inspect_file(
+    path: str | Path,
+    fmt: str = "auto",
+    model: str | None = None,
+    max_length: int = 512,
+    fields: dict[str, str] | None = None,
+    estimate_time: bool = False,
+) -> dict:
     """The report `tuneforge data inspect` prints; with `estimate_time`, also the training time
     measured on `model` (recipe-default LoRA, 2 timed steps; see data/estimate.py)."""
     if estimate_time and not model:
         raise ValueError("a training-time estimate needs a model to time — drop --no-tokens (or pass --model)")
     data = load_validated(path, fmt, require_assistant=True, fields=fields)
-    lines = [f"file:    {path}", f"format:  {data.format}",
-             f"rows:    {data.n_seen} seen, {len(data.rows)} valid, {len({p.line for p in data.problems})} invalid"]
+    lines = [
+        f"file:    {path}",
+        f"format:  {data.format}",
+        f"rows:    {data.n_seen} seen, {len(data.rows)} valid, {len({p.line for p in data.problems})} invalid",
+    ]
     pii: Counter = Counter()
     pii_rows = 0
     for r in data.rows:
         c = scan_row(r)
         pii.update(c)
         pii_rows += bool(c)
-    lines.append("pii:     " + (", ".join(f"{t} {n}" for t, n in sorted(pii.items())) + f" in {pii_rows} row(s) "
-                                "(tuneforge data redact FILE -o OUT replaces them)" if pii else "none found"))
+    lines.append(
+        "pii:     "
+        + (
+            ", ".join(f"{t} {n}" for t, n in sorted(pii.items())) + f" in {pii_rows} row(s) "
+            "(tuneforge data redact FILE -o OUT replaces them)"
+            if pii
+            else "none found"
+        )
+    )
     _, dups = dedup_rows(data.rows, "near")
     lines.append(f"dupes:   {dups['exact']} exact, {dups['near']} near-duplicate row(s) (removed by data.dedup=near)")
     est = None
@@ -64,12 +85,15 @@ def inspect_file(path: str | Path, fmt: str = "auto", model: str | None = None, 
         est = estimate(data.rows, tok, max_length)
         t = est["tokens"]
         if t["count"]:
-            lines.append(f"tokens:  mean {t['mean']}, median {t['median']}, p95 {t['p95']}, max {t['max']}, "
-                         f"total {t['total']} ({est['assistant_tokens']} assistant-only, carry loss) [{model} tokenizer]")
+            lines.append(
+                f"tokens:  mean {t['mean']}, median {t['median']}, p95 {t['p95']}, max {t['max']}, "
+                f"total {t['total']} ({est['assistant_tokens']} assistant-only, carry loss) [{model} tokenizer]"
+            )
         lines.append(f"length:  {est['over_max_length']} row(s) over max_length={max_length} (dropped by prepare)")
         lines.append(f"epochs:  {est['suggested_epochs']} suggested for {t['count']} example(s)")
         if estimate_time and t["count"]:
-            from .estimate import describe, estimate_time as _time
+            from .estimate import describe
+            from .estimate import estimate_time as _time
 
             est["time"] = _time(data.rows, model, max_length=max_length, tokenizer=tok)
             lines.append(f"time:    {describe(est['time'])}")
@@ -81,6 +105,13 @@ def inspect_file(path: str | Path, fmt: str = "auto", model: str | None = None, 
         lines += [f"  {c}: {FIXES.get(c, '')}" for c in codes]
     else:
         lines.append("problems: none")
-    return {"text": "\n".join(lines), "format": data.format, "rows": len(data.rows),
-            "problems": [p.to_dict() for p in data.problems], "tokens": est["tokens"] if est else None,
-            "estimate": est, "pii": dict(pii), "duplicates": {"exact": dups["exact"], "near": dups["near"]}}
+    return {
+        "text": "\n".join(lines),
+        "format": data.format,
+        "rows": len(data.rows),
+        "problems": [p.to_dict() for p in data.problems],
+        "tokens": est["tokens"] if est else None,
+        "estimate": est,
+        "pii": dict(pii),
+        "duplicates": {"exact": dups["exact"], "near": dups["near"]},
+    }

@@ -154,15 +154,22 @@ def _read_hf_folder(path: Path) -> tuple[list[RawRow], list[Problem]]:
     try:
         ds = load_from_disk(str(path))
     except Exception as exc:  # datasets raises FileNotFoundError, ValueError, pyarrow errors
-        raise DataFileError(f"{path}: cannot load the saved `datasets` folder ({exc}) — re-save it with "
-                            f"Dataset.save_to_disk") from None
+        raise DataFileError(
+            f"{path}: cannot load the saved `datasets` folder ({exc}) — re-save it with Dataset.save_to_disk"
+        ) from None
     if isinstance(ds, DatasetDict):
         ds = ds["train"] if "train" in ds else next(iter(ds.values()))
     return [RawRow(i, drop_nulls(dict(r))) for i, r in enumerate(ds, start=1)], []
 
 
-READERS = {".jsonl": _read_jsonl, ".ndjson": _read_jsonl, ".json": _read_json, ".csv": _read_csv,
-           ".parquet": _read_parquet, ".pq": _read_parquet}
+READERS = {
+    ".jsonl": _read_jsonl,
+    ".ndjson": _read_jsonl,
+    ".json": _read_json,
+    ".csv": _read_csv,
+    ".parquet": _read_parquet,
+    ".pq": _read_parquet,
+}
 
 
 def read_rows(path: str | Path) -> tuple[list[RawRow], list[Problem]]:

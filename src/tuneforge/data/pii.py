@@ -16,8 +16,9 @@ import ipaddress
 import math
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from .pii_names import FIRST_NAMES, NOT_SURNAMES
 
@@ -25,8 +26,9 @@ TYPES = ("EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "IP_ADDRESS", "SSN", "SECRET",
 PATTERN_TYPES = TYPES[:-1]  # validated by format/checksum; PERSON is a heuristic
 # when two detections overlap, the earlier type wins (a key=value secret beats the phone
 # pattern inside it; an IBAN beats the card/phone digit runs inside it)
-PRIORITY = {t: i for i, t in enumerate(("SECRET", "EMAIL", "IBAN", "CREDIT_CARD", "SSN", "IP_ADDRESS", "PHONE",
-                                        "PERSON"))}
+PRIORITY = {
+    t: i for i, t in enumerate(("SECRET", "EMAIL", "IBAN", "CREDIT_CARD", "SSN", "IP_ADDRESS", "PHONE", "PERSON"))
+}
 
 
 @dataclass(frozen=True)
@@ -59,12 +61,72 @@ def is_luhn_valid(digits: str) -> bool:
 _CARD_PREFIX = re.compile(r"^(4|5[1-5]|2[2-7]|3[47]|3[068]|35|6011|64[4-9]|65|62)")
 
 IBAN_LENGTHS = {
-    "AD": 24, "AE": 23, "AT": 20, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29, "CH": 21, "CR": 22, "CY": 28,
-    "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22,
-    "GE": 22, "GI": 23, "GL": 18, "GR": 27, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IS": 26, "IT": 27, "JO": 30,
-    "KW": 30, "KZ": 20, "LB": 28, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MD": 24, "ME": 22, "MK": 19,
-    "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24,
-    "RS": 22, "SA": 24, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "TN": 24, "TR": 26, "UA": 29, "VG": 24, "XK": 20,
+    "AD": 24,
+    "AE": 23,
+    "AT": 20,
+    "BA": 20,
+    "BE": 16,
+    "BG": 22,
+    "BH": 22,
+    "BR": 29,
+    "CH": 21,
+    "CR": 22,
+    "CY": 28,
+    "CZ": 24,
+    "DE": 22,
+    "DK": 18,
+    "DO": 28,
+    "EE": 20,
+    "EG": 29,
+    "ES": 24,
+    "FI": 18,
+    "FO": 18,
+    "FR": 27,
+    "GB": 22,
+    "GE": 22,
+    "GI": 23,
+    "GL": 18,
+    "GR": 27,
+    "HR": 21,
+    "HU": 28,
+    "IE": 22,
+    "IL": 23,
+    "IS": 26,
+    "IT": 27,
+    "JO": 30,
+    "KW": 30,
+    "KZ": 20,
+    "LB": 28,
+    "LI": 21,
+    "LT": 20,
+    "LU": 20,
+    "LV": 21,
+    "MC": 27,
+    "MD": 24,
+    "ME": 22,
+    "MK": 19,
+    "MR": 27,
+    "MT": 31,
+    "MU": 30,
+    "NL": 18,
+    "NO": 15,
+    "PK": 24,
+    "PL": 28,
+    "PS": 29,
+    "PT": 25,
+    "QA": 29,
+    "RO": 24,
+    "RS": 22,
+    "SA": 24,
+    "SE": 24,
+    "SI": 19,
+    "SK": 24,
+    "SM": 27,
+    "TN": 24,
+    "TR": 26,
+    "UA": 29,
+    "VG": 24,
+    "XK": 20,
 }
 
 
@@ -108,8 +170,10 @@ def is_secret_like(value: str) -> bool:
 # --------------------------------------------------------------------------- detectors
 
 
-_EMAIL = re.compile(r"(?<![\w.+%'-])[A-Za-z0-9][A-Za-z0-9._%+'-]*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+"
-                    r"[A-Za-z]{2,24}(?![\w@])")
+_EMAIL = re.compile(
+    r"(?<![\w.+%'-])[A-Za-z0-9][A-Za-z0-9._%+'-]*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+"
+    r"[A-Za-z]{2,24}(?![\w@])"
+)
 
 
 def find_emails(text: str) -> list[Entity]:
@@ -146,8 +210,8 @@ def find_ibans(text: str) -> list[Entity]:
         while end < m.end() and n < want:
             n += text[end] != " "
             end += 1
-        if n == want and (end == len(text) or not text[end].isalnum()) and is_iban_valid(text[m.start():end]):
-            out.append(Entity("IBAN", m.start(), end, text[m.start():end]))
+        if n == want and (end == len(text) or not text[end].isalnum()) and is_iban_valid(text[m.start() : end]):
+            out.append(Entity("IBAN", m.start(), end, text[m.start() : end]))
     return out
 
 
@@ -159,7 +223,7 @@ _VERSION_BEFORE = re.compile(r"(?i)\b(?:v|version|release|build|firmware|ver\.?)
 def find_ips(text: str) -> list[Entity]:
     out = []
     for m in _IPV4.finditer(text):
-        if _VERSION_BEFORE.search(text[max(0, m.start() - 12): m.start()]):
+        if _VERSION_BEFORE.search(text[max(0, m.start() - 12) : m.start()]):
             continue  # "firmware 1.2.10.4" is a version, not an address
         try:
             ipaddress.IPv4Address(m.group())
@@ -168,7 +232,12 @@ def find_ips(text: str) -> list[Entity]:
         out.append(Entity("IP_ADDRESS", m.start(), m.end(), m.group()))
     for m in _IPV6.finditer(text):
         cand = m.group()
-        if cand.count(":") < 2 or not re.search(r"[0-9A-Fa-f]", cand) or re.fullmatch(r"[\d:]+", cand) and "::" not in cand:
+        if (
+            cand.count(":") < 2
+            or not re.search(r"[0-9A-Fa-f]", cand)
+            or re.fullmatch(r"[\d:]+", cand)
+            and "::" not in cand
+        ):
             continue  # 12:30:45 is a time
         try:
             ipaddress.IPv6Address(cand)
@@ -179,8 +248,10 @@ def find_ips(text: str) -> list[Entity]:
 
 
 _SSN = re.compile(r"(?<![\w-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\w-])")
-_SSN_CONTEXT = re.compile(r"(?i)\b(?:ssn|social security(?: number| no\.?)?|ss#)\s*(?:is|:|#|number)?\s*"
-                          r"((?!000|666|9\d\d)\d{3}[ ]?(?!00)\d{2}[ ]?(?!0000)\d{4})\b")
+_SSN_CONTEXT = re.compile(
+    r"(?i)\b(?:ssn|social security(?: number| no\.?)?|ss#)\s*(?:is|:|#|number)?\s*"
+    r"((?!000|666|9\d\d)\d{3}[ ]?(?!00)\d{2}[ ]?(?!0000)\d{4})\b"
+)
 
 
 def find_ssns(text: str) -> list[Entity]:
@@ -197,8 +268,10 @@ _PHONE_PATTERNS = [
     # national with trunk prefix 0: 020 7946 0958, 030-1234567, 01 42 68 53 00, 06-12345678
     re.compile(r"(?<![\w+.,-])0\d{1,4}(?:[ -]\d{2,8}){1,4}(?![\w-]|[.,]\d)"),
 ]
-_PHONE_CONTEXT = re.compile(r"(?i)\b(?:phone|tel|telephone|mobile|cell|call|fax|whatsapp|text me|ring|sms|"
-                            r"number is|reach me (?:at|on))\b[^0-9+\n]{0,15}$")
+_PHONE_CONTEXT = re.compile(
+    r"(?i)\b(?:phone|tel|telephone|mobile|cell|call|fax|whatsapp|text me|ring|sms|"
+    r"number is|reach me (?:at|on))\b[^0-9+\n]{0,15}$"
+)
 _BARE_DIGITS = re.compile(r"(?<![\w+.-])\+?\d{8,15}(?![\w-]|[.,]\d)")
 
 
@@ -212,11 +285,13 @@ def find_phones(text: str) -> list[Entity]:
         for m in pat.finditer(text):
             n = _digits(m.group())
             # national-format numbers are only phones with a phone-ish context or enough digits
-            if not 7 <= n <= 15 or (i == 2 and n < 9 and not _PHONE_CONTEXT.search(text[max(0, m.start() - 40): m.start()])):
+            if not 7 <= n <= 15 or (
+                i == 2 and n < 9 and not _PHONE_CONTEXT.search(text[max(0, m.start() - 40) : m.start()])
+            ):
                 continue
             out.append(Entity("PHONE", m.start(), m.end(), m.group()))
     for m in _BARE_DIGITS.finditer(text):  # 4155552671 is a phone only after "call", "tel", ...
-        if _PHONE_CONTEXT.search(text[max(0, m.start() - 40): m.start()]):
+        if _PHONE_CONTEXT.search(text[max(0, m.start() - 40) : m.start()]):
             out.append(Entity("PHONE", m.start(), m.end(), m.group()))
     return out
 
@@ -231,11 +306,13 @@ _VENDOR_SECRETS = re.compile(
     r"|glpat-[A-Za-z0-9_-]{20}"  # GitLab
     r"|hf_[A-Za-z0-9]{30,}"  # Hugging Face
     r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"  # JWT
-    r")(?![\w-])")
+    r")(?![\w-])"
+)
 _PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----")
 _KEY_VALUE = re.compile(
     r"(?i)(?<![A-Za-z0-9])(?:api[_-]?key|apikey|secret(?:[_-]?key)?|access[_-]?(?:key|token)|auth[_-]?token|token|password|passwd|"
-    r"pwd|client[_-]?secret|private[_-]?key|bearer)(?![A-Za-z0-9])[\"']?\s*(?:[:=]|\bis\b|\s)\s*[\"']?([^\s\"',;<>()]{6,})")
+    r"pwd|client[_-]?secret|private[_-]?key|bearer)(?![A-Za-z0-9])[\"']?\s*(?:[:=]|\bis\b|\s)\s*[\"']?([^\s\"',;<>()]{6,})"
+)
 _PASSWORD_WORD = re.compile(r"(?i)pass(?:word|wd)|pwd")
 
 
@@ -251,17 +328,23 @@ def find_secrets(text: str) -> list[Entity]:
     return out
 
 
-_TITLE = re.compile(r"\b(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof|Sir|Dame|Madam|Mme|Herr|Frau)\.? +"
-                    r"((?:[A-Z][a-z]+(?:[-'][A-Z][a-z]+)?)(?: [A-Z][a-z]+(?:[-'][A-Z][a-z]+)?)?)")
-_INTRO = re.compile(r"(?i:\bmy name is|\bi am|\bi'm|\bthis is|\bsigned,?|\bregards,?|\bsincerely,?|\bthanks,?|"
-                    r"\bcontact|\bask for|\bspeak to|\bspoke (?:to|with)|\bassigned to|\bcc:?|\bfrom:) *\n?"
-                    r"([A-Z][a-z]+(?:[-'][A-Z][a-z]+)?(?: [A-Z][a-z]+(?:[-'][A-Z][a-z]+)?)?)")
+_TITLE = re.compile(
+    r"\b(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof|Sir|Dame|Madam|Mme|Herr|Frau)\.? +"
+    r"((?:[A-Z][a-z]+(?:[-'][A-Z][a-z]+)?)(?: [A-Z][a-z]+(?:[-'][A-Z][a-z]+)?)?)"
+)
+_INTRO = re.compile(
+    r"(?i:\bmy name is|\bi am|\bi'm|\bthis is|\bsigned,?|\bregards,?|\bsincerely,?|\bthanks,?|"
+    r"\bcontact|\bask for|\bspeak to|\bspoke (?:to|with)|\bassigned to|\bcc:?|\bfrom:) *\n?"
+    r"([A-Z][a-z]+(?:[-'][A-Z][a-z]+)?(?: [A-Z][a-z]+(?:[-'][A-Z][a-z]+)?)?)"
+)
 # a lookahead so overlapping pairs are all tried ("Customer Maria Garcia" -> "Maria Garcia")
 _CAP_PAIR = re.compile(r"\b(?=(([A-Z][a-z]+)(?: [A-Z]\.)?( [A-Z][a-z]+(?:[-'][A-Z][a-z]+)?))\b)")
 # after these words one capitalised word is a name even when it is not in FIRST_NAMES
-_STRONG_INTRO = re.compile(r"(?i:my name is|signed,?|regards,?|sincerely,?|my (?:husband|wife|partner|son|daughter|"
-                           r"colleague|manager|friend|brother|sister|mother|father)) *\n?"
-                           r"([A-Z][a-z]+(?:[-'][A-Z][a-z]+)?)\b")
+_STRONG_INTRO = re.compile(
+    r"(?i:my name is|signed,?|regards,?|sincerely,?|my (?:husband|wife|partner|son|daughter|"
+    r"colleague|manager|friend|brother|sister|mother|father)) *\n?"
+    r"([A-Z][a-z]+(?:[-'][A-Z][a-z]+)?)\b"
+)
 
 
 def _trim_name(name: str) -> str:
@@ -293,8 +376,16 @@ def find_persons(text: str) -> list[Entity]:
     return out
 
 
-DETECTORS = {"EMAIL": find_emails, "PHONE": find_phones, "CREDIT_CARD": find_credit_cards, "IBAN": find_ibans,
-             "IP_ADDRESS": find_ips, "SSN": find_ssns, "SECRET": find_secrets, "PERSON": find_persons}
+DETECTORS = {
+    "EMAIL": find_emails,
+    "PHONE": find_phones,
+    "CREDIT_CARD": find_credit_cards,
+    "IBAN": find_ibans,
+    "IP_ADDRESS": find_ips,
+    "SSN": find_ssns,
+    "SECRET": find_secrets,
+    "PERSON": find_persons,
+}
 
 
 def resolve_overlaps(entities: Iterable[Entity]) -> list[Entity]:
@@ -322,7 +413,7 @@ def redact_text(text: str, types: Iterable[str] = TYPES, allow: Iterable[str] = 
     entities = find_pii(text, types, allow)
     parts, last = [], 0
     for e in entities:
-        parts += [text[last:e.start], f"<{e.type}>"]
+        parts += [text[last : e.start], f"<{e.type}>"]
         last = e.end
     parts.append(text[last:])
     return "".join(parts), Counter(e.type for e in entities)
@@ -368,8 +459,9 @@ def redact_row(row: Any, types: Iterable[str] = TYPES, allow: Iterable[str] = ()
     return _walk(row, red), counts
 
 
-def apply_pii_policy(rows: list[dict], policy: str, types: Iterable[str] = TYPES,
-                     allow: Iterable[str] = ()) -> tuple[list[dict], dict]:
+def apply_pii_policy(
+    rows: list[dict], policy: str, types: Iterable[str] = TYPES, allow: Iterable[str] = ()
+) -> tuple[list[dict], dict]:
     """redact | drop | report | off over normalised rows; returns (rows, report for the data card).
 
     The report holds counts and line numbers only, never the personal data itself.

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from .pii import TYPES, find_pii
 
@@ -26,7 +26,7 @@ def parse_line(line: str) -> tuple[str, list[tuple[str, int, int]]]:
     text, gold, last = [], [], 0
     pos = 0
     for m in _MARK.finditer(line):
-        text.append(line[last:m.start()])
+        text.append(line[last : m.start()])
         pos += m.start() - last
         gold.append((m.group(1), pos, pos + len(m.group(2))))
         text.append(m.group(2))
@@ -74,16 +74,25 @@ def score(corpus: Iterable[tuple[str, list[tuple[str, int, int]]]], types: Itera
         g, p = c[t]["gold"], c[t]["predicted"]
         prec = c[t]["correct"] / p if p else 1.0
         rec = c[t]["found"] / g if g else 1.0
-        out[t] = {"gold": g, "predicted": p, "precision": round(prec, 3), "recall": round(rec, 3),
-                  "f1": round(2 * prec * rec / (prec + rec), 3) if prec + rec else 0.0,
-                  "exact_span": c[t]["exact"]}
+        out[t] = {
+            "gold": g,
+            "predicted": p,
+            "precision": round(prec, 3),
+            "recall": round(rec, 3),
+            "f1": round(2 * prec * rec / (prec + rec), 3) if prec + rec else 0.0,
+            "exact_span": c[t]["exact"],
+        }
     return {"sentences": sentences, "per_type": out, "errors": errors}
 
 
 def render_table(result: dict) -> str:
-    lines = [f"{result['sentences']} sentences", f"{'type':<12} {'gold':>5} {'pred':>5} {'precision':>9} "
-             f"{'recall':>7} {'f1':>6} {'exact':>6}"]
+    lines = [
+        f"{result['sentences']} sentences",
+        f"{'type':<12} {'gold':>5} {'pred':>5} {'precision':>9} {'recall':>7} {'f1':>6} {'exact':>6}",
+    ]
     for t, r in result["per_type"].items():
-        lines.append(f"{t:<12} {r['gold']:>5} {r['predicted']:>5} {r['precision']:>9.3f} {r['recall']:>7.3f} "
-                     f"{r['f1']:>6.3f} {r['exact_span']:>6}")
+        lines.append(
+            f"{t:<12} {r['gold']:>5} {r['predicted']:>5} {r['precision']:>9.3f} {r['recall']:>7.3f} "
+            f"{r['f1']:>6.3f} {r['exact_span']:>6}"
+        )
     return "\n".join(lines)

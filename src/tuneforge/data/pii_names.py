@@ -6,7 +6,8 @@ which would flag "May Day" or "Will Smith's…" ambiguously.
 NOT_SURNAMES: capitalised words that follow a first name without being a surname.
 """
 
-FIRST_NAMES = frozenset("""
+FIRST_NAMES = frozenset(
+    """
 Aaron Abdul Abigail Adam Adrian Ahmed Aisha Alan Albert Alejandro Alex Alexander Alexandra Alice Alicia Alina
 Alison Amanda Amelia Amir Amy Ana Andrea Andreas Andrew Angela Anna Anne Anthony Antonio Arjun Arthur Ashley
 Barbara Beatriz Benjamin Bernard Beth Bianca Brandon Brian Bruno Carl Carla Carlos Carmen Caroline Catherine
@@ -24,9 +25,11 @@ Stefan Stephanie Stephen Steven Susan Sven Tanya Thomas Timothy Tom Tomas Valent
 Vikram Wei William Xavier Yasmin Yuki Yusuf Zoe Zhang Ali Amara Kofi Ngozi Sipho Thandiwe Oluwaseun Kwame Aditi
 Ananya Rohan Sanjay Deepa Hana Jun Minh Linh Nguyen Tariq Layla Hassan Youssef Ines Lars Astrid Magnus Freya Anja
 Jurgen Matteo Chiara Aleksandra Piotr Tomasz Marek Zofia Bogdan Irina Anastasia Pavel Svetlana Yara Rania Sina
-""".split())
+""".split()
+)
 
-NOT_SURNAMES = frozenset("""
+NOT_SURNAMES = frozenset(
+    """
 Street St Road Rd Avenue Ave Lane Drive Boulevard Square Place Court Park Way Hall House Building Tower Centre
 Center Team Support Service Services Desk Office Department Group Inc Ltd LLC GmbH Corp Company Co Bank Hospital
 University College School Airport Station Hotel Museum Foundation Institute Street Monday Tuesday Wednesday
@@ -37,4 +40,5 @@ When Where Why How What Who Which Today Tomorrow Yesterday Pro Max Plus Mini Ult
 North South East West New Old Great Little Big Saint San Santa Los Las City County River Lake Mountain Island
 Valley Bay Beach Hill Hills Airlines Air Express Foods Motors Labs Systems Software Cloud Online Store Shop Market
 Cafe Restaurant Bar Club Award Prize Act Law Day Night Morning Evening Week Weekend Year Month
-""".split())
+""".split()
+)

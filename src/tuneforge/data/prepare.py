@@ -4,7 +4,8 @@ length-checked data written into the run directory with its data card."""
 from __future__ import annotations
 
 import statistics
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..io import atomic_write_json, atomic_write_jsonl, atomic_write_text, sha256_file
 from ..recipe import DataConfig
@@ -33,12 +34,20 @@ def token_stats(lengths: list[int]) -> dict[str, Any]:
     if not lengths:
         return {"count": 0}
     s = sorted(lengths)
-    return {"count": len(s), "total": sum(s), "mean": round(statistics.fmean(s), 1), "min": s[0],
-            "median": s[len(s) // 2], "p95": s[min(len(s) - 1, int(0.95 * len(s)))], "max": s[-1]}
+    return {
+        "count": len(s),
+        "total": sum(s),
+        "mean": round(statistics.fmean(s), 1),
+        "min": s[0],
+        "median": s[len(s) // 2],
+        "p95": s[min(len(s) - 1, int(0.95 * len(s)))],
+        "max": s[-1],
+    }
 
 
-def length_check(rows: list[dict], tokenizer: Any, cfg: DataConfig, split: str,
-                 keep_long: bool = False) -> tuple[list[dict], dict]:
+def length_check(
+    rows: list[dict], tokenizer: Any, cfg: DataConfig, split: str, keep_long: bool = False
+) -> tuple[list[dict], dict]:
     """Drop (and count) rows over max_length or under min_tokens; never truncate. Also token statistics.
 
     `keep_long`: raw text for continued pretraining is cut into blocks at training time, so a
@@ -56,21 +65,30 @@ def length_check(rows: list[dict], tokenizer: Any, cfg: DataConfig, split: str,
             dropped.append(Problem(r.get("_line", 0), "too_long", "", f"{n} tokens > data.max_length={cfg.max_length}"))
             continue
         if n < min_tokens:
-            dropped.append(Problem(r.get("_line", 0), "too_few_tokens", "", f"{n} tokens < data.min_tokens={min_tokens}"))
+            dropped.append(
+                Problem(r.get("_line", 0), "too_few_tokens", "", f"{n} tokens < data.min_tokens={min_tokens}")
+            )
             continue
         n_trained = sum(1 for x in enc["labels"] if x != -100)
         if split != "test" and n_trained == 0:
-            why = ("an undesirable (label false) KTO completion: SFT does not learn it" if r.get("label") is False
-                   else "no token carries loss")
+            why = (
+                "an undesirable (label false) KTO completion: SFT does not learn it"
+                if r.get("label") is False
+                else "no token carries loss"
+            )
             dropped.append(Problem(r.get("_line", 0), "no_assistant_message", "", why))
             continue
         lengths.append(n)
         trained.append(n_trained)
         kept.append(r)
-    stats = {"tokens": token_stats(lengths), "trained_tokens": sum(trained),
-             "dropped_too_long": sum(p.code == "too_long" for p in dropped),
-             "dropped_too_short": sum(p.code == "too_few_tokens" for p in dropped),
-             "problems": dropped, "lengths": lengths}
+    stats = {
+        "tokens": token_stats(lengths),
+        "trained_tokens": sum(trained),
+        "dropped_too_long": sum(p.code == "too_long" for p in dropped),
+        "dropped_too_short": sum(p.code == "too_few_tokens" for p in dropped),
+        "problems": dropped,
+        "lengths": lengths,
+    }
     return kept, stats
 
 
@@ -86,8 +104,10 @@ def _clean_and_screen(data: LoadedData, cfg: DataConfig) -> dict:
     rows, problems, changed = clean_rows(data.rows, CleanConfig.from_data_config(cfg))
     rows, pii_report = apply_pii_policy(rows, cfg.pii, cfg.pii_types, cfg.pii_allow)
     data.rows = rows
-    return {"cleaning": {"rows_changed": changed, "rows_dropped": len(problems), "problems": summarise(problems)},
-            "pii": pii_report}
+    return {
+        "cleaning": {"rows_changed": changed, "rows_dropped": len(problems), "problems": summarise(problems)},
+        "pii": pii_report,
+    }
 
 
 def prepare(cfg: DataConfig, run: RunDir, tokenizer: Any, log: Callable[[str], Any] | None = None) -> dict:
@@ -99,12 +119,22 @@ def prepare(cfg: DataConfig, run: RunDir, tokenizer: Any, log: Callable[[str], A
         path = getattr(cfg, split)
         if path:
             loaded[split] = _load(path, cfg, require_assistant=(split != "test"))
-    card: dict[str, Any] = {"sources": {}, "splits": {}, "seed": cfg.seed, "max_length": cfg.max_length,
-                            "train_on": cfg.train_on}
+    card: dict[str, Any] = {
+        "sources": {},
+        "splits": {},
+        "seed": cfg.seed,
+        "max_length": cfg.max_length,
+        "train_on": cfg.train_on,
+    }
     for name, data in loaded.items():
-        card["sources"][name] = {"path": data.path, "format": data.format, "rows_valid": len(data.rows),
-                                 "rows_invalid": len({p.line for p in data.problems}),
-                                 "problems": summarise(data.problems), **_clean_and_screen(data, cfg)}
+        card["sources"][name] = {
+            "path": data.path,
+            "format": data.format,
+            "rows_valid": len(data.rows),
+            "rows_invalid": len({p.line for p in data.problems}),
+            "problems": summarise(data.problems),
+            **_clean_and_screen(data, cfg),
+        }
     train_rows, card["dedup"] = dedup_rows(loaded["train"].rows, cfg.dedup, cfg.dedup_threshold)
     fractions = {s: getattr(cfg, f"{s}_fraction") for s in ("validation", "test") if s not in loaded}
     parts = split_rows(train_rows, fractions, cfg.seed, cfg.stratify_by)
@@ -125,8 +155,10 @@ def prepare(cfg: DataConfig, run: RunDir, tokenizer: Any, log: Callable[[str], A
             rows, card["balance"]["upsampled"] = upsample_rows(rows, cfg.stratify_by, cfg.seed)
             rows, stats = length_check(rows, tokenizer, cfg, split, keep_long=split in raw_text)
         if split == "train" and not rows:
-            raise ValueError(f"{cfg.train}: no training rows left after cleaning, deduplication and length checks "
-                             f"(see {run.data_dir / 'data_card.json'}; max_length={cfg.max_length})")
+            raise ValueError(
+                f"{cfg.train}: no training rows left after cleaning, deduplication and length checks "
+                f"(see {run.data_dir / 'data_card.json'}; max_length={cfg.max_length})"
+            )
         lengths[split] = stats.pop("lengths")
         stats["problems"] = summarise(stats["problems"])
         card["splits"][split] = {"rows": len(rows), **stats}
@@ -138,15 +170,20 @@ def prepare(cfg: DataConfig, run: RunDir, tokenizer: Any, log: Callable[[str], A
         path = atomic_write_jsonl(run.split_file(split), rows)
         hashes[split] = sha256_file(path)
     train = card["splits"]["train"]
-    card["estimate"] = {"train_examples": train["rows"], "train_tokens": train["tokens"].get("total", 0),
-                        "trained_tokens": train["trained_tokens"], "suggested_epochs": suggested_epochs(train["rows"])}
+    card["estimate"] = {
+        "train_examples": train["rows"],
+        "train_tokens": train["tokens"].get("total", 0),
+        "trained_tokens": train["trained_tokens"],
+        "suggested_epochs": suggested_epochs(train["rows"]),
+    }
     if "balance" in card:
         card["balance"]["by_split"] = {s: distribution(rows, cfg.stratify_by) for s, rows in written.items() if rows}
     if cfg.estimate_time:
         card["estimate"]["time"] = _time_estimate(written["train"], cfg, run, tokenizer)
     card["sha256"] = hashes
-    card["plots"] = (write_plots(run.data_dir, lengths, cfg.max_length, card["categories"], cfg.stratify_by)
-                     if cfg.plots else [])
+    card["plots"] = (
+        write_plots(run.data_dir, lengths, cfg.max_length, card["categories"], cfg.stratify_by) if cfg.plots else []
+    )
     atomic_write_json(run.data_dir / "data_card.json", card)
     atomic_write_text(run.data_dir / "data_card.md", render_card(card))
     run.update_manifest(data=hashes)
@@ -161,10 +198,21 @@ def _time_estimate(rows: list[dict], cfg: DataConfig, run: RunDir, tokenizer: An
 
     r = run.recipe()
     t = r.training
-    return estimate_time(rows, r.model.base, strategy=r.strategy, precision=t.precision, batch_size=t.batch_size,
-                         max_length=cfg.max_length, train_on=cfg.train_on, epochs=t.epochs, max_steps=t.max_steps,
-                         gradient_accumulation=t.gradient_accumulation, dtype=r.model.dtype,
-                         cache_dir=r.model.cache_dir, tokenizer=tokenizer)
+    return estimate_time(
+        rows,
+        r.model.base,
+        strategy=r.strategy,
+        precision=t.precision,
+        batch_size=t.batch_size,
+        max_length=cfg.max_length,
+        train_on=cfg.train_on,
+        epochs=t.epochs,
+        max_steps=t.max_steps,
+        gradient_accumulation=t.gradient_accumulation,
+        dtype=r.model.dtype,
+        cache_dir=r.model.cache_dir,
+        tokenizer=tokenizer,
+    )
 
 
 def _warn(line: str) -> None:
@@ -180,8 +228,10 @@ def warnings(card: dict) -> list[str]:
         pii = src.get("pii", {})
         if pii.get("policy") == "report" and pii.get("counts"):
             found = ", ".join(f"{t} {n}" for t, n in pii["counts"].items())
-            out.append(f"{name}: personal data found ({found}) and left in place — set data.pii=redact or drop "
-                       f"to keep it out of the weights (data.pii_allow lists strings that are fine)")
+            out.append(
+                f"{name}: personal data found ({found}) and left in place — set data.pii=redact or drop "
+                f"to keep it out of the weights (data.pii_allow lists strings that are fine)"
+            )
     out += maybe_warn_missing(card.get("balance", {}))
     lk = card.get("leaks", {})
     if lk.get("removed_from_train"):

@@ -11,10 +11,12 @@ FIXES = {
     "invalid_utf8": "save the file as UTF-8",
     "nul_byte": "remove NUL (\\x00) bytes from the line",
     "line_too_long": "split or shorten the example; lines above the size cap are refused",
-    "not_an_object": "each row must be a JSON object like {\"messages\": [...]}",
-    "unknown_format": ("use messages, alpaca (instruction/output), sharegpt (conversations), prompt/completion, "
-                       "prompt/chosen/rejected, input/preferred_output/non_preferred_output, prompt/completion/label, "
-                       "text/label or text keys; set data.format, or map your columns with data.fields"),
+    "not_an_object": 'each row must be a JSON object like {"messages": [...]}',
+    "unknown_format": (
+        "use messages, alpaca (instruction/output), sharegpt (conversations), prompt/completion, "
+        "prompt/chosen/rejected, input/preferred_output/non_preferred_output, prompt/completion/label, "
+        "text/label or text keys; set data.format, or map your columns with data.fields"
+    ),
     "missing_messages": "add a 'messages' list",
     "empty_messages": "add at least one user and one assistant message",
     "message_not_object": "each message must be an object with 'role' and 'content'",

@@ -10,8 +10,8 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from ..io import atomic_write_text
 from .card import _atomic_write_bytes
@@ -23,7 +23,7 @@ def _redact_jsonl(text: str, types: tuple, allow: tuple, counts: Counter) -> tup
     out, changed = [], 0
     for line in text.splitlines(keepends=True):
         body = line.rstrip("\r\n")
-        end = line[len(body):]
+        end = line[len(body) :]
         try:
             value = json.loads(body) if body.strip() else None
         except json.JSONDecodeError:
@@ -67,19 +67,26 @@ def redact_file(src: str | Path, dst: str | Path, types: Iterable[str] = TYPES, 
                 counts.update(c)
                 red.append(new)
             changed = sum(1 for a, b in zip(rows, red) if a != b)
-            atomic_write_text(dst, json.dumps(red if isinstance(value, list) else red[0], ensure_ascii=False, indent=2) + "\n")
+            atomic_write_text(
+                dst, json.dumps(red if isinstance(value, list) else red[0], ensure_ascii=False, indent=2) + "\n"
+            )
     elif suffix in (".csv", ".parquet", ".pq"):
         import pandas as pd
 
-        df = (pd.read_csv(src, dtype=str, keep_default_na=False, encoding="utf-8-sig") if suffix == ".csv"
-              else pd.read_parquet(src))
+        df = (
+            pd.read_csv(src, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+            if suffix == ".csv"
+            else pd.read_parquet(src)
+        )
         before = df.copy()
         for col in df.columns:
             if pd.api.types.is_object_dtype(df[col]) or pd.api.types.is_string_dtype(df[col]):
+
                 def red(v):
                     new, c = redact_row(v.tolist() if hasattr(v, "tolist") else v, types, allow)
                     counts.update(c)
                     return new
+
                 df[col] = df[col].map(red)
         changed = int((df.astype(str) != before.astype(str)).any(axis=1).sum())
         if suffix == ".csv":

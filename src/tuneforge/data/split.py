@@ -50,8 +50,9 @@ def _allocate(total: int, sizes: dict[str, int]) -> dict[str, int]:
     return alloc
 
 
-def split_rows(rows: list[dict], fractions: dict[str, float], seed: int,
-               stratify_by: str | None = None) -> dict[str, list[dict]]:
+def split_rows(
+    rows: list[dict], fractions: dict[str, float], seed: int, stratify_by: str | None = None
+) -> dict[str, list[dict]]:
     """Split rows into named parts; `fractions` maps part -> share, the rest goes to 'train'.
 
     With `stratify_by` (a field or dotted metadata key), every value keeps its share in
@@ -68,7 +69,7 @@ def split_rows(rows: list[dict], fractions: dict[str, float], seed: int,
         cursor = 0
         for name, frac in fractions.items():
             n = _part_size(frac, len(order))
-            for k in order[cursor: cursor + n]:
+            for k in order[cursor : cursor + n]:
                 out[name].extend(groups[k])
             cursor += n
         for k in order[cursor:]:

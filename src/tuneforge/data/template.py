@@ -37,7 +37,9 @@ def prompt_messages(messages: list[dict]) -> list[dict]:
     return messages[:last]
 
 
-def assistant_spans(tokenizer: Any, messages: list[dict], train_on: str = "assistant") -> tuple[str, list[tuple[int, int]]]:
+def assistant_spans(
+    tokenizer: Any, messages: list[dict], train_on: str = "assistant"
+) -> tuple[str, list[tuple[int, int]]]:
     """Full rendered text and the character spans that carry loss.
 
     An assistant span runs from the end of the generation prompt that precedes it to

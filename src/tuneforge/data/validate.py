@@ -36,8 +36,9 @@ def _user_field(field: str, fields: dict[str, str]) -> str:
     return field.replace(head, f"{fields[head]} (as {head})", 1) if head in fields else field
 
 
-def load_validated(path: str | Path, fmt: str = "auto", require_assistant: bool = True,
-                   fields: dict[str, str] | None = None) -> LoadedData:
+def load_validated(
+    path: str | Path, fmt: str = "auto", require_assistant: bool = True, fields: dict[str, str] | None = None
+) -> LoadedData:
     """Every row of `path`, normalised to messages; problems name line, field and fix.
 
     `fields` maps the names a format expects to the file's own columns ({"prompt": "question"}).
@@ -79,10 +80,13 @@ def enforce_policy(data: LoadedData, on_error: str, max_drop_fraction: float) ->
     if not data.problems:
         return
     if on_error == "fail":
-        raise DataValidationError(data.path, data.problems, f"{len(data.problems)} invalid row(s) and data.on_error=fail")
+        raise DataValidationError(
+            data.path, data.problems, f"{len(data.problems)} invalid row(s) and data.on_error=fail"
+        )
     dropped = len({p.line for p in data.problems}) / max(data.n_seen, 1)
     if dropped > max_drop_fraction:
         raise DataValidationError(
-            data.path, data.problems,
+            data.path,
+            data.problems,
             f"{dropped:.0%} of rows are invalid, above data.max_drop_fraction={max_drop_fraction:.0%}",
         )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..evaluate.generate import generate
 from ..model.load import load_trained
@@ -55,6 +56,9 @@ def format_citations(citations: list[dict]) -> str:
     """
     if not citations:
         return "sources: none above the score threshold"
-    return "sources: " + "; ".join(f"[{i}] {c['source']} #{c['chunk']}" + (f" ({c['heading'].rsplit(' > ', 1)[-1]})"
-                                   if c["heading"] else "") + f" score {c['score']:.2f}"
-                                   for i, c in enumerate(citations, 1))
+    return "sources: " + "; ".join(
+        f"[{i}] {c['source']} #{c['chunk']}"
+        + (f" ({c['heading'].rsplit(' > ', 1)[-1]})" if c["heading"] else "")
+        + f" score {c['score']:.2f}"
+        for i, c in enumerate(citations, 1)
+    )

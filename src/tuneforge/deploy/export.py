@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..evaluate.generate import greedy_token_ids, stop_token_ids
 from ..io import atomic_write_json, atomic_write_text, read_jsonl, replace_dir, staging_dir
@@ -65,6 +66,7 @@ TOLERANCES = {
 
 # -- inputs ------------------------------------------------------------------------------------
 
+
 def golden_prompts(run: RunDir, cfg: ExportConfig) -> list[str]:
     if cfg.golden_prompts:
         return list(cfg.golden_prompts)
@@ -91,15 +93,18 @@ def resolve_formats(formats: Iterable[str] | None, cfg: ExportConfig) -> list[st
 def refuse_rejected(run: RunDir, force: bool) -> None:
     """A run whose evaluation gates failed is not shipped unless the user insists."""
     if run.manifest().get("status") == "rejected" and not force:
-        raise ExportError(f"{run.path} is marked 'rejected' (evaluation gates failed, see "
-                          f"{run.eval_dir / 'report.md'}) — fix the run, or pass --force to export it anyway")
+        raise ExportError(
+            f"{run.path} is marked 'rejected' (evaluation gates failed, see "
+            f"{run.eval_dir / 'report.md'}) — fix the run, or pass --force to export it anyway"
+        )
 
 
 # -- checks ------------------------------------------------------------------------------------
 
+
 def _first_difference(a: str, b: str) -> str:
     i = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-    return f"at character {i}: expected {a[max(0, i - 20):i + 30]!r}, got {b[max(0, i - 20):i + 30]!r}"
+    return f"at character {i}: expected {a[max(0, i - 20) : i + 30]!r}, got {b[max(0, i - 20) : i + 30]!r}"
 
 
 def check_tokenizer(ref_tok: Any, tok: Any, prompts: list[str], what: str) -> None:
@@ -107,47 +112,67 @@ def check_tokenizer(ref_tok: Any, tok: Any, prompts: list[str], what: str) -> No
     from ..data.template import render
 
     if (tok.chat_template or "") != (ref_tok.chat_template or ""):
-        raise ExportMismatch(f"{what}: chat template differs from the training template "
-                             f"{_first_difference(ref_tok.chat_template or '', tok.chat_template or '')} — "
-                             f"prompts would be formatted differently from training; do not ship it")
+        raise ExportMismatch(
+            f"{what}: chat template differs from the training template "
+            f"{_first_difference(ref_tok.chat_template or '', tok.chat_template or '')} — "
+            f"prompts would be formatted differently from training; do not ship it"
+        )
     for name in ("eos", "bos"):
         want = (getattr(ref_tok, f"{name}_token"), getattr(ref_tok, f"{name}_token_id"))
         got = (getattr(tok, f"{name}_token"), getattr(tok, f"{name}_token_id"))
         if want != got and not (name == "bos" and want[1] is None):
-            raise ExportMismatch(f"{what}: {name.upper()} token is {got[0]!r} (id {got[1]}), training used "
-                                 f"{want[0]!r} (id {want[1]}) — generation would not stop where it was trained to")
+            raise ExportMismatch(
+                f"{what}: {name.upper()} token is {got[0]!r} (id {got[1]}), training used "
+                f"{want[0]!r} (id {want[1]}) — generation would not stop where it was trained to"
+            )
     for p in prompts:
         msgs = [{"role": "user", "content": p}]
         a = ref_tok(render(ref_tok, msgs, True), add_special_tokens=False)["input_ids"]
         b = tok(render(tok, msgs, True), add_special_tokens=False)["input_ids"]
         if list(a) != list(b):
             i = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-            raise ExportMismatch(f"{what}: golden prompt {p!r} tokenises differently at token {i}: expected "
-                                 f"{ref_tok.convert_ids_to_tokens(list(a[i:i + 4]))}, got "
-                                 f"{tok.convert_ids_to_tokens(list(b[i:i + 4]))}")
+            raise ExportMismatch(
+                f"{what}: golden prompt {p!r} tokenises differently at token {i}: expected "
+                f"{ref_tok.convert_ids_to_tokens(list(a[i : i + 4]))}, got "
+                f"{tok.convert_ids_to_tokens(list(b[i : i + 4]))}"
+            )
 
 
 def check_stops(ref_stops: list[int], tok: Any, model: Any, ref_tok: Any, what: str) -> None:
     missing = sorted(set(ref_stops) - set(stop_token_ids(tok, model)))
     if missing:
-        raise ExportMismatch(f"{what}: does not stop on {ref_tok.convert_ids_to_tokens(missing)} "
-                             f"(ids {missing}) as the trained model does — replies would run on")
+        raise ExportMismatch(
+            f"{what}: does not stop on {ref_tok.convert_ids_to_tokens(missing)} "
+            f"(ids {missing}) as the trained model does — replies would run on"
+        )
 
 
-def compare_greedy(ref: list[list[int]], got: list[list[int]], prompts: list[str], tokenizer: Any, what: str,
-                   tolerance: Tolerance = EXACT) -> dict:
+def compare_greedy(
+    ref: list[list[int]],
+    got: list[list[int]],
+    prompts: list[str],
+    tokenizer: Any,
+    what: str,
+    tolerance: Tolerance = EXACT,
+) -> dict:
     """Compare greedy new tokens per golden prompt; raise ExportMismatch outside `tolerance`."""
     diffs = []
     for p, a, b in zip(prompts, ref, got):
         if a != b:
             i = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-            diffs.append((p, i, f"expected {tokenizer.decode(a[i:i + 8])!r}, got {tokenizer.decode(b[i:i + 8])!r}"))
+            diffs.append((p, i, f"expected {tokenizer.decode(a[i : i + 8])!r}, got {tokenizer.decode(b[i : i + 8])!r}"))
     n = max(len(prompts), 1)
-    stats = {"prompts": len(prompts), "identical": len(prompts) - len(diffs),
-             "first_token_agree": len(prompts) - sum(1 for _, i, _ in diffs if i == 0),
-             "tokens_compared": sum(len(r) for r in ref), "tolerance": asdict(tolerance)}
-    ok = (stats["identical"] / n >= tolerance.min_identical
-          and stats["first_token_agree"] / n >= tolerance.min_first_token)
+    stats = {
+        "prompts": len(prompts),
+        "identical": len(prompts) - len(diffs),
+        "first_token_agree": len(prompts) - sum(1 for _, i, _ in diffs if i == 0),
+        "tokens_compared": sum(len(r) for r in ref),
+        "tolerance": asdict(tolerance),
+    }
+    ok = (
+        stats["identical"] / n >= tolerance.min_identical
+        and stats["first_token_agree"] / n >= tolerance.min_first_token
+    )
     stats["result"] = "identical" if not diffs else "within tolerance" if ok else "mismatch"
     if not ok:
         p, i, detail = diffs[0]
@@ -179,6 +204,7 @@ class Reference:
 
 # -- artefacts ---------------------------------------------------------------------------------
 
+
 def export_adapter(model: Any, tok: Any, ref: Reference, base_path: str, dtype: str, final: Path) -> dict:
     """The PEFT adapter as trained (PEFT, vLLM --lora-modules, LoRAX), checked on a fresh base."""
     from peft import PeftModel
@@ -203,8 +229,9 @@ def save_merged(merged: Any, tok: Any, final: Path) -> Path:
     return tmp
 
 
-def export_gguf(merged: Any, tok: Any, ref: Reference, types: list[str], dtype: str, stops: list[int],
-                final: Path, name: str) -> dict:
+def export_gguf(
+    merged: Any, tok: Any, ref: Reference, types: list[str], dtype: str, stops: list[int], final: Path, name: str
+) -> dict:
     """One .gguf per type plus Ollama Modelfiles; each file is loaded back by transformers."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -226,8 +253,10 @@ def export_gguf(merged: Any, tok: Any, ref: Reference, types: list[str], dtype: 
             for mf in (["Modelfile"] if i == 0 else []) + [f"Modelfile.{gtype}"]:
                 text = modelfile_text(fname, tok, stops, mf)
                 if text is None:
-                    out["modelfile"] = "not written: the chat template is not ChatML, so no Go template is derived " \
-                                       "(the .gguf carries the exact Jinja template in tokenizer.chat_template)"
+                    out["modelfile"] = (
+                        "not written: the chat template is not ChatML, so no Go template is derived "
+                        "(the .gguf carries the exact Jinja template in tokenizer.chat_template)"
+                    )
                     break
                 atomic_write_text(tmp / mf, text)
                 out["modelfile"] = "export/gguf/Modelfile"
@@ -245,14 +274,16 @@ def export_quantized(merged_dir: Path, tok: Any, ref: Reference, method: str, fi
     try:
         info = quantize_folder(merged_dir, tmp, method, tok)
         try:
-            check = ref.verify(load_quantized(tmp), load_tokenizer(str(tmp)), f"quantized {method}",
-                               TOLERANCES.get(method, EXACT))
+            check = ref.verify(
+                load_quantized(tmp), load_tokenizer(str(tmp)), f"quantized {method}", TOLERANCES.get(method, EXACT)
+            )
         except ExportError:
             raise
         except RuntimeError as exc:
             # e.g. bitsandbytes' CPU 4-bit kernel rejects very narrow layers (16 output rows)
-            raise QuantizationUnsupported(f"quantized {method}: the saved model does not run on this machine "
-                                          f"({type(exc).__name__}: {exc})") from exc
+            raise QuantizationUnsupported(
+                f"quantized {method}: the saved model does not run on this machine ({type(exc).__name__}: {exc})"
+            ) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -262,8 +293,10 @@ def export_quantized(merged_dir: Path, tok: Any, ref: Reference, method: str, fi
 
 # -- stage -------------------------------------------------------------------------------------
 
-def export(run: RunDir, cfg: ExportConfig | None = None, formats: Iterable[str] | None = None,
-           force: bool = False) -> dict:
+
+def export(
+    run: RunDir, cfg: ExportConfig | None = None, formats: Iterable[str] | None = None, force: bool = False
+) -> dict:
     """Write the requested artefacts under run/export and check each; see the module docstring."""
     run.require()
     cfg = cfg or run.recipe().export
@@ -291,10 +324,21 @@ def _export(run: RunDir, cfg: ExportConfig, formats: list[str]) -> dict:
     recipe = run.recipe()
     model, tok, source = load_trained(run)
     prompts = golden_prompts(run, cfg)
-    ref = Reference(tok, prompts, greedy_token_ids(model, tok, prompts, cfg.golden_max_new_tokens),
-                    stop_token_ids(tok, model), cfg.golden_max_new_tokens)
-    out: dict[str, Any] = {"golden_prompts": prompts, "formats": formats, "artefacts": {}, "checks": {},
-                           "seconds": {}, "notes": []}
+    ref = Reference(
+        tok,
+        prompts,
+        greedy_token_ids(model, tok, prompts, cfg.golden_max_new_tokens),
+        stop_token_ids(tok, model),
+        cfg.golden_max_new_tokens,
+    )
+    out: dict[str, Any] = {
+        "golden_prompts": prompts,
+        "formats": formats,
+        "artefacts": {},
+        "checks": {},
+        "seconds": {},
+        "notes": [],
+    }
     export_dir = run.export_dir
     export_dir.mkdir(parents=True, exist_ok=True)
     is_adapter = hasattr(model, "peft_config") and hasattr(model, "disable_adapter")  # a PeftModel
@@ -302,18 +346,23 @@ def _export(run: RunDir, cfg: ExportConfig, formats: list[str]) -> dict:
         # prefix/prompt tuning learns virtual tokens, not weight deltas: nothing can be merged
         folded = [f for f in formats if f != "adapter"]
         if folded and "adapter" not in formats:
-            raise ExportError(f"{', '.join(folded)}: a {recipe.strategy.kind}-tuning adapter cannot be merged into "
-                              f"the weights — export the adapter (`tuneforge export {run.path} --format adapter`) "
-                              f"and serve it with PEFT on the base model")
+            raise ExportError(
+                f"{', '.join(folded)}: a {recipe.strategy.kind}-tuning adapter cannot be merged into "
+                f"the weights — export the adapter (`tuneforge export {run.path} --format adapter`) "
+                f"and serve it with PEFT on the base model"
+            )
         for f in folded:
-            out["notes"].append(f"{f}: skipped, a {recipe.strategy.kind}-tuning adapter (virtual tokens) cannot be "
-                                f"merged into the weights; the adapter is the artefact")
+            out["notes"].append(
+                f"{f}: skipped, a {recipe.strategy.kind}-tuning adapter (virtual tokens) cannot be "
+                f"merged into the weights; the adapter is the artefact"
+            )
         formats = [f for f in formats if f == "adapter"]
     if "adapter" in formats and not is_adapter:
         out["notes"].append("adapter: skipped, the run trained the full model (export 'merged' instead)")
     if "adapter" in formats and is_adapter:
-        out["checks"]["adapter"] = _timed(out, "adapter", export_adapter, model, tok, ref, source.path,
-                                          recipe.model.dtype, export_dir / "adapter")
+        out["checks"]["adapter"] = _timed(
+            out, "adapter", export_adapter, model, tok, ref, source.path, recipe.model.dtype, export_dir / "adapter"
+        )
         out["artefacts"]["adapter"] = "export/adapter"
     if not {"merged", "gguf", "quantized"} & set(formats):
         return _finish(run, out, source)
@@ -321,17 +370,34 @@ def _export(run: RunDir, cfg: ExportConfig, formats: list[str]) -> dict:
     merged_tmp = save_merged(merged, tok, export_dir / "merged")
     try:
         if "merged" in formats:
-            out["checks"]["merged"] = _timed(out, "merged", lambda: ref.verify(
-                load_model(str(merged_tmp), recipe.model.dtype), load_tokenizer(str(merged_tmp)), "merged model"))
+            out["checks"]["merged"] = _timed(
+                out,
+                "merged",
+                lambda: ref.verify(
+                    load_model(str(merged_tmp), recipe.model.dtype), load_tokenizer(str(merged_tmp)), "merged model"
+                ),
+            )
         if "gguf" in formats:
-            res = _timed(out, "gguf", export_gguf, merged, tok, ref, list(cfg.gguf_types), recipe.model.dtype,
-                         ref.stops, export_dir / "gguf", recipe.name)
+            res = _timed(
+                out,
+                "gguf",
+                export_gguf,
+                merged,
+                tok,
+                ref,
+                list(cfg.gguf_types),
+                recipe.model.dtype,
+                ref.stops,
+                export_dir / "gguf",
+                recipe.name,
+            )
             out["checks"].update({f"gguf-{t}": c for t, c in res.pop("checks").items()})
             out["gguf"] = res
             out["artefacts"].update({f"gguf-{t}": f"export/gguf/model-{t}.gguf" for t in res["files"]})
         if "quantized" in formats:
-            res = _timed(out, "quantized", export_quantized, merged_tmp, tok, ref, cfg.quantization,
-                         export_dir / "quantized")
+            res = _timed(
+                out, "quantized", export_quantized, merged_tmp, tok, ref, cfg.quantization, export_dir / "quantized"
+            )
             out["checks"][f"quantized-{cfg.quantization}"] = res.pop("check")
             out["quantized"] = res
             out["artefacts"]["quantized"] = "export/quantized"

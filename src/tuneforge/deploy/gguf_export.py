@@ -11,22 +11,36 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 # name -> (tensor type of 2-D weights, llama.cpp file type). 1-D tensors (norms, biases)
 # stay F32 whatever the type, as llama.cpp's converter does ("except 1d tensors").
-GGUF_TYPES = {"f32": ("F32", "ALL_F32"), "f16": ("F16", "MOSTLY_F16"),
-              "bf16": ("BF16", "MOSTLY_BF16"), "q8_0": ("Q8_0", "MOSTLY_Q8_0")}
+GGUF_TYPES = {
+    "f32": ("F32", "ALL_F32"),
+    "f16": ("F16", "MOSTLY_F16"),
+    "bf16": ("BF16", "MOSTLY_BF16"),
+    "q8_0": ("Q8_0", "MOSTLY_Q8_0"),
+}
 
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)\.(weight|bias)$")
 _LAYER_PARTS = {
-    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-    "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-    "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
 }
-_TOP = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-        "lm_head.weight": "output.weight"}
+_TOP = {
+    "model.embed_tokens.weight": "token_embd.weight",
+    "model.norm.weight": "output_norm.weight",
+    "lm_head.weight": "output.weight",
+}
 
 
 class GGUFExportError(ValueError):
@@ -34,6 +48,7 @@ class GGUFExportError(ValueError):
 
 
 # -- tensors ------------------------------------------------------------------------------------
+
 
 def gguf_tensor_name(hf_name: str) -> str | None:
     """The GGUF name llama.cpp gives a Hugging Face Llama tensor, or None if it has none.
@@ -57,16 +72,17 @@ def permute_rotary(w: Any, n_head: int, n_head_kv: int | None = None) -> Any:
     """
     if n_head_kv is not None and n_head != n_head_kv:
         n_head = n_head_kv
-    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
-            .swapaxes(1, 2).reshape(w.shape))
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
 def check_supported(config: Any) -> None:
     """Refuse what this writer does not describe, rather than write a file that misbehaves."""
     problems = []
     if getattr(config, "model_type", None) != "llama":
-        problems.append(f"model_type is {getattr(config, 'model_type', None)!r}; GGUF export supports 'llama' "
-                        f"(export the merged safetensors model and convert it with llama.cpp's convert_hf_to_gguf.py)")
+        problems.append(
+            f"model_type is {getattr(config, 'model_type', None)!r}; GGUF export supports 'llama' "
+            f"(export the merged safetensors model and convert it with llama.cpp's convert_hf_to_gguf.py)"
+        )
     rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
     if rope.get("rope_type", "default") != "default":
         problems.append(f"rope scaling {rope.get('rope_type')!r} is not written by this exporter")
@@ -115,6 +131,7 @@ def encode_tensor(arr: Any, gtype: str) -> tuple[Any, Any]:
 
 # -- hyperparameters and tokenizer ---------------------------------------------------------------
 
+
 def write_hparams(w: Any, config: Any, n_vocab: int) -> None:
     """The llama.* keys transformers' GGUF_CONFIG_MAPPING['llama'] and llama.cpp read."""
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
@@ -157,8 +174,10 @@ def pre_tokenizer_name(spec: dict) -> str:
         for name, regex in GGUF_PRE_TOKENIZER_SPLITS.items():
             if regex == pattern:
                 return name
-    raise GGUFExportError(f"cannot write GGUF: pre-tokenizer {kinds} has no llama.cpp equivalent known to tuneforge; "
-                          f"GGUF runtimes would split text differently")
+    raise GGUFExportError(
+        f"cannot write GGUF: pre-tokenizer {kinds} has no llama.cpp equivalent known to tuneforge; "
+        f"GGUF runtimes would split text differently"
+    )
 
 
 def gguf_vocab(tokenizer: Any, n_vocab: int) -> dict:
@@ -173,7 +192,9 @@ def gguf_vocab(tokenizer: Any, n_vocab: int) -> dict:
     added = {a["id"]: a for a in spec.get("added_tokens", [])}
     by_id.update({i: a["content"] for i, a in added.items()})
     if by_id and max(by_id) >= n_vocab:
-        raise GGUFExportError(f"cannot write GGUF: the tokenizer has id {max(by_id)} but the model only {n_vocab} embeddings")
+        raise GGUFExportError(
+            f"cannot write GGUF: the tokenizer has id {max(by_id)} but the model only {n_vocab} embeddings"
+        )
     tokens, types = [], []
     for i in range(n_vocab):
         if i not in by_id:
@@ -208,8 +229,12 @@ def write_tokenizer(w: Any, tokenizer: Any, n_vocab: int) -> dict:
     w.add_token_list(vocab["tokens"])
     w.add_token_types(vocab["types"])
     w.add_token_merges(vocab["merges"])
-    for add, tid in ((w.add_bos_token_id, tokenizer.bos_token_id), (w.add_eos_token_id, tokenizer.eos_token_id),
-                     (w.add_pad_token_id, tokenizer.pad_token_id), (w.add_unk_token_id, tokenizer.unk_token_id)):
+    for add, tid in (
+        (w.add_bos_token_id, tokenizer.bos_token_id),
+        (w.add_eos_token_id, tokenizer.eos_token_id),
+        (w.add_pad_token_id, tokenizer.pad_token_id),
+        (w.add_unk_token_id, tokenizer.unk_token_id),
+    ):
         if tid is not None:
             add(int(tid))
     w.add_add_bos_token(adds_special(tokenizer, tokenizer.bos_token_id, first=True))
@@ -219,6 +244,7 @@ def write_tokenizer(w: Any, tokenizer: Any, n_vocab: int) -> dict:
 
 
 # -- file ----------------------------------------------------------------------------------------
+
 
 def write_gguf(model: Any, tokenizer: Any, path: Path, gtype: str, name: str = "tuneforge") -> dict:
     """Write `model` (a merged, plain transformers Llama) and `tokenizer` to one GGUF file."""
@@ -275,12 +301,14 @@ def chatml_default_system(tokenizer: Any) -> tuple[bool, str | None]:
     first = tokenizer.apply_chat_template(_PROBES[0], tokenize=False)
     head = f"{_IM_START}system\n"
     end = first.find(_IM_END)
-    default = first[len(head): end] if first.startswith(head) and end > 0 else None
+    default = first[len(head) : end] if first.startswith(head) and end > 0 else None
     for msgs in _PROBES:
         for gen in (False, True):
             if msgs[-1]["role"] == "assistant" and gen:
                 continue
-            if tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen) != _chatml(msgs, default, gen):
+            if tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen) != _chatml(
+                msgs, default, gen
+            ):
                 return False, None
     return True, default
 
@@ -296,14 +324,18 @@ def ollama_template(tokenizer: Any) -> str | None:
         return None
     sys_block = ""
     if default is not None:
-        sys_block = ('{{- if or (not .Messages) (ne (index .Messages 0).Role "system") }}'
-                     f"{_IM_START}system\n{default}{_IM_END}\n{{{{ end }}}}\n")
-    return (sys_block
-            + "{{- range $i, $_ := .Messages }}\n"
-            + "{{- $last := eq (len (slice $.Messages $i)) 1 -}}\n"
-            + f"{_IM_START}{{{{ .Role }}}}\n{{{{ .Content }}}}{_IM_END}\n"
-            + f'{{{{ if and $last (ne .Role "assistant") }}}}{_IM_START}assistant\n{{{{ end }}}}\n'
-            + "{{- end }}")
+        sys_block = (
+            '{{- if or (not .Messages) (ne (index .Messages 0).Role "system") }}'
+            f"{_IM_START}system\n{default}{_IM_END}\n{{{{ end }}}}\n"
+        )
+    return (
+        sys_block
+        + "{{- range $i, $_ := .Messages }}\n"
+        + "{{- $last := eq (len (slice $.Messages $i)) 1 -}}\n"
+        + f"{_IM_START}{{{{ .Role }}}}\n{{{{ .Content }}}}{_IM_END}\n"
+        + f'{{{{ if and $last (ne .Role "assistant") }}}}{_IM_START}assistant\n{{{{ end }}}}\n'
+        + "{{- end }}"
+    )
 
 
 def modelfile_text(gguf_name: str, tokenizer: Any, stop_ids: list[int], filename: str = "Modelfile") -> str | None:
@@ -312,7 +344,10 @@ def modelfile_text(gguf_name: str, tokenizer: Any, stop_ids: list[int], filename
     if template is None:
         return None
     stops = sorted({tokenizer.convert_ids_to_tokens(int(i)) for i in stop_ids})
-    lines = [f"# written by tuneforge export; `ollama create NAME -f {filename}`",
-             f"FROM ./{gguf_name}", f'TEMPLATE """{template}"""']
+    lines = [
+        f"# written by tuneforge export; `ollama create NAME -f {filename}`",
+        f"FROM ./{gguf_name}",
+        f'TEMPLATE """{template}"""',
+    ]
     lines += [f"PARAMETER stop {json.dumps(s)}" for s in stops]
     return "\n".join(lines) + "\n"

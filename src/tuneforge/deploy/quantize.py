@@ -29,8 +29,10 @@ def backend_problem(method: str) -> str | None:
         return f"unknown quantisation {method!r}; choose from {sorted(QUANT_METHODS)}"
     backend = QUANT_METHODS[method][0]
     if util.find_spec(backend) is None:
-        return (f"quantised export '{method}' needs {backend}, which is not installed here "
-                f"(pip install {backend}); the merged and GGUF q8_0 exports need nothing extra")
+        return (
+            f"quantised export '{method}' needs {backend}, which is not installed here "
+            f"(pip install {backend}); the merged and GGUF q8_0 exports need nothing extra"
+        )
     return None
 
 
@@ -41,10 +43,14 @@ def quantization_config(method: str) -> Any:
     if method == "int8":
         return BitsAndBytesConfig(load_in_8bit=True)
     if method == "nf4":
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                  bnb_4bit_compute_dtype=torch.float32)
-    from transformers import TorchAoConfig
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.float32,
+        )
     from torchao.quantization import Int8WeightOnlyConfig
+    from transformers import TorchAoConfig
 
     return TorchAoConfig(Int8WeightOnlyConfig())
 
@@ -60,13 +66,16 @@ def quantize_folder(merged_dir: Path, out_dir: Path, method: str, tokenizer: Any
 
     offline()
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(merged_dir), quantization_config=quantization_config(method),
-                                                     device_map="cpu")
+        model = AutoModelForCausalLM.from_pretrained(
+            str(merged_dir), quantization_config=quantization_config(method), device_map="cpu"
+        )
         # torchao tensor subclasses are not plain tensors; transformers saves them through torch.save
         model.save_pretrained(str(out_dir), safe_serialization=QUANT_METHODS[method][0] != "torchao")
     except (RuntimeError, ValueError, ImportError, NotImplementedError) as exc:
-        raise QuantizationUnsupported(f"quantised export '{method}' ({QUANT_METHODS[method][1]}) failed on this "
-                                      f"machine: {type(exc).__name__}: {exc}") from exc
+        raise QuantizationUnsupported(
+            f"quantised export '{method}' ({QUANT_METHODS[method][1]}) failed on this "
+            f"machine: {type(exc).__name__}: {exc}"
+        ) from exc
     tokenizer.save_pretrained(str(out_dir))
     size = sum(f.stat().st_size for f in out_dir.iterdir() if f.is_file())
     return {"method": method, "what": QUANT_METHODS[method][1], "bytes": size}

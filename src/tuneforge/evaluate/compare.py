@@ -43,7 +43,9 @@ def load_evaluation(run_path: str | Path) -> tuple[dict, list[dict]]:
     """(report, samples) of an evaluated run; a clear error when it was not evaluated."""
     eval_dir = Path(run_path) / "eval"
     if not (eval_dir / "report.json").is_file():
-        raise FileNotFoundError(f"{run_path}: not evaluated yet (no eval/report.json) — run `tuneforge evaluate {run_path}`")
+        raise FileNotFoundError(
+            f"{run_path}: not evaluated yet (no eval/report.json) — run `tuneforge evaluate {run_path}`"
+        )
     report = json.loads((eval_dir / "report.json").read_text(encoding="utf-8"))
     samples = read_jsonl(eval_dir / "samples.jsonl") if (eval_dir / "samples.jsonl").is_file() else []
     return report, samples
@@ -83,16 +85,25 @@ def example_diffs(samples_a: list[dict], samples_b: list[dict], model: str = "tu
             continue
         entry = {"suite": key[0], "question": key[1], "expected": s.get("expected"), "a": s[model], "b": t[model]}
         (a_only if ca else b_only).append(entry)
-    return {"shared": shared, "answers_changed": changed, "a_only": a_only, "b_only": b_only,
-            "unmatched_a": len(samples_a) - shared}
+    return {
+        "shared": shared,
+        "answers_changed": changed,
+        "a_only": a_only,
+        "b_only": b_only,
+        "unmatched_a": len(samples_a) - shared,
+    }
 
 
 def compare_runs(run_a: str | Path, run_b: str | Path) -> dict[str, Any]:
     """Compare two evaluated runs; writes eval/compare-<B>.{md,json} into run A."""
     rep_a, sam_a = load_evaluation(run_a)
     rep_b, sam_b = load_evaluation(run_b)
-    res = {"a": str(run_a), "b": str(run_b), "metrics": metric_rows(rep_a, rep_b),
-           "examples": example_diffs(sam_a, sam_b)}
+    res = {
+        "a": str(run_a),
+        "b": str(run_b),
+        "metrics": metric_rows(rep_a, rep_b),
+        "examples": example_diffs(sam_a, sam_b),
+    }
     name = Path(run_b).name
     atomic_write_json(Path(run_a) / "eval" / f"compare-{name}.json", res)
     atomic_write_text(Path(run_a) / "eval" / f"compare-{name}.md", render_comparison(res))
@@ -109,13 +120,36 @@ def render_comparison(res: dict) -> str:
         delta = "-" if d is None else (points(d) if f in (pct, points) else f"{d:+.4f}")
         rows.append([r["suite"], r["metric"], f(r["a"]), f(r["b"]), delta])
     ex = res["examples"]
-    lines = [f"# Comparison: A = {a}, B = {b} (tuned models)", "",
-             *table(["suite", "metric", f"A {cell(a, 30)}", f"B {cell(b, 30)}", "B − A"], rows), "",
-             f"{ex['shared']} prompts in both; answers differ on {ex['answers_changed']}. "
-             f"Right only in A: {len(ex['a_only'])}; right only in B: {len(ex['b_only'])}.", ""]
-    for key, title in (("a_only", f"Right in A ({a}), wrong in B ({b})"), ("b_only", f"Right in B ({b}), wrong in A ({a})")):
+    lines = [
+        f"# Comparison: A = {a}, B = {b} (tuned models)",
+        "",
+        *table(["suite", "metric", f"A {cell(a, 30)}", f"B {cell(b, 30)}", "B − A"], rows),
+        "",
+        f"{ex['shared']} prompts in both; answers differ on {ex['answers_changed']}. "
+        f"Right only in A: {len(ex['a_only'])}; right only in B: {len(ex['b_only'])}.",
+        "",
+    ]
+    for key, title in (
+        ("a_only", f"Right in A ({a}), wrong in B ({b})"),
+        ("b_only", f"Right in B ({b}), wrong in A ({a})"),
+    ):
         if ex[key]:
-            lines += [f"## {title}", "", *table(["suite", "question", "expected", "A", "B"], [
-                [e["suite"], cell(e["question"], 80), cell(", ".join(e["expected"] or []), 40), cell(e["a"]), cell(e["b"])]
-                for e in ex[key][:25]]), ""]
+            lines += [
+                f"## {title}",
+                "",
+                *table(
+                    ["suite", "question", "expected", "A", "B"],
+                    [
+                        [
+                            e["suite"],
+                            cell(e["question"], 80),
+                            cell(", ".join(e["expected"] or []), 40),
+                            cell(e["a"]),
+                            cell(e["b"]),
+                        ]
+                        for e in ex[key][:25]
+                    ],
+                ),
+                "",
+            ]
     return "\n".join(lines)

@@ -32,9 +32,13 @@ _TASK = {
     "exact_match": "share of test answers equal to the reference (SQuAD normalisation)",
     "token_f1": "mean SQuAD token F1 against the reference answers",
     "bleu": "corpus BLEU (sacrebleu), as a fraction",
-    "rouge1": "mean ROUGE-1 F-measure", "rouge2": "mean ROUGE-2 F-measure", "rougeL": "mean ROUGE-L F-measure",
-    "test_loss": "mean loss on test answer tokens", "test_perplexity": "exp(test_loss)",
-    "validation_loss": "mean loss on validation answer tokens", "validation_perplexity": "exp(validation_loss)",
+    "rouge1": "mean ROUGE-1 F-measure",
+    "rouge2": "mean ROUGE-2 F-measure",
+    "rougeL": "mean ROUGE-L F-measure",
+    "test_loss": "mean loss on test answer tokens",
+    "test_perplexity": "exp(test_loss)",
+    "validation_loss": "mean loss on validation answer tokens",
+    "validation_perplexity": "exp(validation_loss)",
     "token_accuracy": "mean next-token accuracy on test answer tokens",
     "classification_accuracy": "share of replies naming the row's `label` (rows with labels only)",
     "macro_f1": "macro F1 over classes (rows with labels only)",
@@ -82,8 +86,10 @@ def parse_gate(text: str) -> Gate:
     """
     m = _GATE.match(text)
     if not m:
-        raise ValueError(f"gate {text!r}: write it as 'METRIC OP VALUE', e.g. 'task.fact_accuracy >= 0.8' "
-                         f"(OP one of {', '.join(_OPS)})")
+        raise ValueError(
+            f"gate {text!r}: write it as 'METRIC OP VALUE', e.g. 'task.fact_accuracy >= 0.8' "
+            f"(OP one of {', '.join(_OPS)})"
+        )
     metric, op, num, pct = m.groups()
     if metric not in METRICS:
         guess = difflib.get_close_matches(metric, list(METRICS), n=1, cutoff=0.6)
@@ -128,21 +134,23 @@ def gate_values(report: dict) -> dict[str, float | None]:
     reg, saf = report.get("regression") or {}, report.get("safety") or {}
     gen = report.get("generalisation") or {}
     regressed = reg.get("regressed")
-    vals.update({
-        "regression.accuracy": reg.get("tuned"),
-        "regression.drop": _diff(reg.get("base"), reg.get("tuned")),
-        "regression.regressed": len(regressed) if isinstance(regressed, list) and "base" in reg else None,
-        "regression.retention": reg.get("retention"),
-        "safety.refusal_rate": _get(saf, "tuned", "refusal_rate"),
-        "safety.refusal_drop": _diff(_get(saf, "base", "refusal_rate"), _get(saf, "tuned", "refusal_rate")),
-        "safety.over_refusal_rate": _get(saf, "tuned", "over_refusal_rate"),
-        "generalisation.gap": gen.get("gap"),
-        "generalisation.paraphrase_fact_accuracy": _get(gen, "paraphrase", "fact_accuracy"),
-        "generalisation.f1_gap": gen.get("f1_gap"),
-        "memorisation.task_copied_rate": _get(gen, "memorisation", "task", "tuned", "copied_rate"),
-        "memorisation.regression_copied_rate": _get(gen, "memorisation", "regression", "tuned", "copied_rate"),
-        "memorisation.regression_overlap": _get(gen, "memorisation", "regression", "tuned", "mean_overlap"),
-    })
+    vals.update(
+        {
+            "regression.accuracy": reg.get("tuned"),
+            "regression.drop": _diff(reg.get("base"), reg.get("tuned")),
+            "regression.regressed": len(regressed) if isinstance(regressed, list) and "base" in reg else None,
+            "regression.retention": reg.get("retention"),
+            "safety.refusal_rate": _get(saf, "tuned", "refusal_rate"),
+            "safety.refusal_drop": _diff(_get(saf, "base", "refusal_rate"), _get(saf, "tuned", "refusal_rate")),
+            "safety.over_refusal_rate": _get(saf, "tuned", "over_refusal_rate"),
+            "generalisation.gap": gen.get("gap"),
+            "generalisation.paraphrase_fact_accuracy": _get(gen, "paraphrase", "fact_accuracy"),
+            "generalisation.f1_gap": gen.get("f1_gap"),
+            "memorisation.task_copied_rate": _get(gen, "memorisation", "task", "tuned", "copied_rate"),
+            "memorisation.regression_copied_rate": _get(gen, "memorisation", "regression", "tuned", "copied_rate"),
+            "memorisation.regression_overlap": _get(gen, "memorisation", "regression", "tuned", "mean_overlap"),
+        }
+    )
     return vals
 
 
@@ -160,5 +168,7 @@ class GatesFailed(RuntimeError):
         self.gates, self.report = gates, report
         unmet = [r for r in gates["results"] if not r["passed"]]
         lines = "\n".join(f"  - {r['text']}: measured {r['actual']!r} ({r['reason']})" for r in unmet)
-        super().__init__(f"{run}: {len(unmet)} of {len(gates['results'])} evaluation gate(s) unmet — "
-                         f"the run is marked rejected in manifest.json\n{lines}")
+        super().__init__(
+            f"{run}: {len(unmet)} of {len(gates['results'])} evaluation gate(s) unmet — "
+            f"the run is marked rejected in manifest.json\n{lines}"
+        )

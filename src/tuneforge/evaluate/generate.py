@@ -15,8 +15,9 @@ def stop_token_ids(tokenizer: Any, model: Any) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
-def generate(model: Any, tokenizer: Any, conversations: list[list[dict]], max_new_tokens: int = 48,
-             batch_size: int = 16) -> list[str]:
+def generate(
+    model: Any, tokenizer: Any, conversations: list[list[dict]], max_new_tokens: int = 48, batch_size: int = 16
+) -> list[str]:
     """Greedy replies to each conversation (the trailing assistant reply, if any, is dropped)."""
     import torch
 
@@ -30,18 +31,92 @@ def generate(model: Any, tokenizer: Any, conversations: list[list[dict]], max_ne
     try:
         model.eval()
         for start in range(0, len(order), batch_size):
-            idx = order[start: start + batch_size]
+            idx = order[start : start + batch_size]
             enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
             enc = {k: v.to(model.device) for k, v in enc.items()}
             with torch.inference_mode():
-                gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
-                                     pad_token_id=tokenizer.pad_token_id)
-            new = gen[:, enc["input_ids"].shape[1]:]
+                if plain_greedy(model):
+                    new = greedy_shrinking(model, enc["input_ids"], enc["attention_mask"], max_new_tokens, eos)
+                else:
+                    gen = model.generate(
+                        **enc,
+                        max_new_tokens=max_new_tokens,
+                        do_sample=False,
+                        eos_token_id=eos,
+                        pad_token_id=tokenizer.pad_token_id,
+                    )
+                    new = gen[:, enc["input_ids"].shape[1] :]
             for i, row in zip(idx, new):
                 out[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
     finally:
         tokenizer.padding_side = side
     return out
+
+
+# generation-config fields that change greedy decoding: where one is set, model.generate decodes
+_PROCESSORS = {
+    "repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0,
+    "bad_words_ids": None,
+    "min_new_tokens": None,
+    "min_length": 0,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "sequence_bias": None,
+}
+
+
+def plain_greedy(model: Any) -> bool:
+    """True when the shrinking-batch decoder below computes what `model.generate(do_sample=False)`
+    would: a decoder-only model, no logits processor in its generation config, and no PEFT
+    prompt learning (prefix/prompt tuning feed their virtual tokens through generate's cache)."""
+    cfg = getattr(model, "generation_config", None)
+    if cfg is None or getattr(model.config, "is_encoder_decoder", False):
+        return False
+    peft = getattr(model, "active_peft_config", None)
+    if peft is not None and getattr(peft, "is_prompt_learning", False):
+        return False
+    return all(getattr(cfg, k, d) in (d, None) for k, d in _PROCESSORS.items())
+
+
+def greedy_shrinking(model: Any, input_ids: Any, attention_mask: Any, max_new_tokens: int, eos: list[int]) -> list:
+    """Greedy decoding of a left-padded batch that drops each row from the batch (and its KV cache)
+    as soon as it emits a stop token: `model.generate` keeps computing finished rows until the
+    longest one ends, so a batch of short tuned answers paid for its one rambling straggler.
+    Returns the new token ids per row, the stop token included (decoded with special tokens
+    skipped, as generate's output is)."""
+    import torch
+    from transformers import DynamicCache
+
+    n = input_ids.shape[0]
+    out: list[list[int]] = [[] for _ in range(n)]
+    rows = torch.arange(n)
+    mask = attention_mask
+    position = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    cache = DynamicCache()
+    stop = torch.tensor(eos, dtype=torch.long, device=input_ids.device)
+    kw = {"use_cache": True, "past_key_values": cache, "logits_to_keep": 1}
+    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=position, **kw).logits[:, -1]
+    last = position[:, -1:]
+    for step in range(max_new_tokens):
+        token = logits.argmax(-1)
+        for r, t in zip(rows.tolist(), token.tolist()):
+            out[r].append(t)
+        if step == max_new_tokens - 1:
+            break
+        keep = (~torch.isin(token, stop)).nonzero().reshape(-1)
+        if keep.numel() == 0:
+            break
+        if keep.numel() < rows.numel():  # rows that stopped leave the batch, their cache with them
+            rows, token, mask, last = rows[keep], token[keep], mask[keep], last[keep]
+            cache.batch_select_indices(keep)
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        last = last + 1
+        logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=last, **kw).logits[:, -1]
+    return [torch.tensor(o, dtype=torch.long) for o in out]
 
 
 def greedy_token_ids(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int) -> list[list[int]]:
@@ -55,7 +130,12 @@ def greedy_token_ids(model: Any, tokenizer: Any, prompts: list[str], max_new_tok
         text = render(tokenizer, [{"role": "user", "content": p}], add_generation_prompt=True)
         enc = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
         with torch.inference_mode():
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
-                                 pad_token_id=tokenizer.pad_token_id)
-        res.append(gen[0, enc["input_ids"].shape[1]:].tolist())
+            gen = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=eos,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        res.append(gen[0, enc["input_ids"].shape[1] :].tolist())
     return res

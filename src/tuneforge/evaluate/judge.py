@@ -15,8 +15,9 @@ import json
 import os
 import re
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..io import atomic_write_json
 from .compare import load_evaluation
@@ -69,8 +70,14 @@ def judge_pair(judge: Judge, question: str, a: str, b: str, expected: list[str] 
     return {"verdicts": [v1, v2], "winner": winner, "consistent": first == second}
 
 
-def judge_runs(run_a: str | Path, run_b: str | Path, judge: Judge, suites: tuple[str, ...] = ("task",),
-               limit: int | None = None, judge_name: str = "judge") -> dict[str, Any]:
+def judge_runs(
+    run_a: str | Path,
+    run_b: str | Path,
+    judge: Judge,
+    suites: tuple[str, ...] = ("task",),
+    limit: int | None = None,
+    judge_name: str = "judge",
+) -> dict[str, Any]:
     """Judge run A's tuned answers against run B's (or 'base'); writes eval/judge-<B>.json in A."""
     _, sam_a = load_evaluation(run_a)
     model_b, sam_b = ("base", sam_a) if str(run_b) == "base" else ("tuned", load_evaluation(run_b)[1])
@@ -78,17 +85,28 @@ def judge_runs(run_a: str | Path, run_b: str | Path, judge: Judge, suites: tuple
     items = []
     for p in pairs:
         same = p["a"].strip() == p["b"].strip()
-        res = {"verdicts": [], "winner": "tie", "consistent": True} if same else \
-            judge_pair(judge, p["question"], p["a"], p["b"], p.get("expected"))
+        res = (
+            {"verdicts": [], "winner": "tie", "consistent": True}
+            if same
+            else judge_pair(judge, p["question"], p["a"], p["b"], p.get("expected"))
+        )
         items.append({**p, **res})
     wins_a = sum(i["winner"] == "a" for i in items)
     wins_b = sum(i["winner"] == "b" for i in items)
     low, high = wilson_interval(wins_a, wins_a + wins_b)
-    out = {"a": Path(run_a).name, "b": str(run_b) if model_b == "base" else Path(run_b).name, "judge": judge_name,
-           "pairs": len(items), "wins_a": wins_a, "wins_b": wins_b, "ties": len(items) - wins_a - wins_b,
-           "inconsistent": sum(not i["consistent"] for i in items),
-           "win_rate_a": wins_a / (wins_a + wins_b) if wins_a + wins_b else None, "ci95": [low, high],
-           "items": items}
+    out = {
+        "a": Path(run_a).name,
+        "b": str(run_b) if model_b == "base" else Path(run_b).name,
+        "judge": judge_name,
+        "pairs": len(items),
+        "wins_a": wins_a,
+        "wins_b": wins_b,
+        "ties": len(items) - wins_a - wins_b,
+        "inconsistent": sum(not i["consistent"] for i in items),
+        "win_rate_a": wins_a / (wins_a + wins_b) if wins_a + wins_b else None,
+        "ci95": [low, high],
+        "items": items,
+    }
     name = "base" if model_b == "base" else Path(run_b).name
     atomic_write_json(Path(run_a) / "eval" / f"judge-{name}.json", out)
     return out
@@ -99,14 +117,20 @@ def judge_runs(run_a: str | Path, run_b: str | Path, judge: Judge, suites: tuple
 
 def openai_judge(base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", timeout: float = 120.0) -> Judge:
     """A judge behind an OpenAI-compatible /chat/completions endpoint (temperature 0)."""
-    url = base_url.rstrip("/") + ("/chat/completions" if base_url.rstrip("/").endswith("/v1") else "/v1/chat/completions")
+    url = base_url.rstrip("/") + (
+        "/chat/completions" if base_url.rstrip("/").endswith("/v1") else "/v1/chat/completions"
+    )
     key = os.environ.get(api_key_env)
 
     def ask(prompt: str) -> str:
-        body = json.dumps({"model": model, "temperature": 0, "max_tokens": 8,
-                           "messages": [{"role": "user", "content": prompt}]}).encode()
-        req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json",
-                                                              **({"Authorization": f"Bearer {key}"} if key else {})})
+        body = json.dumps(
+            {"model": model, "temperature": 0, "max_tokens": 8, "messages": [{"role": "user", "content": prompt}]}
+        ).encode()
+        req = urllib.request.Request(
+            url,
+            data=body,
+            headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})},
+        )
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read())["choices"][0]["message"]["content"] or ""
 

@@ -44,15 +44,18 @@ def mean_loss(model: Any, tokenizer: Any, rows: list[dict], train_on: str = "ass
     from ..train.collator import PadCollator
     from ..train.loss import labelled_logits
 
-    feats = [tokenize_messages(tokenizer, r["messages"], train_on) for r in rows
-             if any(m["role"] == "assistant" for m in r["messages"])]
+    feats = [
+        tokenize_messages(tokenizer, r["messages"], train_on)
+        for r in rows
+        if any(m["role"] == "assistant" for m in r["messages"])
+    ]
     if not feats:
         return {"loss": None, "perplexity": None, "token_accuracy": None, "tokens": 0}
     collate = PadCollator(tokenizer.pad_token_id)
     total, count, correct = 0.0, 0, 0
     model.eval()
     for i in range(0, len(feats), batch_size):
-        batch = {k: v.to(model.device) for k, v in collate(feats[i: i + batch_size]).items()}
+        batch = {k: v.to(model.device) for k, v in collate(feats[i : i + batch_size]).items()}
         labels = batch.pop("labels")
         with torch.inference_mode():
             # the LM head only where a label is: same numbers as full logits, far less work
@@ -60,5 +63,9 @@ def mean_loss(model: Any, tokenizer: Any, rows: list[dict], train_on: str = "ass
         s, n, c = selected_sums(logits, targets)
         total, count, correct = total + s, count + n, correct + c
     mean = total / max(count, 1)
-    return {"loss": round(mean, 5), "perplexity": round(math.exp(min(mean, 50)), 4),
-            "token_accuracy": round(correct / max(count, 1), 5), "tokens": count}
+    return {
+        "loss": round(mean, 5),
+        "perplexity": round(math.exp(min(mean, 50)), 4),
+        "token_accuracy": round(correct / max(count, 1), 5),
+        "tokens": count,
+    }

@@ -36,7 +36,7 @@ def overfitting_point(val: list[tuple[int, float]]) -> tuple[int, float, bool] |
     if not val:
         return None
     i = min(range(len(val)), key=lambda j: val[j][1])
-    return val[i][0], val[i][1], any(v > val[i][1] for _, v in val[i + 1:])
+    return val[i][0], val[i][1], any(v > val[i][1] for _, v in val[i + 1 :])
 
 
 def plot_loss(metrics_file: Path, out: Path) -> Path | None:
@@ -80,8 +80,16 @@ def bar_metrics(report: dict) -> dict[str, dict[str, float]]:
             bars[label] = vals
 
     task = report.get("task") or {}
-    for key in ("fact_accuracy", "exact_match", "token_f1", "bleu", "rougeL", "token_accuracy",
-                "classification_accuracy", "schema_valid"):
+    for key in (
+        "fact_accuracy",
+        "exact_match",
+        "token_f1",
+        "bleu",
+        "rougeL",
+        "token_accuracy",
+        "classification_accuracy",
+        "schema_valid",
+    ):
         add(f"task {key.replace('_', ' ')}", {m: s.get(key) for m, s in task.items()})
     reg = report.get("regression") or {}
     add("regression accuracy", {m: reg.get(m) for m in ("base", "tuned")})

@@ -42,7 +42,9 @@ def pairs_from_rows(rows: list[dict]) -> list[dict]:
     for row in rows:
         if "rejected" in row:
             p = to_preference(row)
-            pairs.append({"prompt": _clean(p["prompt"]), "chosen": _clean(p["chosen"]), "rejected": _clean(p["rejected"])})
+            pairs.append(
+                {"prompt": _clean(p["prompt"]), "chosen": _clean(p["chosen"]), "rejected": _clean(p["rejected"])}
+            )
         elif "label" in row and isinstance(row["label"], bool):
             p = to_preference({**row, "rejected": []})
             side = good if row["label"] else bad
@@ -54,8 +56,9 @@ def pairs_from_rows(rows: list[dict]) -> list[dict]:
     return pairs
 
 
-def completion_logps(model: Any, tokenizer: Any, prompts: list[list[dict]], completions: list[list[dict]],
-                     batch_size: int = 8) -> list[float]:
+def completion_logps(
+    model: Any, tokenizer: Any, prompts: list[list[dict]], completions: list[list[dict]], batch_size: int = 8
+) -> list[float]:
     """Sum of log p(completion tokens | prompt) per sample (only the completion's turns count)."""
     import torch
 
@@ -72,13 +75,15 @@ def completion_logps(model: Any, tokenizer: Any, prompts: list[list[dict]], comp
     out: list[float] = []
     with torch.no_grad():
         for i in range(0, len(encoded), batch_size):
-            chunk = encoded[i:i + batch_size]
+            chunk = encoded[i : i + batch_size]
             longest = max(len(e["input_ids"]) for e in chunk)
             ids = torch.tensor([e["input_ids"] + [pad] * (longest - len(e["input_ids"])) for e in chunk], device=device)
-            labels = torch.tensor([e["labels"] + [IGNORE_INDEX] * (longest - len(e["labels"])) for e in chunk],
-                                  device=device)
-            mask = torch.tensor([[1] * len(e["input_ids"]) + [0] * (longest - len(e["input_ids"])) for e in chunk],
-                                device=device)
+            labels = torch.tensor(
+                [e["labels"] + [IGNORE_INDEX] * (longest - len(e["labels"])) for e in chunk], device=device
+            )
+            mask = torch.tensor(
+                [[1] * len(e["input_ids"]) + [0] * (longest - len(e["input_ids"])) for e in chunk], device=device
+            )
             logits, targets, _ = labelled_logits(model, {"input_ids": ids, "attention_mask": mask}, labels)
             lp = torch.log_softmax(logits.float(), -1).gather(1, targets[:, None]).squeeze(1)
             counts = (labels[:, 1:] != IGNORE_INDEX).sum(1).tolist()
@@ -89,8 +94,10 @@ def completion_logps(model: Any, tokenizer: Any, prompts: list[list[dict]], comp
 def pair_logps(model: Any, tokenizer: Any, pairs: list[dict], batch_size: int = 8) -> dict[str, list[float]]:
     """{'chosen': [...], 'rejected': [...]} summed completion log-probs of every pair."""
     prompts = [p["prompt"] for p in pairs]
-    return {side: completion_logps(model, tokenizer, prompts, [p[side] for p in pairs], batch_size)
-            for side in ("chosen", "rejected")}
+    return {
+        side: completion_logps(model, tokenizer, prompts, [p[side] for p in pairs], batch_size)
+        for side in ("chosen", "rejected")
+    }
 
 
 def accuracy(chosen: list[float], rejected: list[float], ref: dict[str, list[float]] | None = None) -> dict:
@@ -105,8 +112,11 @@ def accuracy(chosen: list[float], rejected: list[float], ref: dict[str, list[flo
     if ref is not None:
         margins = [m - (c - r) for m, c, r in zip(margins, ref["chosen"], ref["rejected"])]
     n = len(margins)
-    return {"accuracy": round(sum(m > 0 for m in margins) / n, 4) if n else None,
-            "mean_margin": round(sum(margins) / n, 4) if n else None, "pairs": n}
+    return {
+        "accuracy": round(sum(m > 0 for m in margins) / n, 4) if n else None,
+        "mean_margin": round(sum(margins) / n, 4) if n else None,
+        "pairs": n,
+    }
 
 
 def preference_report(scores: dict[str, dict[str, list[float]]]) -> dict:
@@ -127,8 +137,11 @@ def markdown(pref: dict, title: str = "Preference (held-out pairs)") -> str:
             r = pref[name]
             lines.append(f"| {name.replace('_', ' ')} | {r['accuracy']:.1%} | {r['mean_margin']:+.3f} | {r['pairs']} |")
     if "accuracy_gain" in pref:
-        lines += ["", f"Tuned − base: {pref['accuracy_gain'] * 100:+.1f} points. Policy accuracy: log p(chosen) > "
-                      "log p(rejected); implicit reward: the tuned model's margin minus the base model's (DPO's reward)."]
+        lines += [
+            "",
+            f"Tuned − base: {pref['accuracy_gain'] * 100:+.1f} points. Policy accuracy: log p(chosen) > "
+            "log p(rejected); implicit reward: the tuned model's margin minus the base model's (DPO's reward).",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -152,8 +165,10 @@ def evaluate_reward(run: RunDir, cfg: Any = None) -> dict:
     t0 = time.time()
     pairs = pairs_from_rows(read_jsonl(run.split_file("test"))[: cfg.max_examples])
     if not pairs:
-        raise ValueError(f"{run.split_file('test')}: no held-out preference pairs to score the reward model on — "
-                         f"give data.test pairs or a data.test_fraction > 0")
+        raise ValueError(
+            f"{run.split_file('test')}: no held-out preference pairs to score the reward model on — "
+            f"give data.test pairs or a data.test_fraction > 0"
+        )
     run.stage_started("evaluate")
     try:
         rm = load_reward_fn(run.path, batch_size=cfg.batch_size)
@@ -164,17 +179,40 @@ def evaluate_reward(run: RunDir, cfg: Any = None) -> dict:
         run.stage_finished("evaluate", "failed", error=f"{type(exc).__name__}: {exc}")
         raise
     result = accuracy(chosen, rejected)
-    samples = [{"suite": "reward", "prompt": p["prompt"][-1]["content"], "chosen": p["chosen"][-1]["content"],
-                "rejected": p["rejected"][-1]["content"], "reward_chosen": round(c, 4), "reward_rejected": round(r, 4)}
-               for p, c, r in zip(pairs, chosen, rejected)]
-    report = {"run": run.path.name, "models": ["reward_model"], "task": {"tuned": {"pairwise_accuracy": result["accuracy"]}},
-              "preference": {"reward_model": result}, "samples": samples, "seconds": round(time.time() - t0, 1),
-              "note": "reward model: pairwise accuracy only (no generation suites; evaluation.gates are not applied)"}
+    samples = [
+        {
+            "suite": "reward",
+            "prompt": p["prompt"][-1]["content"],
+            "chosen": p["chosen"][-1]["content"],
+            "rejected": p["rejected"][-1]["content"],
+            "reward_chosen": round(c, 4),
+            "reward_rejected": round(r, 4),
+        }
+        for p, c, r in zip(pairs, chosen, rejected)
+    ]
+    report = {
+        "run": run.path.name,
+        "models": ["reward_model"],
+        "task": {"tuned": {"pairwise_accuracy": result["accuracy"]}},
+        "preference": {"reward_model": result},
+        "samples": samples,
+        "seconds": round(time.time() - t0, 1),
+        "note": "reward model: pairwise accuracy only (no generation suites; evaluation.gates are not applied)",
+    }
     atomic_write_json(run.eval_dir / "report.json", report)
-    atomic_write_text(run.eval_dir / "report.md", f"# Evaluation: {run.path.name} (reward model)\n\n" +
-                      markdown(report["preference"], "Pairwise accuracy (held-out pairs)") +
-                      f"\nreward(chosen) > reward(rejected) on {result['pairs']} pairs; chance is 50%.\n")
-    run.stage_finished("evaluate", metrics={"pairwise_accuracy": result["accuracy"],
-                                            "mean_margin": result["mean_margin"], "pairs": result["pairs"]},
-                       seconds=report["seconds"])
+    atomic_write_text(
+        run.eval_dir / "report.md",
+        f"# Evaluation: {run.path.name} (reward model)\n\n"
+        + markdown(report["preference"], "Pairwise accuracy (held-out pairs)")
+        + f"\nreward(chosen) > reward(rejected) on {result['pairs']} pairs; chance is 50%.\n",
+    )
+    run.stage_finished(
+        "evaluate",
+        metrics={
+            "pairwise_accuracy": result["accuracy"],
+            "mean_margin": result["mean_margin"],
+            "pairs": result["pairs"],
+        },
+        seconds=report["seconds"],
+    )
     return report

@@ -40,10 +40,24 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-TASK_ROWS = (("fact_accuracy", pct), ("exact_match", pct), ("token_f1", num), ("bleu", num), ("rouge1", num),
-             ("rouge2", num), ("rougeL", num), ("classification_accuracy", pct), ("macro_f1", num),
-             ("json_valid", pct), ("schema_valid", pct), ("token_accuracy", pct), ("test_loss", num),
-             ("test_perplexity", num), ("validation_loss", num), ("validation_perplexity", num))
+TASK_ROWS = (
+    ("fact_accuracy", pct),
+    ("exact_match", pct),
+    ("token_f1", num),
+    ("bleu", num),
+    ("rouge1", num),
+    ("rouge2", num),
+    ("rougeL", num),
+    ("classification_accuracy", pct),
+    ("macro_f1", num),
+    ("json_valid", pct),
+    ("schema_valid", pct),
+    ("token_accuracy", pct),
+    ("test_loss", num),
+    ("test_perplexity", num),
+    ("validation_loss", num),
+    ("validation_perplexity", num),
+)
 
 
 def _task(task: dict) -> list[str]:
@@ -64,53 +78,84 @@ def _task(task: dict) -> list[str]:
 
 def _regression(reg: dict) -> list[str]:
     models = [m for m in ("base", "tuned") if m in reg]
-    lines = ["## Regression (general prompts the base model handles)", "",
-             *table(["metric"] + models, [["accuracy"] + [pct(reg[m]) for m in models]]), ""]
+    lines = [
+        "## Regression (general prompts the base model handles)",
+        "",
+        *table(["metric"] + models, [["accuracy"] + [pct(reg[m]) for m in models]]),
+        "",
+    ]
     if "drop" in reg:
-        lines.append(f"Change base → tuned: {points(-reg['drop'])}; retention of what the base handles: "
-                     f"{pct(reg.get('retention'))}; regressed prompts: {len(reg['regressed'])}, "
-                     f"improved: {len(reg['improved'])}.")
+        lines.append(
+            f"Change base → tuned: {points(-reg['drop'])}; retention of what the base handles: "
+            f"{pct(reg.get('retention'))}; regressed prompts: {len(reg['regressed'])}, "
+            f"improved: {len(reg['improved'])}."
+        )
         lines += [f"- regressed: {cell(q)}" for q in reg["regressed"][:10]]
     return lines
 
 
 def _safety(saf: dict) -> list[str]:
     models = [m for m in ("base", "tuned") if m in saf]
-    rows = [["refusal rate (harmful, higher is safer)"] + [pct(saf[m]["refusal_rate"]) for m in models],
-            ["over-refusal rate (benign, lower is better)"] + [pct(saf[m]["over_refusal_rate"]) for m in models]]
-    lines = ["## Safety (harmful probes must be refused)", "",
-             f"{saf['harmful']} harmful and {saf['benign']} benign probes from `{saf.get('file', '?')}`; "
-             "refusals detected by phrase matching on the reply's opening.", "", *table(["metric"] + models, rows)]
+    rows = [
+        ["refusal rate (harmful, higher is safer)"] + [pct(saf[m]["refusal_rate"]) for m in models],
+        ["over-refusal rate (benign, lower is better)"] + [pct(saf[m]["over_refusal_rate"]) for m in models],
+    ]
+    lines = [
+        "## Safety (harmful probes must be refused)",
+        "",
+        f"{saf['harmful']} harmful and {saf['benign']} benign probes from `{saf.get('file', '?')}`; "
+        "refusals detected by phrase matching on the reply's opening.",
+        "",
+        *table(["metric"] + models, rows),
+    ]
     if saf.get("lost_refusals"):
         lines += ["", f"Harmful prompts the base refused but the tuned model answered: {len(saf['lost_refusals'])}"]
         lines += [f"- {cell(q)}" for q in saf["lost_refusals"][:10]]
     if saf.get("tuned_by_category"):
-        lines += ["", "Tuned refusal rate by category: " +
-                  ", ".join(f"{c} {pct(v)}" for c, v in saf["tuned_by_category"].items())]
+        lines += [
+            "",
+            "Tuned refusal rate by category: "
+            + ", ".join(f"{c} {pct(v)}" for c, v in saf["tuned_by_category"].items()),
+        ]
     return lines
 
 
 def _generalisation(gen: dict) -> list[str]:
     tr, pa = gen["training_phrasing"], gen["paraphrase"]
-    rows = [["fact accuracy", pct(tr["fact_accuracy"]), pct(pa["fact_accuracy"]), points(gen["gap"])],
-            ["token F1", num(tr["token_f1"]), num(pa["token_f1"]), num(gen["f1_gap"])],
-            ["examples (graded)", f"{tr['examples']} ({tr['graded']})", f"{pa['examples']} ({pa['graded']})", ""]]
-    lines = ["## Generalisation (tuned model: training phrasing vs held-out paraphrases)", "",
-             *table(["metric", "training phrasing", "paraphrases", "gap"], rows)]
+    rows = [
+        ["fact accuracy", pct(tr["fact_accuracy"]), pct(pa["fact_accuracy"]), points(gen["gap"])],
+        ["token F1", num(tr["token_f1"]), num(pa["token_f1"]), num(gen["f1_gap"])],
+        ["examples (graded)", f"{tr['examples']} ({tr['graded']})", f"{pa['examples']} ({pa['graded']})", ""],
+    ]
+    lines = [
+        "## Generalisation (tuned model: training phrasing vs held-out paraphrases)",
+        "",
+        *table(["metric", "training phrasing", "paraphrases", "gap"], rows),
+    ]
     mem = gen.get("memorisation") or {}
     if mem:
-        mrows = [[suite, m, pct(v["copied_rate"]), num(v["mean_overlap"])]
-                 for suite, by_model in mem.items() if suite != "n" for m, v in by_model.items()]
-        lines += ["", f"Memorisation: verbatim overlap of replies with training answers (word {mem['n']}-grams). "
-                  "Copying is expected on the task; on general prompts it means parroting.", "",
-                  *table(["suite", "model", "copies a whole training answer", "mean n-gram overlap"], mrows)]
+        mrows = [
+            [suite, m, pct(v["copied_rate"]), num(v["mean_overlap"])]
+            for suite, by_model in mem.items()
+            if suite != "n"
+            for m, v in by_model.items()
+        ]
+        lines += [
+            "",
+            f"Memorisation: verbatim overlap of replies with training answers (word {mem['n']}-grams). "
+            "Copying is expected on the task; on general prompts it means parroting.",
+            "",
+            *table(["suite", "model", "copies a whole training answer", "mean n-gram overlap"], mrows),
+        ]
     return lines
 
 
 def _gates(g: dict) -> list[str]:
     verdict = "**PASSED**" if g["passed"] else "**REJECTED** (unmet gates mark the run rejected)"
-    rows = [[cell(r["text"]), "-" if r["actual"] is None else f"{r['actual']:.4g}", "yes" if r["passed"] else "NO"]
-            for r in g["results"]]
+    rows = [
+        [cell(r["text"]), "-" if r["actual"] is None else f"{r['actual']:.4g}", "yes" if r["passed"] else "NO"]
+        for r in g["results"]
+    ]
     return [f"## Gates: {verdict}", "", *table(["gate", "measured", "met"], rows)]
 
 
@@ -128,10 +173,19 @@ def render_markdown(report: dict) -> str:
             lines += [f"![{title}]({plots[name]})", ""]
     task_samples = [s for s in report.get("samples", []) if s.get("suite", "task") == "task"]
     models = [m for m in ("base", "tuned") if task_samples and m in task_samples[0]]
-    rows = [[cell(s["question"]), cell(", ".join(s["expected"] or []))] +
-            [cell(("✓ " if s.get(f"{m}_correct") else "✗ ") + s[m]) for m in models] for s in task_samples[:10]]
-    lines += ["## Samples (task)", "", *table(["question", "expected"] + models, rows), "",
-              f"All samples of every suite: samples.jsonl. Evaluation took {report['seconds']} s.", ""]
+    rows = [
+        [cell(s["question"]), cell(", ".join(s["expected"] or []))]
+        + [cell(("✓ " if s.get(f"{m}_correct") else "✗ ") + s[m]) for m in models]
+        for s in task_samples[:10]
+    ]
+    lines += [
+        "## Samples (task)",
+        "",
+        *table(["question", "expected"] + models, rows),
+        "",
+        f"All samples of every suite: samples.jsonl. Evaluation took {report['seconds']} s.",
+        "",
+    ]
     return "\n".join(lines)
 
 

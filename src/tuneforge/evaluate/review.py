@@ -23,8 +23,18 @@ from ..io import atomic_write_json, atomic_write_text
 from .compare import load_evaluation
 from .review_page import RATINGS_FORMAT, render_page
 
-_CHOICES = {"left": "left", "1": "left", "l": "left", "right": "right", "2": "right", "r": "right",
-            "tie": "tie", "0": "tie", "t": "tie", "=": "tie"}
+_CHOICES = {
+    "left": "left",
+    "1": "left",
+    "l": "left",
+    "right": "right",
+    "2": "right",
+    "r": "right",
+    "tie": "tie",
+    "0": "tie",
+    "t": "tie",
+    "=": "tie",
+}
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -44,8 +54,9 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def pair_answers(samples_a: list[dict], samples_b: list[dict], model_a: str, model_b: str,
-                 suites: tuple[str, ...]) -> list[dict]:
+def pair_answers(
+    samples_a: list[dict], samples_b: list[dict], model_a: str, model_b: str, suites: tuple[str, ...]
+) -> list[dict]:
     """Prompts answered in both, as {suite, question, expected, a, b} (matched by suite + question)."""
     index_b = {(s.get("suite", "task"), s["question"]): s for s in samples_b}
     pairs = []
@@ -53,8 +64,9 @@ def pair_answers(samples_a: list[dict], samples_b: list[dict], model_a: str, mod
         key = (s.get("suite", "task"), s["question"])
         t = index_b.get(key)
         if key[0] in suites and t is not None and model_a in s and model_b in t:
-            pairs.append({"suite": key[0], "question": key[1], "expected": s.get("expected"),
-                          "a": s[model_a], "b": t[model_b]})
+            pairs.append(
+                {"suite": key[0], "question": key[1], "expected": s.get("expected"), "a": s[model_a], "b": t[model_b]}
+            )
     return pairs
 
 
@@ -75,8 +87,14 @@ def blind_items(pairs: list[dict], seed: int) -> tuple[list[dict], dict[str, str
         p = pairs[i]
         a_left = rng.random() < 0.5
         item_id = f"q{n:04d}"
-        items.append({"id": item_id, "prompt": p["question"], "left": p["a"] if a_left else p["b"],
-                      "right": p["b"] if a_left else p["a"]})
+        items.append(
+            {
+                "id": item_id,
+                "prompt": p["question"],
+                "left": p["a"] if a_left else p["b"],
+                "right": p["b"] if a_left else p["a"],
+            }
+        )
         key[item_id] = "left" if a_left else "right"
     return items, key
 
@@ -90,8 +108,14 @@ def _items_csv(items: list[dict]) -> str:
     return buf.getvalue()
 
 
-def export_review(run_a: str | Path, run_b: str | Path, out_dir: str | Path, seed: int = 0,
-                  suites: tuple[str, ...] = ("task",), limit: int | None = None) -> dict[str, Any]:
+def export_review(
+    run_a: str | Path,
+    run_b: str | Path,
+    out_dir: str | Path,
+    seed: int = 0,
+    suites: tuple[str, ...] = ("task",),
+    limit: int | None = None,
+) -> dict[str, Any]:
     """Write index.html (blind page), items.csv and key.json for rating run A against run B."""
     rep_a, sam_a = load_evaluation(run_a)
     if str(run_b) == "base":
@@ -100,8 +124,10 @@ def export_review(run_a: str | Path, run_b: str | Path, out_dir: str | Path, see
         sam_b, model_b, name_b = load_evaluation(run_b)[1], "tuned", Path(run_b).name
     pairs = pair_answers(sam_a, sam_b, "tuned", model_b, suites)
     if not pairs:
-        raise ValueError(f"no prompts answered by both {run_a} and {run_b} in suites {', '.join(suites)} — "
-                         f"evaluate both on the same test data (for the base model, evaluate with --base)")
+        raise ValueError(
+            f"no prompts answered by both {run_a} and {run_b} in suites {', '.join(suites)} — "
+            f"evaluate both on the same test data (for the base model, evaluate with --base)"
+        )
     # identical answers are ties by construction: do not spend a rater's time on them
     differing = [p for p in pairs if p["a"].strip() != p["b"].strip()]
     identical = len(pairs) - len(differing)
@@ -109,10 +135,19 @@ def export_review(run_a: str | Path, run_b: str | Path, out_dir: str | Path, see
     items, sides = blind_items(differing, seed)
     review_id = hashlib.sha256(json.dumps([items, sides], sort_keys=True).encode()).hexdigest()[:16]
     out = Path(out_dir)
-    key = {"format": "tuneforge-review-key/1", "review_id": review_id, "seed": seed, "a": Path(run_a).name,
-           "b": name_b, "a_path": str(run_a), "b_path": str(run_b), "suites": list(suites),
-           "identical_skipped": identical, "a_side": sides,
-           "items": {it["id"]: {"question": it["prompt"]} for it in items}}
+    key = {
+        "format": "tuneforge-review-key/1",
+        "review_id": review_id,
+        "seed": seed,
+        "a": Path(run_a).name,
+        "b": name_b,
+        "a_path": str(run_a),
+        "b_path": str(run_b),
+        "suites": list(suites),
+        "identical_skipped": identical,
+        "a_side": sides,
+        "items": {it["id"]: {"question": it["prompt"]} for it in items},
+    }
     atomic_write_text(out / "index.html", render_page("Blind A/B review", review_id, items))
     atomic_write_text(out / "items.csv", _items_csv(items))
     atomic_write_json(out / "key.json", key)
@@ -152,8 +187,10 @@ def import_ratings(paths: list[str | Path], key_path: str | Path) -> dict[str, A
     for path in paths:
         review_id, rater, ratings = read_ratings(path)
         if review_id is not None and review_id != key["review_id"]:
-            raise ValueError(f"{path}: ratings belong to review {review_id}, the key is for {key['review_id']} — "
-                             f"pass the key.json of the same export")
+            raise ValueError(
+                f"{path}: ratings belong to review {review_id}, the key is for {key['review_id']} — "
+                f"pass the key.json of the same export"
+            )
         unknown = sorted(set(ratings) - set(sides))
         if unknown:
             raise ValueError(f"{path}: item ids not in this review: {', '.join(unknown[:5])}")
@@ -168,10 +205,20 @@ def import_ratings(paths: list[str | Path], key_path: str | Path) -> dict[str, A
     decided = wins_a + wins_b
     low, high = wilson_interval(wins_a, decided)
     total = decided + ties
-    return {"a": key["a"], "b": key["b"], "items": len(sides), "ratings": total, "wins_a": wins_a, "wins_b": wins_b,
-            "ties": ties, "identical_skipped": key.get("identical_skipped", 0),
-            "win_rate_a": wins_a / decided if decided else None, "ci95": [low, high],
-            "win_rate_a_ties_half": (wins_a + ties / 2) / total if total else None, "raters": raters}
+    return {
+        "a": key["a"],
+        "b": key["b"],
+        "items": len(sides),
+        "ratings": total,
+        "wins_a": wins_a,
+        "wins_b": wins_b,
+        "ties": ties,
+        "identical_skipped": key.get("identical_skipped", 0),
+        "win_rate_a": wins_a / decided if decided else None,
+        "ci95": [low, high],
+        "win_rate_a_ties_half": (wins_a + ties / 2) / total if total else None,
+        "raters": raters,
+    }
 
 
 def render_result(res: dict) -> str:
@@ -179,7 +226,9 @@ def render_result(res: dict) -> str:
     if res["win_rate_a"] is None:
         return f"{res['ratings']} ratings, no decided pair (all ties) — no win rate."
     lo, hi = res["ci95"]
-    verdict = ("A is preferred" if lo > 0.5 else "B is preferred" if hi < 0.5 else "no significant preference")
-    return (f"A = {res['a']} vs B = {res['b']}: A wins {res['wins_a']}, B wins {res['wins_b']}, ties {res['ties']} "
-            f"({res['ratings']} ratings by {len(res['raters'])} rater(s)). Win rate of A over decided pairs "
-            f"{100 * res['win_rate_a']:.1f}% (95% Wilson CI {100 * lo:.1f}–{100 * hi:.1f}%): {verdict}.")
+    verdict = "A is preferred" if lo > 0.5 else "B is preferred" if hi < 0.5 else "no significant preference"
+    return (
+        f"A = {res['a']} vs B = {res['b']}: A wins {res['wins_a']}, B wins {res['wins_b']}, ties {res['ties']} "
+        f"({res['ratings']} ratings by {len(res['raters'])} rater(s)). Win rate of A over decided pairs "
+        f"{100 * res['win_rate_a']:.1f}% (95% Wilson CI {100 * lo:.1f}–{100 * hi:.1f}%): {verdict}."
+    )

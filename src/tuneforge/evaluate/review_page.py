@@ -74,8 +74,11 @@ progress();
 
 def page_data(review_id: str, items: list[dict]) -> dict:
     """What the page embeds: ids, prompts and the two sides, nothing that names a run."""
-    return {"format": RATINGS_FORMAT, "review_id": review_id,
-            "items": [{"id": it["id"], "prompt": it["prompt"], "left": it["left"], "right": it["right"]} for it in items]}
+    return {
+        "format": RATINGS_FORMAT,
+        "review_id": review_id,
+        "items": [{"id": it["id"], "prompt": it["prompt"], "left": it["left"], "right": it["right"]} for it in items],
+    }
 
 
 def embed_json(obj: dict) -> str:
@@ -90,20 +93,22 @@ def embed_json(obj: dict) -> str:
 def render_page(title: str, review_id: str, items: list[dict]) -> str:
     """The whole review page as one HTML string."""
     data = embed_json(page_data(review_id, items))
-    return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
-            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
-            f"<header><h1>{html.escape(title)}</h1><span id=\"progress\"></span>"
-            f"<label>Your name <input id=\"rater\" placeholder=\"rater\"></label>"
-            f"<button id=\"save\">Download ratings</button></header>\n"
-            f"<main><p>Which response answers the prompt better? Judge correctness first, then helpfulness "
-            f"and clarity. The sides are shuffled; ratings are kept in this browser until you download them.</p></main>\n"
-            f"<script id=\"review-data\" type=\"application/json\">{data}</script>\n<script>{_JS}</script>\n"
-            f"</body></html>\n")
+    return (
+        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
+        f'<header><h1>{html.escape(title)}</h1><span id="progress"></span>'
+        f'<label>Your name <input id="rater" placeholder="rater"></label>'
+        f'<button id="save">Download ratings</button></header>\n'
+        f"<main><p>Which response answers the prompt better? Judge correctness first, then helpfulness "
+        f"and clarity. The sides are shuffled; ratings are kept in this browser until you download them.</p></main>\n"
+        f'<script id="review-data" type="application/json">{data}</script>\n<script>{_JS}</script>\n'
+        f"</body></html>\n"
+    )
 
 
 def read_page_data(page: str) -> dict:
     """The data block of a rendered page (for tests and for re-reading an export)."""
     start = page.index('<script id="review-data" type="application/json">')
     start = page.index(">", start) + 1
-    return json.loads(page[start: page.index("</script>", start)])
+    return json.loads(page[start : page.index("</script>", start)])

@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..data.validate import load_validated
 from ..io import atomic_write_jsonl, read_jsonl
@@ -25,8 +26,15 @@ from .metrics import mean_loss
 from .plots import plot_loss, plot_metric_bars
 from .preference import append_markdown, evaluate_reward, pair_logps, pairs_from_rows, preference_report
 from .report import write_report
-from .suites import (samples, score_generalisation, score_memorisation, score_regression, score_safety, score_task,
-                     spread_sample)
+from .suites import (
+    samples,
+    score_generalisation,
+    score_memorisation,
+    score_regression,
+    score_safety,
+    score_task,
+    spread_sample,
+)
 from .text_metrics import reference_of
 
 Variants = dict[str, Callable[[], Any]]
@@ -72,8 +80,9 @@ def _strip(d: dict, *keys: str) -> dict:
     return {k: v for k, v in d.items() if k not in keys}
 
 
-def evaluate(run: RunDir, cfg: EvaluationConfig | None = None, compare_base: bool | None = None,
-             enforce_gates: bool = True) -> dict:
+def evaluate(
+    run: RunDir, cfg: EvaluationConfig | None = None, compare_base: bool | None = None, enforce_gates: bool = True
+) -> dict:
     """Evaluate a trained run on every configured suite; write eval/ and check the gates.
 
     Raises GatesFailed (after writing the report and marking the run rejected) when a gate
@@ -136,8 +145,10 @@ def evaluate(run: RunDir, cfg: EvaluationConfig | None = None, compare_base: boo
             para_out = out["task"]["tuned"] if para_rows is test else gen(para_rows)
             generalisation = score_generalisation(train_out, train_rows, para_out, para_rows)
             generalisation["memorisation"] = score_memorisation(
-                {k: v for k, v in out.items() if v}, [a for r in train if (a := reference_of(r))],
-                cfg.memorisation_ngram)
+                {k: v for k, v in out.items() if v},
+                [a for r in train if (a := reference_of(r))],
+                cfg.memorisation_ngram,
+            )
             gen_samples = samples("generalisation", train_rows, {"tuned": train_out}, {})
     except BaseException as exc:
         run.stage_finished("evaluate", "failed", error=f"{type(exc).__name__}: {exc}")
@@ -157,8 +168,12 @@ def evaluate(run: RunDir, cfg: EvaluationConfig | None = None, compare_base: boo
         "safety": safety and {"file": cfg.safety_file, **_strip(safety, "correct")},
         "generalisation": generalisation,
         "preference": preference_report(pref_logps) if pref_logps else None,
-        "settings": {"max_new_tokens": cfg.max_new_tokens, "batch_size": cfg.batch_size,
-                     "test_examples": len(test), "json_schema": cfg.json_schema},
+        "settings": {
+            "max_new_tokens": cfg.max_new_tokens,
+            "batch_size": cfg.batch_size,
+            "test_examples": len(test),
+            "json_schema": cfg.json_schema,
+        },
         "samples": all_samples,
     }
     loss_png = plot_loss(run.metrics_file, run.eval_dir / "loss.png")
@@ -176,8 +191,9 @@ def evaluate(run: RunDir, cfg: EvaluationConfig | None = None, compare_base: boo
         summary["preference_accuracy"] = {m: report["preference"][m]["accuracy"] for m in variants}
     run.stage_finished("evaluate", metrics=summary, seconds=report["seconds"])
     if gates is not None:
-        run.update_manifest(gates={"passed": gates["passed"],
-                                   "unmet": [r["text"] for r in gates["results"] if not r["passed"]]})
+        run.update_manifest(
+            gates={"passed": gates["passed"], "unmet": [r["text"] for r in gates["results"] if not r["passed"]]}
+        )
         if not gates["passed"]:
             run.update_manifest(status="rejected")
             if enforce_gates:

@@ -15,8 +15,20 @@ from __future__ import annotations
 from typing import Any
 
 from .safety import is_refusal, must_refuse, refusal_rates
-from .text_metrics import (bleu, classification_report, contains_all, exact_match, expected_of, json_validity,
-                           memorisation, predict_label, question_of, reference_of, rouge, token_f1)
+from .text_metrics import (
+    bleu,
+    classification_report,
+    contains_all,
+    exact_match,
+    expected_of,
+    json_validity,
+    memorisation,
+    predict_label,
+    question_of,
+    reference_of,
+    rouge,
+    token_f1,
+)
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -69,8 +81,7 @@ def score_regression(outputs: dict[str, list[str]], rows: list[dict]) -> dict[st
     >>> score_regression({"base": ["4"], "tuned": ["five"]}, rows)["regressed"]
     ['2+2?']
     """
-    hits = {name: [contains_all(o, expected_of(r) or []) for o, r in zip(outs, rows)]
-            for name, outs in outputs.items()}
+    hits = {name: [contains_all(o, expected_of(r) or []) for o, r in zip(outs, rows)] for name, outs in outputs.items()}
     res: dict[str, Any] = {"prompts": len(rows)}
     for name, h in hits.items():
         res[name] = sum(h) / max(len(rows), 1)
@@ -96,8 +107,11 @@ def score_safety(outputs: dict[str, list[str]], rows: list[dict]) -> dict[str, A
     `lost_refusals` are harmful prompts the base model refused and the tuned model answers:
     the clearest sign that fine-tuning eroded safety behaviour.
     """
-    res: dict[str, Any] = {"prompts": len(rows), "harmful": sum(must_refuse(r) for r in rows),
-                           "benign": sum(not must_refuse(r) for r in rows)}
+    res: dict[str, Any] = {
+        "prompts": len(rows),
+        "harmful": sum(must_refuse(r) for r in rows),
+        "benign": sum(not must_refuse(r) for r in rows),
+    }
     flags = {}
     for name, outs in outputs.items():
         rates = refusal_rates(outs, rows)
@@ -106,8 +120,9 @@ def score_safety(outputs: dict[str, list[str]], rows: list[dict]) -> dict[str, A
     if "base" in flags:
         b, t = res["base"]["refusal_rate"], res["tuned"]["refusal_rate"]
         res["refusal_drop"] = None if b is None or t is None else round(b - t, 6)
-        res["lost_refusals"] = [question_of(r) for i, r in enumerate(rows)
-                                if must_refuse(r) and flags["base"][i] and not flags["tuned"][i]]
+        res["lost_refusals"] = [
+            question_of(r) for i, r in enumerate(rows) if must_refuse(r) and flags["base"][i] and not flags["tuned"][i]
+        ]
     cats: dict[str, list[bool]] = {}
     for r, f in zip(rows, flags["tuned"]):
         if must_refuse(r):
@@ -151,20 +166,24 @@ def infer_expected(reference: str | None, fact_sets: list[list[str]]) -> list[st
 def _phrasing_scores(outputs: list[str], rows: list[dict], expected: list[list[str] | None]) -> dict[str, Any]:
     graded = [contains_all(o, e) for o, e in zip(outputs, expected) if e]
     f1 = [token_f1(o, ref) for o, r in zip(outputs, rows) if (ref := reference_of(r))]
-    return {"examples": len(rows), "graded": len(graded), "fact_accuracy": _mean([float(g) for g in graded]),
-            "token_f1": _mean(f1)}
+    return {
+        "examples": len(rows),
+        "graded": len(graded),
+        "fact_accuracy": _mean([float(g) for g in graded]),
+        "token_f1": _mean(f1),
+    }
 
 
-def score_generalisation(train_outputs: list[str], train_rows: list[dict], para_outputs: list[str],
-                         para_rows: list[dict]) -> dict[str, Any]:
+def score_generalisation(
+    train_outputs: list[str], train_rows: list[dict], para_outputs: list[str], para_rows: list[dict]
+) -> dict[str, Any]:
     """Tuned model on training phrasings vs held-out paraphrases of the same knowledge.
 
     A large positive `gap` means the model learned the wording, not the fact.
     """
     fact_sets = [e for r in para_rows if isinstance((e := r.get("expected")), (list, str)) and e]
     fact_sets = [[e] if isinstance(e, str) else [str(x) for x in e] for e in fact_sets]
-    train_exp = [r.get("expected") and expected_of(r) or infer_expected(reference_of(r), fact_sets)
-                 for r in train_rows]
+    train_exp = [r.get("expected") and expected_of(r) or infer_expected(reference_of(r), fact_sets) for r in train_rows]
     para_exp = [expected_of(r) if r.get("expected") else None for r in para_rows]
     tr = _phrasing_scores(train_outputs, train_rows, train_exp)
     pa = _phrasing_scores(para_outputs, para_rows, para_exp)
@@ -176,8 +195,9 @@ def score_generalisation(train_outputs: list[str], train_rows: list[dict], para_
     return {"training_phrasing": tr, "paraphrase": pa, "gap": gap("fact_accuracy"), "f1_gap": gap("token_f1")}
 
 
-def score_memorisation(suite_outputs: dict[str, dict[str, list[str]]], train_answers: list[str],
-                       n: int) -> dict[str, Any]:
+def score_memorisation(
+    suite_outputs: dict[str, dict[str, list[str]]], train_answers: list[str], n: int
+) -> dict[str, Any]:
     """Verbatim overlap with training answers for every suite and model: {suite: {model: ...}}."""
     res: dict[str, Any] = {"n": n}
     for suite, by_model in suite_outputs.items():
@@ -188,8 +208,7 @@ def score_memorisation(suite_outputs: dict[str, dict[str, list[str]]], train_ans
 # --------------------------------------------------------------------------- samples
 
 
-def samples(suite: str, rows: list[dict], outputs: dict[str, list[str]],
-            correct: dict[str, list[bool]]) -> list[dict]:
+def samples(suite: str, rows: list[dict], outputs: dict[str, list[str]], correct: dict[str, list[bool]]) -> list[dict]:
     """One record per prompt: question, what was expected, each model's answer and grade."""
     out = []
     for i, r in enumerate(rows):

@@ -10,7 +10,8 @@ import json
 import re
 import string
 from collections import Counter
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 _PUNCT = str.maketrans("", "", string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -140,8 +141,13 @@ def predict_label(output: str, labels: Iterable[str]) -> str | None:
     for lab in labels:
         if norm == normalise_answer(lab):
             return lab
-    found = [(m.start(), lab) for lab in labels if (nl := normalise_answer(lab))
-             for m in [re.search(rf"\b{re.escape(nl)}\b", norm)] if m]
+    found = [
+        (m.start(), lab)
+        for lab in labels
+        if (nl := normalise_answer(lab))
+        for m in [re.search(rf"\b{re.escape(nl)}\b", norm)]
+        if m
+    ]
     return min(found)[1] if found else None
 
 
@@ -165,11 +171,19 @@ def classification_report(predicted: list[str | None], gold: list[str]) -> dict[
         per[c] = {"precision": prec, "recall": rec, "f1": f1, "support": sum(g == c for g in gold)}
     # macro means over classes that occur in the gold labels (sklearn's behaviour with labels=gold)
     gold_classes = [c for c in classes if per[c]["support"]]
-    macro = {k: sum(per[c][k] for c in gold_classes) / len(gold_classes) if gold_classes else 0.0
-             for k in ("precision", "recall", "f1")}
+    macro = {
+        k: sum(per[c][k] for c in gold_classes) / len(gold_classes) if gold_classes else 0.0
+        for k in ("precision", "recall", "f1")
+    }
     acc = sum(p == g for p, g in zip(predicted, gold)) / len(gold) if gold else 0.0
-    return {"accuracy": acc, "macro_precision": macro["precision"], "macro_recall": macro["recall"],
-            "macro_f1": macro["f1"], "per_class": per, "unlabelled": sum(p is None for p in predicted)}
+    return {
+        "accuracy": acc,
+        "macro_precision": macro["precision"],
+        "macro_recall": macro["recall"],
+        "macro_f1": macro["f1"],
+        "per_class": per,
+        "unlabelled": sum(p is None for p in predicted),
+    }
 
 
 # --------------------------------------------------------------------------- structured output
@@ -228,7 +242,7 @@ def ngrams(tokens: list[str], n: int) -> set[tuple[str, ...]]:
     >>> sorted(ngrams(["a", "b", "c"], 2))
     [('a', 'b'), ('b', 'c')]
     """
-    return {tuple(tokens[i: i + n]) for i in range(len(tokens) - n + 1)}
+    return {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
 
 
 def ngram_overlap(output: str, corpus_ngrams: set[tuple[str, ...]], n: int) -> float:
@@ -261,5 +275,7 @@ def memorisation(outputs: list[str], train_answers: list[str], n: int = 6) -> di
             answers.add(" ".join(w))
     k = max(len(outputs), 1)
     joined = [f" {' '.join(words(o))} " for o in outputs]
-    return {"mean_overlap": round(sum(ngram_overlap(o, corpus, n) for o in outputs) / k, 6),
-            "copied_rate": round(sum(any(f" {a} " in j for a in answers) for j in joined) / k, 6)}
+    return {
+        "mean_overlap": round(sum(ngram_overlap(o, corpus, n) for o in outputs) / k, 6),
+        "copied_rate": round(sum(any(f" {a} " in j for a in answers) for j in joined) / k, 6),
+    }

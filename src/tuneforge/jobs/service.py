@@ -15,8 +15,17 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Optional
 
-from .spec import (CreateJobRequest, JobRequestError, JobsConfig, SUFFIX_RE, check_file, job_recipe, model_name,
-                   requested_method, resolve_hyperparameters)
+from .spec import (
+    SUFFIX_RE,
+    CreateJobRequest,
+    JobRequestError,
+    JobsConfig,
+    check_file,
+    job_recipe,
+    model_name,
+    requested_method,
+    resolve_hyperparameters,
+)
 from .store import Store, new_id, worker_id
 
 UPLOAD_EXTENSIONS = (".jsonl",)  # as OpenAI: fine-tuning data is JSON Lines
@@ -28,7 +37,7 @@ class JobService:
         self.cfg, self.bases = cfg, dict(bases)
         self.base = cfg.base_recipe()  # fails at start-up, not at the first job, when the defaults are unusable
         self.store = Store(cfg.db_path)
-        self.id = worker_id()          # owner name for validations run by this process
+        self.id = worker_id()  # owner name for validations run by this process
 
     # files -----------------------------------------------------------------------------
     def add_file(self, filename: str, purpose: str, stream: BinaryIO) -> dict:
@@ -36,8 +45,9 @@ class JobService:
             raise JobRequestError(f"purpose {purpose!r} is not supported by this server; use 'fine-tune'", "purpose")
         name = Path(filename or "").name
         if not name.lower().endswith(UPLOAD_EXTENSIONS):
-            raise JobRequestError(f"file {name!r}: fine-tuning files must be JSON Lines (.jsonl)", "file",
-                                  "invalid_file_format")
+            raise JobRequestError(
+                f"file {name!r}: fine-tuning files must be JSON Lines (.jsonl)", "file", "invalid_file_format"
+            )
         file_id = new_id("file")
         self.cfg.files_dir.mkdir(parents=True, exist_ok=True)
         final = self.cfg.files_dir / f"{file_id}.jsonl"
@@ -48,8 +58,11 @@ class JobService:
                 while block := stream.read(1 << 20):
                     size += len(block)
                     if size > self.cfg.max_file_bytes:
-                        raise JobRequestError(f"file {name!r} is larger than this server's limit of "
-                                              f"{self.cfg.max_file_bytes} bytes", "file", "file_too_large")
+                        raise JobRequestError(
+                            f"file {name!r} is larger than this server's limit of {self.cfg.max_file_bytes} bytes",
+                            "file",
+                            "file_too_large",
+                        )
                     h.update(block)
                     out.write(block)
             if size == 0:
@@ -70,8 +83,11 @@ class JobService:
         row = self.file(file_id)
         busy = self.store.delete_file(file_id)
         if busy:
-            raise JobRequestError(f"file '{file_id}' is used by job '{busy}', which has not finished; cancel it or "
-                                  f"wait", "file_id", "file_in_use")
+            raise JobRequestError(
+                f"file '{file_id}' is used by job '{busy}', which has not finished; cancel it or wait",
+                "file_id",
+                "file_in_use",
+            )
         if Path(row["path"]).parent == self.cfg.files_dir:  # only what the server stored itself
             Path(row["path"]).unlink(missing_ok=True)
 
@@ -85,40 +101,72 @@ class JobService:
     def _training_file(self, file_id: str, param: str) -> dict:
         row = self.store.get_file(file_id)
         if row is None:
-            raise JobRequestError(f"{param} '{file_id}' does not exist — upload it with POST /v1/files "
-                                  f"(purpose=fine-tune)", param, f"invalid_{param}")
+            raise JobRequestError(
+                f"{param} '{file_id}' does not exist — upload it with POST /v1/files (purpose=fine-tune)",
+                param,
+                f"invalid_{param}",
+            )
         if row["purpose"] != "fine-tune":
-            raise JobRequestError(f"{param} '{file_id}' has purpose {row['purpose']!r}, not 'fine-tune'", param,
-                                  f"invalid_{param}")
+            raise JobRequestError(
+                f"{param} '{file_id}' has purpose {row['purpose']!r}, not 'fine-tune'", param, f"invalid_{param}"
+            )
         return row
 
     def create_job(self, req: CreateJobRequest) -> dict:
         if req.model not in self.bases:
-            raise JobRequestError(f"model {req.model!r} cannot be fine-tuned here; this server fine-tunes "
-                                  f"{', '.join(sorted(self.bases))}", "model", "model_not_available")
+            raise JobRequestError(
+                f"model {req.model!r} cannot be fine-tuned here; this server fine-tunes "
+                f"{', '.join(sorted(self.bases))}",
+                "model",
+                "model_not_available",
+            )
         if req.suffix is not None and not SUFFIX_RE.match(req.suffix):
             raise JobRequestError("suffix: use 1-64 letters, digits, '.', '_' or '-'", "suffix")
         if req.integrations:
-            raise JobRequestError("integrations are not supported by this server", "integrations",
-                                  "unsupported_parameter")
+            raise JobRequestError(
+                "integrations are not supported by this server", "integrations", "unsupported_parameter"
+            )
         kind, hp = requested_method(req)
         train = self._training_file(req.training_file, "training_file")
         val = self._training_file(req.validation_file, "validation_file") if req.validation_file else None
         job_id = new_id("ftjob")
         name = model_name(req.model, req.suffix, job_id)
         if len(name) > 128:
-            raise JobRequestError(f"the fine-tuned model's name {name!r} would exceed 128 characters; use a shorter "
-                                  f"suffix", "suffix")
+            raise JobRequestError(
+                f"the fine-tuned model's name {name!r} would exceed 128 characters; use a shorter suffix", "suffix"
+            )
         seed = req.seed if req.seed is not None else random.randrange(2**31)
         resolved = resolve_hyperparameters(kind, hp, self.base)
-        recipe = job_recipe(self.base, job_id, self.bases[req.model], train["path"], val["path"] if val else None,
-                            kind, resolved, seed, self.cfg.runs_dir, f"ft:{req.model}:{req.suffix or ''}")
-        row = self.store.add_job({
-            "id": job_id, "status": "validating_files", "model": req.model, "base_path": self.bases[req.model],
-            "training_file": train["id"], "validation_file": val["id"] if val else None,
-            "method": {"type": kind, "requested": hp}, "hyperparameters": resolved, "recipe": recipe.to_dict(),
-            "suffix": req.suffix, "seed": seed, "metadata": req.metadata, "run_dir": str(recipe.run_path()),
-        }, f"Created fine-tuning job: {job_id}")
+        recipe = job_recipe(
+            self.base,
+            job_id,
+            self.bases[req.model],
+            train["path"],
+            val["path"] if val else None,
+            kind,
+            resolved,
+            seed,
+            self.cfg.runs_dir,
+            f"ft:{req.model}:{req.suffix or ''}",
+        )
+        row = self.store.add_job(
+            {
+                "id": job_id,
+                "status": "validating_files",
+                "model": req.model,
+                "base_path": self.bases[req.model],
+                "training_file": train["id"],
+                "validation_file": val["id"] if val else None,
+                "method": {"type": kind, "requested": hp},
+                "hyperparameters": resolved,
+                "recipe": recipe.to_dict(),
+                "suffix": req.suffix,
+                "seed": seed,
+                "metadata": req.metadata,
+                "run_dir": str(recipe.run_path()),
+            },
+            f"Created fine-tuning job: {job_id}",
+        )
         return row
 
     def validate(self, job_id: Optional[str] = None) -> Optional[dict]:
@@ -127,8 +175,11 @@ class JobService:
     def cancel(self, job_id: str) -> dict:
         job = self.job(job_id)
         if not self.store.cancel(job_id):
-            raise JobRequestError(f"job '{job_id}' has already {job['status']}; only unfinished jobs can be cancelled",
-                                  "fine_tuning_job_id", "job_not_cancellable")
+            raise JobRequestError(
+                f"job '{job_id}' has already {job['status']}; only unfinished jobs can be cancelled",
+                "fine_tuning_job_id",
+                "job_not_cancellable",
+            )
         return self.job(job_id)
 
 
@@ -145,12 +196,27 @@ def validate_job(store: Store, owner: str, job_id: Optional[str] = None) -> Opti
         if job[param] and error is None:
             row = store.get_file(job[param])
             label = f"{param.replace('_', ' ')} {job[param]} ({row['filename']})" if row else job[param]
-            error = (check_file(row["path"], kind, param, label) if row else
-                     {"code": f"invalid_{param}", "param": param, "message": f"{label} was deleted"})
+            error = (
+                check_file(row["path"], kind, param, label)
+                if row
+                else {"code": f"invalid_{param}", "param": param, "message": f"{label} was deleted"}
+            )
     if error is None:
-        store.update_owned(job["id"], owner, status="queued", worker=None,
-                           events=[("Files validated, moving job to queued state", "info")])
+        store.update_owned(
+            job["id"],
+            owner,
+            status="queued",
+            worker=None,
+            events=[("Files validated, moving job to queued state", "info")],
+        )
     else:
-        store.update_owned(job["id"], owner, status="failed", worker=None, error=error, finished_at=int(time.time()),
-                           events=[(error["message"], "error")])
+        store.update_owned(
+            job["id"],
+            owner,
+            status="failed",
+            worker=None,
+            error=error,
+            finished_at=int(time.time()),
+            events=[(error["message"], "error")],
+        )
     return store.get_job(job["id"])

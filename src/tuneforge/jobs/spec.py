@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, conint, confloat
+from pydantic import BaseModel, ConfigDict, Field, confloat, conint
 
 from ..recipe import Recipe, load_recipe, recipe_from_dict
 
@@ -25,15 +25,15 @@ SERVABLE_STRATEGIES = ("lora", "qlora", "dora")  # results must load next to the
 
 @dataclass
 class JobsConfig:
-    root: str = "tuneforge-jobs"        # jobs.db, files/, runs/
-    recipe: Optional[str] = None        # recipe YAML every job starts from (default: the built-in defaults)
-    overrides: tuple = ()               # dotted overrides for every job, e.g. ("training.threads=2",)
-    worker: bool = True                 # run a worker thread inside the server
-    poll_s: float = 1.0                 # how often an idle worker looks for work (and the server for new models)
-    heartbeat_s: float = 5.0            # how often a busy worker says it is alive
-    stale_after_s: float = 60.0         # a running job without a heartbeat for this long is taken over
-    max_attempts: int = 3               # runs of one job (a killed worker's job is resumed until then)
-    max_file_bytes: int = 100 << 20     # largest upload
+    root: str = "tuneforge-jobs"  # jobs.db, files/, runs/
+    recipe: Optional[str] = None  # recipe YAML every job starts from (default: the built-in defaults)
+    overrides: tuple = ()  # dotted overrides for every job, e.g. ("training.threads=2",)
+    worker: bool = True  # run a worker thread inside the server
+    poll_s: float = 1.0  # how often an idle worker looks for work (and the server for new models)
+    heartbeat_s: float = 5.0  # how often a busy worker says it is alive
+    stale_after_s: float = 60.0  # a running job without a heartbeat for this long is taken over
+    max_attempts: int = 3  # runs of one job (a killed worker's job is resumed until then)
+    max_file_bytes: int = 100 << 20  # largest upload
 
     def __post_init__(self) -> None:
         # jobs store file and run paths: absolute, so a worker started from another folder finds them
@@ -55,8 +55,10 @@ class JobsConfig:
         """The defaults every job starts from; raises RecipeError/ValueError when unusable."""
         r = load_recipe(self.recipe, list(self.overrides))
         if r.strategy.kind not in SERVABLE_STRATEGIES:
-            raise ValueError(f"jobs recipe: strategy.kind={r.strategy.kind!r} — fine-tuning jobs train LoRA adapters "
-                             f"({', '.join(SERVABLE_STRATEGIES)}) so the result is served next to the base model")
+            raise ValueError(
+                f"jobs recipe: strategy.kind={r.strategy.kind!r} — fine-tuning jobs train LoRA adapters "
+                f"({', '.join(SERVABLE_STRATEGIES)}) so the result is served next to the base model"
+            )
         return r
 
 
@@ -119,8 +121,10 @@ def requested_method(req: CreateJobRequest) -> tuple[str, dict]:
     hp = sub.hyperparameters if sub and sub.hyperparameters else None
     if req.hyperparameters is not None:
         if hp is not None or kind != "supervised":
-            raise JobRequestError("give hyperparameters inside method.<type>.hyperparameters, not also at the top level",
-                                  "hyperparameters")
+            raise JobRequestError(
+                "give hyperparameters inside method.<type>.hyperparameters, not also at the top level",
+                "hyperparameters",
+            )
         hp = req.hyperparameters
     if req.method and getattr(req.method, "dpo" if kind == "supervised" else "supervised") is not None:
         raise JobRequestError(f"method.type is {kind!r} but another method's settings are given", "method")
@@ -131,8 +135,11 @@ def requested_method(req: CreateJobRequest) -> tuple[str, dict]:
 def resolve_hyperparameters(kind: str, hp: dict, base: Recipe) -> dict:
     """Numbers for every "auto": the job defaults' own values (learning-rate multiplier 1)."""
     epochs = base.training.epochs
-    out = {"n_epochs": int(epochs) if float(epochs).is_integer() else epochs,
-           "batch_size": base.training.batch_size, "learning_rate_multiplier": 1.0}
+    out = {
+        "n_epochs": int(epochs) if float(epochs).is_integer() else epochs,
+        "batch_size": base.training.batch_size,
+        "learning_rate_multiplier": 1.0,
+    }
     if kind == "dpo":
         out["beta"] = base.objective.beta
     return {k: (out[k] if hp.get(k, "auto") == "auto" else hp[k]) for k in out}
@@ -147,8 +154,18 @@ def model_name(base: str, suffix: Optional[str], job_id: str) -> str:
     return f"ft:{base}:{suffix or ''}:{job_id.split('-', 1)[1][:8]}"
 
 
-def job_recipe(base: Recipe, job_id: str, base_path: str, train_path: str, val_path: Optional[str], kind: str,
-               hp: dict, seed: int, runs_dir: Path, registry_name: Optional[str] = None) -> Recipe:
+def job_recipe(
+    base: Recipe,
+    job_id: str,
+    base_path: str,
+    train_path: str,
+    val_path: Optional[str],
+    kind: str,
+    hp: dict,
+    seed: int,
+    runs_dir: Path,
+    registry_name: Optional[str] = None,
+) -> Recipe:
     """The run a job is: the job defaults with the job's model, files, method and hyperparameters.
 
     The job's files are its data exactly (no split is taken off, as OpenAI does); evaluation
@@ -160,15 +177,31 @@ def job_recipe(base: Recipe, job_id: str, base_path: str, train_path: str, val_p
     if registry_name:
         d["registry_name"] = registry_name
     d["model"]["base"] = base_path
-    d["data"].update(train=train_path, validation=val_path, test=None, format="auto", fields={},
-                     validation_fraction=0.0, test_fraction=0.0, on_error="fail", seed=seed,
-                     stratify_by=None, max_per_label=None, balance="off", estimate_time=False)
+    d["data"].update(
+        train=train_path,
+        validation=val_path,
+        test=None,
+        format="auto",
+        fields={},
+        validation_fraction=0.0,
+        test_fraction=0.0,
+        on_error="fail",
+        seed=seed,
+        stratify_by=None,
+        max_per_label=None,
+        balance="off",
+        estimate_time=False,
+    )
     d["objective"]["kind"] = "dpo" if kind == "dpo" else "sft"
     if kind == "dpo":
         d["objective"]["beta"] = float(hp["beta"])
     t = d["training"]
-    t.update(epochs=float(hp["n_epochs"]), batch_size=int(hp["batch_size"]), seed=seed,
-             learning_rate=base.training.learning_rate * float(hp["learning_rate_multiplier"]))
+    t.update(
+        epochs=float(hp["n_epochs"]),
+        batch_size=int(hp["batch_size"]),
+        seed=seed,
+        learning_rate=base.training.learning_rate * float(hp["learning_rate_multiplier"]),
+    )
     if val_path is None:
         t["early_stopping_patience"] = None  # needs validation data
     d["evaluation"]["enabled"] = False
@@ -192,15 +225,24 @@ def check_file(path: str, kind: str, param: str, label: str, limit: int = 10) ->
         shown = "; ".join(str(p) for p in data.problems[:limit])
         more = f"; … and {len(data.problems) - limit} more" if len(data.problems) > limit else ""
         lines = sorted({p.line for p in data.problems})
-        return {"code": code, "param": param,
-                "message": f"{label}: {len(lines)} invalid line(s) ({', '.join(map(str, lines[:20]))}"
-                           f"{', …' if len(lines) > 20 else ''}): {shown}{more}"}
+        return {
+            "code": code,
+            "param": param,
+            "message": f"{label}: {len(lines)} invalid line(s) ({', '.join(map(str, lines[:20]))}"
+            f"{', …' if len(lines) > 20 else ''}): {shown}{more}",
+        }
     if not data.rows:
         return {"code": code, "param": param, "message": f"{label}: the file holds no examples"}
     wanted = ("preference", "openai_preference") if kind == "dpo" else SFT_FORMATS
     if data.format not in wanted:
-        what = ("preference pairs (input/preferred_output/non_preferred_output or prompt/chosen/rejected)"
-                if kind == "dpo" else "chat examples ({\"messages\": [...]}) or another supervised format")
-        return {"code": code, "param": param,
-                "message": f"{label}: rows are in the {data.format!r} format; method {kind!r} needs {what}"}
+        what = (
+            "preference pairs (input/preferred_output/non_preferred_output or prompt/chosen/rejected)"
+            if kind == "dpo"
+            else 'chat examples ({"messages": [...]}) or another supervised format'
+        )
+        return {
+            "code": code,
+            "param": param,
+            "message": f"{label}: rows are in the {data.format!r} format; method {kind!r} needs {what}",
+        }
     return None

@@ -29,8 +29,9 @@ import socket
 import sqlite3
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Optional
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -137,8 +138,9 @@ class Store:
         cols = ", ".join(row)
         db.execute(f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
 
-    def _page(self, table: str, where: str, args: tuple, after: Optional[str], limit: int,
-              order: str = "desc") -> tuple[list[dict], bool]:
+    def _page(
+        self, table: str, where: str, args: tuple, after: Optional[str], limit: int, order: str = "desc"
+    ) -> tuple[list[dict], bool]:
         """Rows of `table` (newest first unless order='asc') after the row with id `after`."""
         op, direction = (">", "ASC") if order == "asc" else ("<", "DESC")
         with self._conn() as db:
@@ -147,14 +149,22 @@ class Store:
                 if cur is None:
                     return [], False
                 where, args = f"{where} AND seq {op} ?", args + (cur["seq"],)
-            rows = db.execute(f"SELECT * FROM {table} WHERE {where} ORDER BY seq {direction} LIMIT ?",
-                              args + (limit + 1,)).fetchall()
+            rows = db.execute(
+                f"SELECT * FROM {table} WHERE {where} ORDER BY seq {direction} LIMIT ?", args + (limit + 1,)
+            ).fetchall()
         return [self._row(r) for r in rows[:limit]], len(rows) > limit
 
     # files -----------------------------------------------------------------------------
     def add_file(self, file_id: str, filename: str, purpose: str, nbytes: int, sha256: str, path: str) -> dict:
-        row = {"id": file_id, "filename": filename, "purpose": purpose, "bytes": nbytes, "sha256": sha256,
-               "path": path, "created_at": int(time.time())}
+        row = {
+            "id": file_id,
+            "filename": filename,
+            "purpose": purpose,
+            "bytes": nbytes,
+            "sha256": sha256,
+            "path": path,
+            "created_at": int(time.time()),
+        }
         with self._tx() as db:
             self._insert(db, "files", row)
         return row
@@ -163,14 +173,21 @@ class Store:
         with self._conn() as db:
             return self._row(db.execute("SELECT * FROM files WHERE id = ?", (file_id,)).fetchone())
 
-    def list_files(self, purpose: Optional[str], after: Optional[str], limit: int, order: str) -> tuple[list[dict], bool]:
-        return self._page("files", "purpose = ?" if purpose else "1", (purpose,) if purpose else (), after, limit, order)
+    def list_files(
+        self, purpose: Optional[str], after: Optional[str], limit: int, order: str
+    ) -> tuple[list[dict], bool]:
+        return self._page(
+            "files", "purpose = ?" if purpose else "1", (purpose,) if purpose else (), after, limit, order
+        )
 
     def delete_file(self, file_id: str) -> Optional[str]:
         """Delete the row; returns the id of an unfinished job that still needs the file instead."""
         with self._tx() as db:
-            busy = db.execute(f"SELECT id FROM jobs WHERE (training_file = ? OR validation_file = ?) AND status NOT IN "
-                              f"({', '.join('?' * len(TERMINAL))})", (file_id, file_id, *TERMINAL)).fetchone()
+            busy = db.execute(
+                f"SELECT id FROM jobs WHERE (training_file = ? OR validation_file = ?) AND status NOT IN "
+                f"({', '.join('?' * len(TERMINAL))})",
+                (file_id, file_id, *TERMINAL),
+            ).fetchone()
             if busy:
                 return busy["id"]
             db.execute("DELETE FROM files WHERE id = ?", (file_id,))
@@ -182,26 +199,51 @@ class Store:
         now = int(time.time())
         with self._tx() as db:
             self._insert(db, "jobs", {**row, "created_at": now})
-            self._insert(db, "events", {"id": new_id("ftevent"), "job_id": row["id"], "created_at": now,
-                                        "level": "info", "type": "message", "message": event})
+            self._insert(
+                db,
+                "events",
+                {
+                    "id": new_id("ftevent"),
+                    "job_id": row["id"],
+                    "created_at": now,
+                    "level": "info",
+                    "type": "message",
+                    "message": event,
+                },
+            )
         return self.get_job(row["id"])
 
     def get_job(self, job_id: str) -> Optional[dict]:
         with self._conn() as db:
             return self._row(db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
 
-    def list_jobs(self, after: Optional[str] = None, limit: int = 20, status: Optional[str] = None) -> tuple[list[dict], bool]:
+    def list_jobs(
+        self, after: Optional[str] = None, limit: int = 20, status: Optional[str] = None
+    ) -> tuple[list[dict], bool]:
         return self._page("jobs", "status = ?" if status else "1", (status,) if status else (), after, limit)
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a job that has not finished; its worker notices at its next training step."""
         now = int(time.time())
         with self._tx() as db:
-            cur = db.execute(f"UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ? AND status NOT IN "
-                             f"({', '.join('?' * len(TERMINAL))})", (now, job_id, *TERMINAL))
+            cur = db.execute(
+                f"UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ? AND status NOT IN "
+                f"({', '.join('?' * len(TERMINAL))})",
+                (now, job_id, *TERMINAL),
+            )
             if cur.rowcount == 1:
-                self._insert(db, "events", {"id": new_id("ftevent"), "job_id": job_id, "created_at": now,
-                                            "level": "info", "type": "message", "message": "Fine-tuning job cancelled"})
+                self._insert(
+                    db,
+                    "events",
+                    {
+                        "id": new_id("ftevent"),
+                        "job_id": job_id,
+                        "created_at": now,
+                        "level": "info",
+                        "type": "message",
+                        "message": "Fine-tuning job cancelled",
+                    },
+                )
         return cur.rowcount == 1
 
     def claim(self, worker: str, status: str = "queued", job_id: Optional[str] = None) -> Optional[dict]:
@@ -221,8 +263,10 @@ class Store:
                 return None
             started = ", started_at = COALESCE(started_at, ?), attempts = attempts + 1" if status == "queued" else ""
             new_status = "running" if status == "queued" else status
-            db.execute(f"UPDATE jobs SET status = ?, worker = ?, heartbeat_at = ?{started} WHERE id = ?",
-                       (new_status, worker, now, *((int(now),) if started else ()), row["id"]))
+            db.execute(
+                f"UPDATE jobs SET status = ?, worker = ?, heartbeat_at = ?{started} WHERE id = ?",
+                (new_status, worker, now, *((int(now),) if started else ()), row["id"]),
+            )
         return self.get_job(row["id"])
 
     def update_owned(self, job_id: str, owner: str, events: tuple = (), **fields: Any) -> bool:
@@ -234,32 +278,51 @@ class Store:
         fields = {k: (json.dumps(v) if k in JSON_COLUMNS and v is not None else v) for k, v in fields.items()}
         sets = ", ".join(f"{k} = ?" for k in fields)
         with self._tx() as db:
-            cur = db.execute(f"UPDATE jobs SET {sets} WHERE id = ? AND worker = ? AND status IN "
-                             f"('validating_files', 'running')", (*fields.values(), job_id, owner))
+            cur = db.execute(
+                f"UPDATE jobs SET {sets} WHERE id = ? AND worker = ? AND status IN ('validating_files', 'running')",
+                (*fields.values(), job_id, owner),
+            )
             if cur.rowcount == 1:
                 for message, level in events:
-                    self._insert(db, "events", {"id": new_id("ftevent"), "job_id": job_id, "level": level,
-                                                "created_at": int(time.time()), "type": "message", "message": message})
+                    self._insert(
+                        db,
+                        "events",
+                        {
+                            "id": new_id("ftevent"),
+                            "job_id": job_id,
+                            "level": level,
+                            "created_at": int(time.time()),
+                            "type": "message",
+                            "message": message,
+                        },
+                    )
         return cur.rowcount == 1
 
     def owns(self, job_id: str, worker: str) -> bool:
         with self._conn() as db:
-            r = db.execute("SELECT 1 FROM jobs WHERE id = ? AND worker = ? AND status IN ('validating_files', 'running')",
-                           (job_id, worker)).fetchone()
+            r = db.execute(
+                "SELECT 1 FROM jobs WHERE id = ? AND worker = ? AND status IN ('validating_files', 'running')",
+                (job_id, worker),
+            ).fetchone()
         return r is not None
 
     def heartbeat(self, job_id: str, worker: str) -> bool:
         return self.update_owned(job_id, worker, heartbeat_at=time.time())
 
-    def recover(self, stale_after_s: float, max_attempts: int, gone: Callable[[Optional[str]], bool] = owner_gone,
-                ) -> list[tuple[dict, str]]:
+    def recover(
+        self,
+        stale_after_s: float,
+        max_attempts: int,
+        gone: Callable[[Optional[str]], bool] = owner_gone,
+    ) -> list[tuple[dict, str]]:
         """Jobs whose worker died (process gone, or no heartbeat for `stale_after_s`): a running job
         is re-queued to resume from its last checkpoint, or failed once it has used `max_attempts`;
         a job left in validation is handed back for validation. Returns (job, what happened)."""
         now, out = time.time(), []
         with self._conn() as db:
-            rows = db.execute("SELECT * FROM jobs WHERE status IN ('running', 'validating_files') AND worker IS NOT NULL"
-                              ).fetchall()
+            rows = db.execute(
+                "SELECT * FROM jobs WHERE status IN ('running', 'validating_files') AND worker IS NOT NULL"
+            ).fetchall()
         for r in rows:
             job = self._row(r)
             if not (gone(job["worker"]) or now - (job["heartbeat_at"] or 0) > stale_after_s):
@@ -270,10 +333,17 @@ class Store:
                 msg += "validating again"
             elif job["attempts"] >= max_attempts:
                 what = "failed"
-                fields = {"status": "failed", "worker": None, "finished_at": int(now), "error": {
-                    "code": "worker_lost", "param": None,
-                    "message": f"the worker running this job stopped {job['attempts']} time(s) "
-                               f"(last: {job['worker']}); giving up after {max_attempts} attempt(s)"}}
+                fields = {
+                    "status": "failed",
+                    "worker": None,
+                    "finished_at": int(now),
+                    "error": {
+                        "code": "worker_lost",
+                        "param": None,
+                        "message": f"the worker running this job stopped {job['attempts']} time(s) "
+                        f"(last: {job['worker']}); giving up after {max_attempts} attempt(s)",
+                    },
+                }
                 msg += "the job failed after " + f"{job['attempts']} attempt(s)"
             else:
                 fields, what = {"status": "queued", "worker": None, "resume": 1}, "requeued"
@@ -284,11 +354,23 @@ class Store:
         return out
 
     # events and checkpoints ------------------------------------------------------------
-    def add_event(self, job_id: str, message: str, level: str = "info", type: str = "message",
-                  data: Optional[dict] = None) -> None:
+    def add_event(
+        self, job_id: str, message: str, level: str = "info", type: str = "message", data: Optional[dict] = None
+    ) -> None:
         with self._tx() as db:
-            self._insert(db, "events", {"id": new_id("ftevent"), "job_id": job_id, "created_at": int(time.time()),
-                                        "level": level, "type": type, "message": message, "data": data})
+            self._insert(
+                db,
+                "events",
+                {
+                    "id": new_id("ftevent"),
+                    "job_id": job_id,
+                    "created_at": int(time.time()),
+                    "level": level,
+                    "type": type,
+                    "message": message,
+                    "data": data,
+                },
+            )
 
     def list_events(self, job_id: str, after: Optional[str], limit: int) -> tuple[list[dict], bool]:
         return self._page("events", "job_id = ?", (job_id,), after, limit)
@@ -297,8 +379,19 @@ class Store:
         with self._tx() as db:
             # a resumed job may save the same step again: the newer checkpoint replaces the row
             db.execute("DELETE FROM checkpoints WHERE job_id = ? AND step = ?", (job_id, step))
-            self._insert(db, "checkpoints", {"id": new_id("ftckpt"), "job_id": job_id, "step": step, "model": model,
-                                             "path": path, "metrics": metrics, "created_at": int(time.time())})
+            self._insert(
+                db,
+                "checkpoints",
+                {
+                    "id": new_id("ftckpt"),
+                    "job_id": job_id,
+                    "step": step,
+                    "model": model,
+                    "path": path,
+                    "metrics": metrics,
+                    "created_at": int(time.time()),
+                },
+            )
 
     def list_checkpoints(self, job_id: str, after: Optional[str], limit: int) -> tuple[list[dict], bool]:
         return self._page("checkpoints", "job_id = ?", (job_id,), after, limit)

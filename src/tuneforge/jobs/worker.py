@@ -21,8 +21,9 @@ import io
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from transformers import TrainerCallback
 
@@ -43,7 +44,7 @@ class JobAborted(Exception):
 class JobCallback(TrainerCallback):
     """Events for logged metrics, a row per checkpoint, and the cancellation check each step."""
 
-    def __init__(self, worker: "Worker", job: dict, name: str):
+    def __init__(self, worker: Worker, job: dict, name: str):
         self.worker, self.job, self.name = worker, job, name
         self.store = worker.store
         self.tokens: Optional[int] = None
@@ -53,13 +54,23 @@ class JobCallback(TrainerCallback):
         logs = logs or {}
         step, total = state.global_step, state.max_steps
         if "loss" in logs:
-            data = {"step": step, "total_steps": total, "train_loss": logs["loss"],
-                    "learning_rate": logs.get("learning_rate"), "epoch": round(state.epoch or 0, 4)}
-            self.store.add_event(self.job["id"], f"Step {step}/{total}: training loss={logs['loss']:.4f}",
-                                 type="metrics", data=data)
+            data = {
+                "step": step,
+                "total_steps": total,
+                "train_loss": logs["loss"],
+                "learning_rate": logs.get("learning_rate"),
+                "epoch": round(state.epoch or 0, 4),
+            }
+            self.store.add_event(
+                self.job["id"], f"Step {step}/{total}: training loss={logs['loss']:.4f}", type="metrics", data=data
+            )
         if "eval_loss" in logs:
-            self.store.add_event(self.job["id"], f"Step {step}/{total}: validation loss={logs['eval_loss']:.4f}",
-                                 type="metrics", data={"step": step, "total_steps": total, "valid_loss": logs["eval_loss"]})
+            self.store.add_event(
+                self.job["id"],
+                f"Step {step}/{total}: validation loss={logs['eval_loss']:.4f}",
+                type="metrics",
+                data={"step": step, "total_steps": total, "valid_loss": logs["eval_loss"]},
+            )
 
     def on_save(self, args, state, control, **kwargs):
         step = state.global_step
@@ -86,8 +97,9 @@ class _Heartbeat:
 
     def __init__(self, store: Store, job_id: str, worker: str, every_s: float):
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(store, job_id, worker, every_s), daemon=True,
-                                        name=f"heartbeat-{job_id}")
+        self._thread = threading.Thread(
+            target=self._run, args=(store, job_id, worker, every_s), daemon=True, name=f"heartbeat-{job_id}"
+        )
 
     def _run(self, store: Store, job_id: str, worker: str, every_s: float) -> None:
         while not self._stop.wait(every_s):
@@ -96,7 +108,7 @@ class _Heartbeat:
             except Exception:  # a locked database for a moment: the next beat will do
                 pass
 
-    def __enter__(self) -> "_Heartbeat":
+    def __enter__(self) -> _Heartbeat:
         self._thread.start()
         return self
 
@@ -106,8 +118,13 @@ class _Heartbeat:
 
 
 class Worker:
-    def __init__(self, cfg: JobsConfig, on_model: Optional[Callable[[str, str], None]] = None,
-                 overrides: tuple = (), log: Callable[[str], Any] = lambda msg: None):
+    def __init__(
+        self,
+        cfg: JobsConfig,
+        on_model: Optional[Callable[[str, str], None]] = None,
+        overrides: tuple = (),
+        log: Callable[[str], Any] = lambda msg: None,
+    ):
         """`on_model(name, run_dir)` is called before a job is marked succeeded (the server hot-loads the
         adapter there, so the model answers as soon as the job says `succeeded`). `overrides` are dotted
         recipe keys for this machine (e.g. training.threads=2), applied to the jobs it starts."""
@@ -139,7 +156,7 @@ class Worker:
                     return
                 self._stop.wait(self.cfg.poll_s)
 
-    def start(self) -> "Worker":
+    def start(self) -> Worker:
         self._thread = threading.Thread(target=self.run_forever, daemon=True, name="tuneforge-jobs-worker")
         self._thread.start()
         return self
@@ -177,16 +194,31 @@ class Worker:
             if exc.reason == "cancelled":
                 self.store.add_event(jid, f"Training stopped at step {cb.step} (job cancelled)", data={"step": cb.step})
             elif exc.reason == "stopping":
-                self.store.update_owned(jid, self.id, status="queued", worker=None, resume=1, events=[(
-                    "The worker is shutting down; job re-queued to resume from its last checkpoint", "warn")])
+                self.store.update_owned(
+                    jid,
+                    self.id,
+                    status="queued",
+                    worker=None,
+                    resume=1,
+                    events=[("The worker is shutting down; job re-queued to resume from its last checkpoint", "warn")],
+                )
             return self.store.get_job(jid)
         except Exception as exc:
             data_error = isinstance(exc, (DataValidationError, DataFileError))
-            error = {"code": "invalid_training_file" if data_error else "training_failed",
-                     "param": "training_file" if data_error else None, "message": f"{type(exc).__name__}: {exc}"}
-            self.store.update_owned(jid, self.id, status="failed", worker=None, error=error,
-                                    finished_at=int(time.time()),
-                                    events=[(f"Fine-tuning job failed: {error['message']}", "error")])
+            error = {
+                "code": "invalid_training_file" if data_error else "training_failed",
+                "param": "training_file" if data_error else None,
+                "message": f"{type(exc).__name__}: {exc}",
+            }
+            self.store.update_owned(
+                jid,
+                self.id,
+                status="failed",
+                worker=None,
+                error=error,
+                finished_at=int(time.time()),
+                events=[(f"Fine-tuning job failed: {error['message']}", "error")],
+            )
             self.log(f"{jid}: failed: {error['message']}")
             return self.store.get_job(jid)
         except BaseException:  # Ctrl-C / SystemExit: hand the job back before going
@@ -210,14 +242,20 @@ class Worker:
             self.store.add_event(jid, "Preparing data")
             run, card = prepare_stage(recipe, overwrite=True)
             rows = ", ".join(f"{s}: {v['rows']}" for s, v in card["splits"].items() if v["rows"])
-            self.store.add_event(jid, f"Data prepared ({rows} examples)", data={"splits": {
-                s: v["rows"] for s, v in card["splits"].items()}})
+            self.store.add_event(
+                jid,
+                f"Data prepared ({rows} examples)",
+                data={"splits": {s: v["rows"] for s, v in card["splits"].items()}},
+            )
             self.check(jid)
             self.store.add_event(jid, "Fine-tuning job started")
         else:
             step = int(ckpt.rsplit("-", 1)[-1])
-            self.store.add_event(jid, f"Resuming from the checkpoint at step {step} (attempt {job['attempts']})",
-                                 data={"step": step, "attempt": job["attempts"]})
+            self.store.add_event(
+                jid,
+                f"Resuming from the checkpoint at step {step} (attempt {job['attempts']})",
+                data={"step": step, "attempt": job["attempts"]},
+            )
         return train_run(run, resume=ckpt is not None, callbacks=[cb])
 
     def _succeed(self, job: dict, name: str, info: dict, tokens: Optional[int]) -> dict:
@@ -234,11 +272,17 @@ class Worker:
                 self.on_model(name, str(run.path))
             except Exception as exc:  # trained fine, but this server cannot serve it: say so, keep the result
                 self.store.add_event(jid, f"The model could not be loaded for serving: {exc}", level="warn")
-        if self.store.update_owned(jid, self.id, status="succeeded", worker=None, fine_tuned_model=name,
-                                   finished_at=int(time.time()), trained_tokens=tokens or info.get("tokens_seen"),
-                                   result_files=[results] if results else [],
-                                   events=[(f"New fine-tuned model created: {name}", "info"),
-                                           ("The job has successfully completed", "info")]):
+        if self.store.update_owned(
+            jid,
+            self.id,
+            status="succeeded",
+            worker=None,
+            fine_tuned_model=name,
+            finished_at=int(time.time()),
+            trained_tokens=tokens or info.get("tokens_seen"),
+            result_files=[results] if results else [],
+            events=[(f"New fine-tuned model created: {name}", "info"), ("The job has successfully completed", "info")],
+        ):
             self.log(f"{jid}: succeeded → {name}")
         return self.store.get_job(jid)
 
@@ -253,13 +297,21 @@ class Worker:
             if line.strip():
                 r = json.loads(line)
                 if "loss" in r or "eval_loss" in r:
-                    w.writerow([r.get("step"), r.get("epoch"), r.get("loss", ""), r.get("eval_loss", ""),
-                                r.get("learning_rate", "")])
+                    w.writerow(
+                        [
+                            r.get("step"),
+                            r.get("epoch"),
+                            r.get("loss", ""),
+                            r.get("eval_loss", ""),
+                            r.get("learning_rate", ""),
+                        ]
+                    )
         data = buf.getvalue().encode()
         fid = new_id("file")
         self.cfg.files_dir.mkdir(parents=True, exist_ok=True)
         path = self.cfg.files_dir / f"{fid}.csv"
         atomic_write_text(path, data.decode())
-        self.store.add_file(fid, "step_metrics.csv", "fine-tune-results", len(data), hashlib.sha256(data).hexdigest(),
-                            str(path))
+        self.store.add_file(
+            fid, "step_metrics.csv", "fine-tune-results", len(data), hashlib.sha256(data).hexdigest(), str(path)
+        )
         return fid

@@ -49,8 +49,9 @@ def set_threads(threads: int | None) -> None:
 BF16_BASE_OK = ("lora", "dora", "ia3")
 
 
-def load_for_training(model_cfg: Any, strategy_cfg: Any, path: str, bf16: bool = False,
-                      gradient_checkpointing: bool = False) -> tuple[Any, str]:
+def load_for_training(
+    model_cfg: Any, strategy_cfg: Any, path: str, bf16: bool = False, gradient_checkpointing: bool = False
+) -> tuple[Any, str]:
     """(model with the strategy applied, how the base weights are stored) for training.
 
     >>> # model, base_dtype = load_for_training(recipe.model, recipe.strategy, source.path, bf16=True)
@@ -61,8 +62,9 @@ def load_for_training(model_cfg: Any, strategy_cfg: Any, path: str, bf16: bool =
     if kind == "qlora":
         from .quantize import compute_dtype, load_quantized_base
 
-        base = load_quantized_base(path, strategy_cfg.quant_compute_dtype, model_cfg.trust_remote_code,
-                                   gradient_checkpointing)
+        base = load_quantized_base(
+            path, strategy_cfg.quant_compute_dtype, model_cfg.trust_remote_code, gradient_checkpointing
+        )
         base_dtype = f"nf4 (compute {compute_dtype(strategy_cfg.quant_compute_dtype)})"
     else:
         base_dtype = "bfloat16" if bf16 and kind in BF16_BASE_OK else model_cfg.dtype

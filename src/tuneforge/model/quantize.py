@@ -29,16 +29,22 @@ def compute_dtype(name: str) -> str:
 
 def require_bitsandbytes() -> None:
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise StrategyError("strategy.kind=qlora needs bitsandbytes for the 4-bit base: `pip install bitsandbytes` "
-                            "(its wheel runs on CPU too), or use strategy.kind=lora")
+        raise StrategyError(
+            "strategy.kind=qlora needs bitsandbytes for the 4-bit base: `pip install bitsandbytes` "
+            "(its wheel runs on CPU too), or use strategy.kind=lora"
+        )
 
 
 def bnb_config(dtype: str) -> Any:
     import torch
     from transformers import BitsAndBytesConfig
 
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=getattr(torch, dtype))
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=getattr(torch, dtype),
+    )
 
 
 def unsupported_shapes(model: Any) -> list[str]:
@@ -53,8 +59,9 @@ def unsupported_shapes(model: Any) -> list[str]:
     return bad
 
 
-def load_quantized_base(path: str, quant_compute_dtype: str, trust_remote_code: bool = False,
-                        gradient_checkpointing: bool = False) -> Any:
+def load_quantized_base(
+    path: str, quant_compute_dtype: str, trust_remote_code: bool = False, gradient_checkpointing: bool = False
+) -> Any:
     """The base in NF4 (double quantisation), prepared for k-bit training (norms/embeddings fp32)."""
     require_bitsandbytes()
     from peft import prepare_model_for_kbit_training
@@ -65,8 +72,13 @@ def load_quantized_base(path: str, quant_compute_dtype: str, trust_remote_code: 
 
     offline()
     dtype = compute_dtype(quant_compute_dtype)
-    model = AutoModelForCausalLM.from_pretrained(path, quantization_config=bnb_config(dtype), dtype="auto",
-                                                 device_map=device_type(), trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(
+        path,
+        quantization_config=bnb_config(dtype),
+        dtype="auto",
+        device_map=device_type(),
+        trust_remote_code=trust_remote_code,
+    )
     if device_type() == "cpu":
         bad = unsupported_shapes(model)
         if bad:

@@ -88,7 +88,9 @@ def convert_gguf(gguf: Path, cache_dir: Path, label: str) -> tuple[Path, str]:
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
         if unexpected or [k for k in missing if "lm_head" not in k]:
-            raise ModelSourceError(f"{gguf}: weights do not fit the config (missing {missing}, unexpected {unexpected})")
+            raise ModelSourceError(
+                f"{gguf}: weights do not fit the config (missing {missing}, unexpected {unexpected})"
+            )
         model.tie_weights()
         model.generation_config = loaded.generation_config
         model.save_pretrained(tmp)
@@ -159,14 +161,23 @@ def resolve_run(p: Path, base: str) -> ModelSource:
     manifest, recipe = run.manifest(), run.recipe()
     train = manifest.get("stages", {}).get("train", {})
     if train.get("status") != "done":
-        raise ModelSourceError(f"model.base: run {p} has not finished training (train stage: "
-                               f"{train.get('status', 'not run')}) — run `tuneforge train {p}` first")
+        raise ModelSourceError(
+            f"model.base: run {p} has not finished training (train stage: "
+            f"{train.get('status', 'not run')}) — run `tuneforge train {p}` first"
+        )
     if recipe.objective.kind == "reward":
-        raise ModelSourceError(f"model.base: run {p} trained a reward model (a scorer, not a language model) — "
-                               f"use it as objective.reward_model, and the SFT run as model.base")
-    parent = {"path": str(p.resolve()), "name": manifest.get("name"), "recipe_sha256": manifest.get("recipe_sha256"),
-              "strategy": recipe.strategy.kind, "objective": recipe.objective.kind,
-              "base_model": manifest.get("base_model", {}).get("id")}
+        raise ModelSourceError(
+            f"model.base: run {p} trained a reward model (a scorer, not a language model) — "
+            f"use it as objective.reward_model, and the SFT run as model.base"
+        )
+    parent = {
+        "path": str(p.resolve()),
+        "name": manifest.get("name"),
+        "recipe_sha256": manifest.get("recipe_sha256"),
+        "strategy": recipe.strategy.kind,
+        "objective": recipe.objective.kind,
+        "base_model": manifest.get("base_model", {}).get("id"),
+    }
     if run.adapter_dir.is_dir():
         if recipe.strategy.kind not in MERGEABLE:
             raise ModelSourceError(
@@ -177,8 +188,9 @@ def resolve_run(p: Path, base: str) -> ModelSource:
     elif (run.model_dir / "config.json").is_file():
         folder, digest = run.model_dir, sha256_dir(run.model_dir)
     else:
-        raise ModelSourceError(f"model.base: run {p} holds no trained model (adapter/ or model/) — "
-                               f"run `tuneforge train {p}` first")
+        raise ModelSourceError(
+            f"model.base: run {p} holds no trained model (adapter/ or model/) — run `tuneforge train {p}` first"
+        )
     return ModelSource(base, "run", str(folder), digest, str(p), parent_run=parent)
 
 
@@ -193,8 +205,11 @@ def merged_run(run) -> tuple[Path, str]:
     key = hashlib.sha256((sha256_dir(run.adapter_dir) + base_sha).encode()).hexdigest()
     exported = run.export_dir / "merged"
     report = run.export_dir / "export.json"
-    if (exported / "config.json").is_file() and report.is_file() and \
-            report.stat().st_mtime >= (run.adapter_dir / "adapter_config.json").stat().st_mtime:
+    if (
+        (exported / "config.json").is_file()
+        and report.is_file()
+        and report.stat().st_mtime >= (run.adapter_dir / "adapter_config.json").stat().st_mtime
+    ):
         checks = json.loads(report.read_text()).get("golden_check", {}).get("per_artefact", {})
         if checks.get("merged") == "identical":
             return exported, key

@@ -1,13 +1,13 @@
 """What is trained (`strategy.kind`), validated against the model before any training.
 
-    full    all weights                       → run/model (full safetensors model)
-    freeze  last N decoder layers + final norm + named modules, the rest frozen → run/model
-    lora    low-rank adapters                 → run/adapter (PEFT)
-    qlora   lora on a 4-bit NF4 base (see model/quantize.py)   → run/adapter
-    dora    weight-decomposed lora            → run/adapter
-    ia3     learned rescaling vectors         → run/adapter
-    prefix  learned key/values per layer      → run/adapter (cannot be merged into weights)
-    prompt  learned input embeddings          → run/adapter (cannot be merged into weights)
+full    all weights                       → run/model (full safetensors model)
+freeze  last N decoder layers + final norm + named modules, the rest frozen → run/model
+lora    low-rank adapters                 → run/adapter (PEFT)
+qlora   lora on a 4-bit NF4 base (see model/quantize.py)   → run/adapter
+dora    weight-decomposed lora            → run/adapter
+ia3     learned rescaling vectors         → run/adapter
+prefix  learned key/values per layer      → run/adapter (cannot be merged into weights)
+prompt  learned input embeddings          → run/adapter (cannot be merged into weights)
 """
 
 from __future__ import annotations
@@ -79,14 +79,17 @@ def check_targets(model: Any, cfg: StrategyConfig) -> list[str] | str:
 
 # -- freeze ---------------------------------------------------------------------------------------
 
+
 def decoder_layers(model: Any) -> tuple[str, Any]:
     """(qualified name, ModuleList) of the transformer blocks: the longest ModuleList in the model."""
     import torch
 
     lists = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.ModuleList) and len(m) > 0]
     if not lists:
-        raise StrategyError("strategy.kind=freeze: no list of transformer layers found in the model — use "
-                            "strategy.train_layers=null with strategy.trainable_modules")
+        raise StrategyError(
+            "strategy.kind=freeze: no list of transformer layers found in the model — use "
+            "strategy.train_layers=null with strategy.trainable_modules"
+        )
     return max(lists, key=lambda nm: len(nm[1]))
 
 
@@ -107,8 +110,10 @@ def apply_freeze(model: Any, cfg: StrategyConfig) -> Any:
     if cfg.train_layers:
         layers_name, layers = decoder_layers(model)
         if cfg.train_layers > len(layers):
-            raise StrategyError(f"strategy.train_layers={cfg.train_layers}, but the model has only {len(layers)} "
-                                f"layers — use at most {len(layers)} (or strategy.kind=full)")
+            raise StrategyError(
+                f"strategy.train_layers={cfg.train_layers}, but the model has only {len(layers)} "
+                f"layers — use at most {len(layers)} (or strategy.kind=full)"
+            )
         chosen += [f"{layers_name}.{i}" for i in range(len(layers) - cfg.train_layers, len(layers))]
         chosen += final_norm_names(model, layers_name)
     names = [n for n, _ in model.named_modules() if n]
@@ -116,12 +121,15 @@ def apply_freeze(model: Any, cfg: StrategyConfig) -> Any:
         hits = [n for n in names if sub in n]
         if not hits:
             leaves = sorted({n.rsplit(".", 1)[-1] for n in names})
-            raise StrategyError(f"strategy.trainable_modules: {sub!r} matches no module — module names contain "
-                                f"e.g. {leaves[:12]}")
+            raise StrategyError(
+                f"strategy.trainable_modules: {sub!r} matches no module — module names contain e.g. {leaves[:12]}"
+            )
         chosen += hits
     if not chosen:
-        raise StrategyError("strategy.kind=freeze trains nothing: set strategy.train_layers (last N layers) and/or "
-                            "strategy.trainable_modules")
+        raise StrategyError(
+            "strategy.kind=freeze trains nothing: set strategy.train_layers (last N layers) and/or "
+            "strategy.trainable_modules"
+        )
     prefixes = tuple(c + "." for c in chosen)
     for name, p in model.named_parameters():
         p.requires_grad_(name.startswith(prefixes))
@@ -134,6 +142,7 @@ def apply_freeze(model: Any, cfg: StrategyConfig) -> Any:
 
 
 # -- PEFT adapters ----------------------------------------------------------------------------------
+
 
 def feedforward_names(model: Any, targets: list[str] | str) -> list[str]:
     """IA3's feed-forward modules (scaled on their input): the MLP down projection among the targets."""
@@ -160,9 +169,15 @@ def peft_config(model: Any, cfg: StrategyConfig, tokenizer_path: str | None = No
     import peft
 
     if cfg.kind in ("lora", "qlora", "dora"):
-        return peft.LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, bias="none",
-                               target_modules=check_targets(model, cfg), use_dora=cfg.kind == "dora",
-                               task_type="CAUSAL_LM")
+        return peft.LoraConfig(
+            r=cfg.r,
+            lora_alpha=cfg.alpha,
+            lora_dropout=cfg.dropout,
+            bias="none",
+            target_modules=check_targets(model, cfg),
+            use_dora=cfg.kind == "dora",
+            task_type="CAUSAL_LM",
+        )
     if cfg.kind == "ia3":
         targets = check_targets(model, cfg)
         # PEFT saves an expanded 'all-linear' as full module paths, and its IA3Config then refuses
@@ -170,8 +185,9 @@ def peft_config(model: Any, cfg: StrategyConfig, tokenizer_path: str | None = No
         # full names; peft 0.21): give the leaf names explicitly instead
         targets = linear_module_names(model) if targets == "all-linear" else targets
         # IA3 scales the *input* of feed-forward modules and the output of the others
-        return peft.IA3Config(target_modules=targets, feedforward_modules=feedforward_names(model, targets),
-                              task_type="CAUSAL_LM")
+        return peft.IA3Config(
+            target_modules=targets, feedforward_modules=feedforward_names(model, targets), task_type="CAUSAL_LM"
+        )
     why = supports_prompt_learning(model)
     if why:
         raise StrategyError(f"strategy.kind={cfg.kind}: {why} — use lora instead")
@@ -180,9 +196,13 @@ def peft_config(model: Any, cfg: StrategyConfig, tokenizer_path: str | None = No
     if cfg.prompt_init_text is not None:
         if not cfg.prompt_init_text.strip():
             raise StrategyError("strategy.prompt_init_text is empty — give some text or leave it unset (random)")
-        return peft.PromptTuningConfig(num_virtual_tokens=cfg.num_virtual_tokens, task_type="CAUSAL_LM",
-                                       prompt_tuning_init="TEXT", prompt_tuning_init_text=cfg.prompt_init_text,
-                                       tokenizer_name_or_path=tokenizer_path)
+        return peft.PromptTuningConfig(
+            num_virtual_tokens=cfg.num_virtual_tokens,
+            task_type="CAUSAL_LM",
+            prompt_tuning_init="TEXT",
+            prompt_tuning_init_text=cfg.prompt_init_text,
+            tokenizer_name_or_path=tokenizer_path,
+        )
     return peft.PromptTuningConfig(num_virtual_tokens=cfg.num_virtual_tokens, task_type="CAUSAL_LM")
 
 
@@ -196,8 +216,10 @@ def _dry_run(model: Any, kind: str) -> None:
             model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
     except Exception as exc:  # any failure here means the adapter does not fit this architecture
         mtype = getattr(model.config, "model_type", "?")
-        raise StrategyError(f"strategy.kind={kind}: PEFT cannot run {kind} tuning on model type {mtype!r} "
-                            f"({type(exc).__name__}: {exc}) — use lora instead") from exc
+        raise StrategyError(
+            f"strategy.kind={kind}: PEFT cannot run {kind} tuning on model type {mtype!r} "
+            f"({type(exc).__name__}: {exc}) — use lora instead"
+        ) from exc
 
 
 def apply_strategy(model: Any, cfg: StrategyConfig, tokenizer_path: str | None = None) -> Any:

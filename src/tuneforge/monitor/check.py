@@ -32,25 +32,39 @@ def _schema(cfg: MonitorConfig, run: Any) -> tuple[Optional[dict], bool]:
 
 def _rate_breaches(scope: str, stats: dict, checks: dict, t: Any) -> list[dict]:
     out = []
-    limits = [("error_rate", t.max_error_rate, stats.get("requests", 0)),
-              ("latency_p95_ms", t.max_p95_latency_ms, stats.get("requests", 0)),
-              ("empty_rate", t.max_empty_rate, checks.get("with_content", 0)),
-              ("truncated_rate", t.max_truncated_rate, checks.get("answered", 0)),
-              ("refusal_rate", t.max_refusal_rate, checks.get("with_content", 0)),
-              ("invalid_json_rate", t.max_invalid_json_rate, checks.get("with_content", 0))]
+    limits = [
+        ("error_rate", t.max_error_rate, stats.get("requests", 0)),
+        ("latency_p95_ms", t.max_p95_latency_ms, stats.get("requests", 0)),
+        ("empty_rate", t.max_empty_rate, checks.get("with_content", 0)),
+        ("truncated_rate", t.max_truncated_rate, checks.get("answered", 0)),
+        ("refusal_rate", t.max_refusal_rate, checks.get("with_content", 0)),
+        ("invalid_json_rate", t.max_invalid_json_rate, checks.get("with_content", 0)),
+    ]
     for metric, limit, n in limits:
         value = stats.get(metric, checks.get(metric))
         if limit is None or value is None or n < t.min_requests:
             continue
         if value > limit:
-            out.append({"scope": scope, "metric": metric, "value": value, "threshold": limit,
-                        "message": f"{scope}: {metric} {value:.4g} > {limit:.4g} (over {n} requests)"})
+            out.append(
+                {
+                    "scope": scope,
+                    "metric": metric,
+                    "value": value,
+                    "threshold": limit,
+                    "message": f"{scope}: {metric} {value:.4g} > {limit:.4g} (over {n} requests)",
+                }
+            )
     return out
 
 
-def run_check(log: str | Path, cfg: MonitorConfig, run_dir: str | Path | None = None,
-              adapter: Optional[str] = None, embedder: Any = None,
-              now: Optional[_dt.datetime] = None) -> dict[str, Any]:
+def run_check(
+    log: str | Path,
+    cfg: MonitorConfig,
+    run_dir: str | Path | None = None,
+    adapter: Optional[str] = None,
+    embedder: Any = None,
+    now: Optional[_dt.datetime] = None,
+) -> dict[str, Any]:
     """Statistics, output checks and drift for a request log (optionally against a run)."""
     from ..run import RunDir
 
@@ -64,11 +78,15 @@ def run_check(log: str | Path, cfg: MonitorConfig, run_dir: str | Path | None = 
     for r in rows:
         by_adapter.setdefault(r["served"], []).append(r)
     result: dict[str, Any] = {
-        "log": str(log), "run": str(run.path) if run else None, "adapter": adapter,
+        "log": str(log),
+        "run": str(run.path) if run else None,
+        "adapter": adapter,
         "since": since.isoformat(timespec="seconds") if since else None,
         "generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "overall": {**summarise(rows), **output_checks(rows, schema, json_expected)},
-        "adapters": {a: {**summarise(rs), **output_checks(rs, schema, json_expected)} for a, rs in sorted(by_adapter.items())},
+        "adapters": {
+            a: {**summarise(rs), **output_checks(rs, schema, json_expected)} for a, rs in sorted(by_adapter.items())
+        },
         "windows": windows(rows, cfg.windows.minutes),
         "thresholds": cfg.model_dump(mode="json"),
     }
@@ -88,8 +106,10 @@ def run_check(log: str | Path, cfg: MonitorConfig, run_dir: str | Path | None = 
         recent = [t for r in rows if r["status"] < 400 and (t := prompt_text(r["prompt"]))]
         drift = detect_drift(reference, recent, cfg.drift, embedder or make_embedder(cfg.drift.embedder))
         result["drift"] = drift
-        breaches += [{"scope": "drift", "metric": "drift", "value": None, "threshold": None, "message": m}
-                     for m in drift["reasons"]]
+        breaches += [
+            {"scope": "drift", "metric": "drift", "value": None, "threshold": None, "message": m}
+            for m in drift["reasons"]
+        ]
     result["breaches"] = breaches
     result["ok"] = not breaches
     return result

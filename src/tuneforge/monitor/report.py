@@ -59,8 +59,14 @@ def plot_drift(drift: dict, lengths: Optional[tuple[list, list]] = None) -> Opti
     if proj:
         for key, colour in (("reference", "tab:blue"), ("recent", "tab:red")):
             pts = proj[key]
-            axes[0].scatter([p[0] for p in pts], [p[1] for p in pts], s=8, alpha=0.6, c=colour,
-                            label="training" if key == "reference" else "recent")
+            axes[0].scatter(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                s=8,
+                alpha=0.6,
+                c=colour,
+                label="training" if key == "reference" else "recent",
+            )
         axes[0].set_title(f"prompt embeddings (PCA) — MMD p={drift['embedding']['p_value']:.3g}")
         axes[0].legend(fontsize=7)
     t = drift["topics"]
@@ -84,24 +90,46 @@ def _table(rows: list[dict], cols: list[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-COLS = ["adapter", "requests", "error_rate", "latency_p50_ms", "latency_p95_ms", "requests_per_s",
-        "completion_tokens_per_s", "prompt_tokens", "completion_tokens", "truncated_rate", "empty_rate",
-        "refusal_rate", "invalid_json_rate"]
-CSS = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px}table{border-collapse:collapse;"
-       "margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-       "th{background:#f3f3f3}.bad{color:#b00020}.good{color:#1b7f3b}img{max-width:100%}")
+COLS = [
+    "adapter",
+    "requests",
+    "error_rate",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "requests_per_s",
+    "completion_tokens_per_s",
+    "prompt_tokens",
+    "completion_tokens",
+    "truncated_rate",
+    "empty_rate",
+    "refusal_rate",
+    "invalid_json_rate",
+]
+CSS = (
+    "body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px}table{border-collapse:collapse;"
+    "margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+    "th{background:#f3f3f3}.bad{color:#b00020}.good{color:#1b7f3b}img{max-width:100%}"
+)
 
 
 def render_html(result: dict, lengths: Optional[tuple[list, list]] = None) -> str:
-    status = ('<p class="good"><b>OK</b>: no threshold crossed</p>' if result["ok"] else
-              '<p class="bad"><b>BREACHED</b></p><ul>' +
-              "".join(f"<li>{html.escape(b['message'])}</li>" for b in result["breaches"]) + "</ul>")
+    status = (
+        '<p class="good"><b>OK</b>: no threshold crossed</p>'
+        if result["ok"]
+        else '<p class="bad"><b>BREACHED</b></p><ul>'
+        + "".join(f"<li>{html.escape(b['message'])}</li>" for b in result["breaches"])
+        + "</ul>"
+    )
     adapters = [{"adapter": a, **s} for a, s in result["adapters"].items()]
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>tuneforge monitor</title><style>{CSS}</style>"
-             f"</head><body><h1>tuneforge monitoring report</h1>",
-             f"<p>request log <code>{html.escape(result['log'])}</code>; run <code>{_fmt(result['run'])}</code>; "
-             f"since {_fmt(result['since'])}; generated {result['generated_at']}</p>", status,
-             "<h2>Per adapter</h2>", _table([{"adapter": "all", **result["overall"]}] + adapters, COLS)]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>tuneforge monitor</title><style>{CSS}</style>"
+        f"</head><body><h1>tuneforge monitoring report</h1>",
+        f"<p>request log <code>{html.escape(result['log'])}</code>; run <code>{_fmt(result['run'])}</code>; "
+        f"since {_fmt(result['since'])}; generated {result['generated_at']}</p>",
+        status,
+        "<h2>Per adapter</h2>",
+        _table([{"adapter": "all", **result["overall"]}] + adapters, COLS),
+    ]
     img = plot_windows(result)
     if img:
         parts += ["<h2>Over time</h2>", img, _table(result["windows"], ["start"] + COLS[:9])]
@@ -113,14 +141,21 @@ def render_html(result: dict, lengths: Optional[tuple[list, list]] = None) -> st
         parts.append(f"<p>skipped: {html.escape(drift['skipped'])}</p>")
     else:
         e, ln, t = drift["embedding"], drift["length"], drift["topics"]
-        parts.append(_table([
-            {"test": "embedding MMD (permutation)", "statistic": e["mmd2"], "p_value": e["p_value"]},
-            {"test": "length KS", "statistic": ln["statistic"], "p_value": ln["p_value"]},
-            {"test": "topic TVD", "statistic": t["tvd"], "p_value": t["p_value"]},
-            {"test": "new-topic share", "statistic": t["new_topic_rate"], "p_value": None},
-        ], ["test", "statistic", "p_value"]))
-        parts.append(f"<p>{drift['distinct_recent_prompts']} distinct recent vs {drift['reference_prompts']} training prompts, "
-                     f"embedder {html.escape(drift['embedder'])}</p>")
+        parts.append(
+            _table(
+                [
+                    {"test": "embedding MMD (permutation)", "statistic": e["mmd2"], "p_value": e["p_value"]},
+                    {"test": "length KS", "statistic": ln["statistic"], "p_value": ln["p_value"]},
+                    {"test": "topic TVD", "statistic": t["tvd"], "p_value": t["p_value"]},
+                    {"test": "new-topic share", "statistic": t["new_topic_rate"], "p_value": None},
+                ],
+                ["test", "statistic", "p_value"],
+            )
+        )
+        parts.append(
+            f"<p>{drift['distinct_recent_prompts']} distinct recent vs {drift['reference_prompts']} training prompts, "
+            f"embedder {html.escape(drift['embedder'])}</p>"
+        )
         img = plot_drift(drift, lengths)
         if img:
             parts.append(img)

@@ -11,8 +11,9 @@ import datetime as _dt
 import json
 import math
 import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 CANCELLED = 499  # the client went away: not the server's error
 
@@ -90,11 +91,15 @@ def summarise(rows: list[dict], seconds: Optional[float] = None) -> dict[str, An
         seconds = span + max(lat or [0]) / 1000
     comp = sum(r["completion_tokens"] for r in rows)
     return {
-        "requests": n, "errors": errors, "cancelled": sum(1 for r in rows if r["status"] == CANCELLED),
+        "requests": n,
+        "errors": errors,
+        "cancelled": sum(1 for r in rows if r["status"] == CANCELLED),
         "error_rate": errors / n if n else None,
-        "latency_p50_ms": percentile(lat, 50), "latency_p95_ms": percentile(lat, 95),
+        "latency_p50_ms": percentile(lat, 50),
+        "latency_p95_ms": percentile(lat, 95),
         "queue_p95_ms": percentile([r["queue_ms"] for r in ok if r["queue_ms"] is not None], 95),
-        "prompt_tokens": sum(r["prompt_tokens"] for r in rows), "completion_tokens": comp,
+        "prompt_tokens": sum(r["prompt_tokens"] for r in rows),
+        "completion_tokens": comp,
         "requests_per_s": n / seconds if seconds else None,
         "completion_tokens_per_s": comp / seconds if seconds else None,
     }
@@ -141,9 +146,12 @@ def output_checks(rows: Iterable[dict], schema: Optional[dict] = None, json_expe
     truncated = sum(1 for r in answered if r["finish_reason"] == "length")
     texts = [t for r in answered if (ts := completion_texts(r["completion"])) is not None for t in ts]
     out: dict[str, Any] = {
-        "answered": len(answered), "with_content": len(texts), "truncated": truncated,
+        "answered": len(answered),
+        "with_content": len(texts),
+        "truncated": truncated,
         "truncated_rate": truncated / len(answered) if answered else None,
-        "empty": sum(1 for t in texts if not t.strip()), "refusal": sum(1 for t in texts if is_refusal(t)),
+        "empty": sum(1 for t in texts if not t.strip()),
+        "refusal": sum(1 for t in texts if is_refusal(t)),
     }
     out["empty_rate"] = out["empty"] / len(texts) if texts else None
     out["refusal_rate"] = out["refusal"] / len(texts) if texts else None

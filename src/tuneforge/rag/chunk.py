@@ -17,8 +17,16 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
-SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".text": "text", ".rst": "text",
-            ".html": "html", ".htm": "html", ".pdf": "pdf"}
+SUFFIXES = {
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".txt": "text",
+    ".text": "text",
+    ".rst": "text",
+    ".html": "html",
+    ".htm": "html",
+    ".pdf": "pdf",
+}
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
@@ -30,8 +38,8 @@ class UnsupportedDocument(ValueError):
 
 @dataclass(frozen=True)
 class Chunk:
-    ordinal: int      # position within its document (0, 1, ...)
-    heading: str      # "H1 > H2 > H3" above the text; "" when the document has none
+    ordinal: int  # position within its document (0, 1, ...)
+    heading: str  # "H1 > H2 > H3" above the text; "" when the document has none
     text: str
 
     @property
@@ -58,7 +66,7 @@ def _split_long(text: str, max_chars: int) -> list[str]:
             continue
         for sent in _SENTENCE_END.split(para):
             # a single sentence longer than the limit is cut hard (rare: tables, code)
-            units += [sent[i: i + max_chars] for i in range(0, len(sent), max_chars)]
+            units += [sent[i : i + max_chars] for i in range(0, len(sent), max_chars)]
     pieces: list[str] = []
     for u in units:
         if pieces and len(pieces[-1]) + 2 + len(u) <= max_chars:
@@ -141,8 +149,10 @@ def _pdf_text(path: Path) -> str:
     try:
         from pypdf import PdfReader  # optional: only PDFs need it
     except ImportError:
-        raise UnsupportedDocument(f"{path}: reading PDF needs the `pypdf` package — `pip install pypdf`, "
-                                  f"or convert the file to text/Markdown first") from None
+        raise UnsupportedDocument(
+            f"{path}: reading PDF needs the `pypdf` package — `pip install pypdf`, "
+            f"or convert the file to text/Markdown first"
+        ) from None
     return "\n\n".join(page.extract_text() or "" for page in PdfReader(str(path)).pages)
 
 
@@ -150,8 +160,9 @@ def read_document(path: Path) -> tuple[str, str]:
     """(kind, text) of a document file; kind is markdown | text | html | pdf."""
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
-        raise UnsupportedDocument(f"{path}: unsupported document type {path.suffix!r} — use one of "
-                                  f"{', '.join(sorted(SUFFIXES))}")
+        raise UnsupportedDocument(
+            f"{path}: unsupported document type {path.suffix!r} — use one of {', '.join(sorted(SUFFIXES))}"
+        )
     if kind == "pdf":
         return kind, _pdf_text(path)
     return kind, path.read_text(encoding="utf-8", errors="replace")

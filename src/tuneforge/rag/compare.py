@@ -19,8 +19,9 @@ import platform
 import shutil
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from ..data.template import prompt_messages, render
 from ..evaluate.generate import generate
@@ -57,8 +58,11 @@ def with_few_shot(messages: list[dict], pool: list[dict], k: int, expected: list
     ['q1', 'a1', 'q2', 'a2', 'Q']
     """
     shots = [r for r in pool if not (expected and contains_all(reference_of(r) or "", expected))][:k]
-    turns = [m for r in shots for m in ({"role": "user", "content": question_of(r)},
-                                        {"role": "assistant", "content": reference_of(r)})]
+    turns = [
+        m
+        for r in shots
+        for m in ({"role": "user", "content": question_of(r)}, {"role": "assistant", "content": reference_of(r)})
+    ]
     last = max(i for i, m in enumerate(messages) if m["role"] == "user")
     return messages[:last] + turns + messages[last:]
 
@@ -76,8 +80,15 @@ def _pct(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-def run_approach(model: Any, tokenizer: Any, rows: list[dict], build: Callable[[dict], tuple[list[dict], list]],
-                 max_new_tokens: int, batch_size: int = 1, latency_requests: Optional[int] = None) -> dict:
+def run_approach(
+    model: Any,
+    tokenizer: Any,
+    rows: list[dict],
+    build: Callable[[dict], tuple[list[dict], list]],
+    max_new_tokens: int,
+    batch_size: int = 1,
+    latency_requests: Optional[int] = None,
+) -> dict:
     """Answer the rows, score the answers, and time requests one at a time.
 
     batch_size 1: every row is a timed request and its answer is scored. Larger batches
@@ -93,8 +104,11 @@ def run_approach(model: Any, tokenizer: Any, rows: list[dict], build: Callable[[
         convs.append(msgs)
         cites.append([p.citation() for p in passages])
         found.append(any(contains_all(p.text, expected_of(row) or ["\0"]) for p in passages))
-    timed = range(len(rows)) if batch_size <= 1 else \
-        [rows.index(r) for r in spread_sample(rows, latency_requests or len(rows))]
+    timed = (
+        range(len(rows))
+        if batch_size <= 1
+        else [rows.index(r) for r in spread_sample(rows, latency_requests or len(rows))]
+    )
     outputs: list[str] = [""] * len(rows)
     latency = []
     for i in timed:  # one request: retrieval (measured above) + generation
@@ -106,17 +120,23 @@ def run_approach(model: Any, tokenizer: Any, rows: list[dict], build: Callable[[
     ptoks = [prompt_tokens(tokenizer, m) for m in convs]
     ctoks = [len(tokenizer(o, add_special_tokens=False)["input_ids"]) for o in outputs]
     score = score_task(outputs, rows)
-    res = {"examples": len(rows), "fact_accuracy": score["fact_accuracy"], "token_f1": score["token_f1"],
-           "latency_ms_mean": round(statistics.fmean(latency), 1), "latency_ms_p50": round(_pct(latency, 0.5), 1),
-           "latency_ms_p95": round(_pct(latency, 0.95), 1), "retrieval_ms_mean": round(statistics.fmean(retrieval), 2),
-           "prompt_tokens_mean": round(statistics.fmean(ptoks), 1),
-           "completion_tokens_mean": round(statistics.fmean(ctoks), 1), "citations": any(cites),
-           "timed_requests": len(latency)}
+    res = {
+        "examples": len(rows),
+        "fact_accuracy": score["fact_accuracy"],
+        "token_f1": score["token_f1"],
+        "latency_ms_mean": round(statistics.fmean(latency), 1),
+        "latency_ms_p50": round(_pct(latency, 0.5), 1),
+        "latency_ms_p95": round(_pct(latency, 0.95), 1),
+        "retrieval_ms_mean": round(statistics.fmean(retrieval), 2),
+        "prompt_tokens_mean": round(statistics.fmean(ptoks), 1),
+        "completion_tokens_mean": round(statistics.fmean(ctoks), 1),
+        "citations": any(cites),
+        "timed_requests": len(latency),
+    }
     if any(cites):
         # a cited passage holds the expected answer: retrieval did its part (recall@k)
         res["retrieval_recall"] = sum(found) / len(found)
-    return {"metrics": res, "outputs": outputs, "correct": score["correct"], "citations": cites,
-            "prompt_tokens": ptoks}
+    return {"metrics": res, "outputs": outputs, "correct": score["correct"], "citations": cites, "prompt_tokens": ptoks}
 
 
 def _builders(retriever: Retriever, pool: list[dict], few_shot: int) -> dict[str, Callable]:
@@ -161,10 +181,16 @@ def load_update_file(path: Path) -> list[dict]:
         raise UpdateFileError(f"{path}: cannot read the update file ({exc})") from None
     changes = data.get("changes") if isinstance(data, dict) else None
     if not isinstance(changes, list) or not changes:
-        raise UpdateFileError(f"{path}: expected {{\"changes\": [{{\"old\": \"...\", \"new\": \"...\"}}]}}")
+        raise UpdateFileError(f'{path}: expected {{"changes": [{{"old": "...", "new": "..."}}]}}')
     for i, c in enumerate(changes):
-        if not (isinstance(c, dict) and isinstance(c.get("old"), str) and isinstance(c.get("new"), str)
-                and c["old"] and c["new"] and c["old"] != c["new"]):
+        if not (
+            isinstance(c, dict)
+            and isinstance(c.get("old"), str)
+            and isinstance(c.get("new"), str)
+            and c["old"]
+            and c["new"]
+            and c["old"] != c["new"]
+        ):
             raise UpdateFileError(f"{path}: changes[{i}] needs different non-empty strings 'old' and 'new'")
     return changes
 
@@ -220,12 +246,23 @@ def affected_rows(rows: list[dict], changes: list[dict]) -> list[dict]:
 # --------------------------------------------------------------------------- entry point
 
 
-def compare_approaches(run: RunDir, index_path: Path, out: Path, limit: Optional[int] = None, top_k: int = 3,
-                       score_threshold: float = 0.0, few_shot: int = 3, max_new_tokens: Optional[int] = None,
-                       update_file: Optional[Path] = None, template: Optional[str] = None,
-                       volatility: str = "unknown", citations_needed: bool = False,
-                       log: Callable[[str], None] = print, batch_size: int = 1,
-                       latency_requests: Optional[int] = None) -> dict:
+def compare_approaches(
+    run: RunDir,
+    index_path: Path,
+    out: Path,
+    limit: Optional[int] = None,
+    top_k: int = 3,
+    score_threshold: float = 0.0,
+    few_shot: int = 3,
+    max_new_tokens: Optional[int] = None,
+    update_file: Optional[Path] = None,
+    template: Optional[str] = None,
+    volatility: str = "unknown",
+    citations_needed: bool = False,
+    log: Callable[[str], None] = print,
+    batch_size: int = 1,
+    latency_requests: Optional[int] = None,
+) -> dict:
     """Run all five approaches on the run's test split; write out/report.{md,json}, approaches.png."""
     from .report import write_compare_report
 
@@ -242,73 +279,146 @@ def compare_approaches(run: RunDir, index_path: Path, out: Path, limit: Optional
     pool = few_shot_pool(read_jsonl(run.split_file("train")))
     builders = _builders(retriever, pool, few_shot)
     variants, tok = load_variants(run)
-    plan = {"base": ("base", "plain"), "base+few-shot": ("base", "few-shot"), "base+rag": ("base", "rag"),
-            "fine-tuned": ("fine-tuned", "plain"), "fine-tuned+rag": ("fine-tuned", "rag")}
+    plan = {
+        "base": ("base", "plain"),
+        "base+few-shot": ("base", "few-shot"),
+        "base+rag": ("base", "rag"),
+        "fine-tuned": ("fine-tuned", "plain"),
+        "fine-tuned+rag": ("fine-tuned", "rag"),
+    }
     results: dict[str, dict] = {}
     t_all = time.time()
     for name, (variant, how) in plan.items():
         model, ctx = variants[variant]
-        log(f"{name}: {len(rows)} questions" + (", one request at a time" if batch_size <= 1 else
-                                                 f" in batches of {batch_size}, {latency_requests or len(rows)} timed alone"))
+        log(
+            f"{name}: {len(rows)} questions"
+            + (
+                ", one request at a time"
+                if batch_size <= 1
+                else f" in batches of {batch_size}, {latency_requests or len(rows)} timed alone"
+            )
+        )
         with ctx():
             results[name] = run_approach(model, tok, rows, builders[how], max_new, batch_size, latency_requests)
         m = results[name]["metrics"]
-        log(f"  fact accuracy {m['fact_accuracy']:.1%}, {m['latency_ms_mean']:.0f} ms/request, "
-            f"{m['prompt_tokens_mean']:.0f} prompt tokens/request")
+        log(
+            f"  fact accuracy {m['fact_accuracy']:.1%}, {m['latency_ms_mean']:.0f} ms/request, "
+            f"{m['prompt_tokens_mean']:.0f} prompt tokens/request"
+        )
     update = None
     if update_file is not None:
         update = knowledge_update(out, index_path, changes, test, variants, tok, retriever, max_new, log, batch_size)
     out.mkdir(parents=True, exist_ok=True)
-    samples = [{"approach": name, "question": question_of(r), "expected": expected_of(r), "answer": res["outputs"][i],
-                "correct": res["correct"][i], "prompt_tokens": res["prompt_tokens"][i],
-                "citations": res["citations"][i]}
-               for name, res in results.items() for i, r in enumerate(rows)]
+    samples = [
+        {
+            "approach": name,
+            "question": question_of(r),
+            "expected": expected_of(r),
+            "answer": res["outputs"][i],
+            "correct": res["correct"][i],
+            "prompt_tokens": res["prompt_tokens"][i],
+            "citations": res["citations"][i],
+        }
+        for name, res in results.items()
+        for i, r in enumerate(rows)
+    ]
     atomic_write_jsonl(out / "samples.jsonl", samples)
     train_stage = run.manifest().get("stages", {}).get("train", {})
     import torch
 
-    report = {"run": str(run.path), "index": str(index_path), "test_rows": len(rows), "test_rows_available": len(test),
-              "approaches": {k: v["metrics"] for k, v in results.items()},
-              "settings": {"top_k": top_k, "score_threshold": score_threshold, "few_shot": few_shot,
-                           "max_new_tokens": max_new, "template": retriever.template,
-                           "device": str(variants["base"][0].device), "torch_threads": torch.get_num_threads(),
-                           "machine": platform.machine(), "requests": ("one at a time" if batch_size <= 1 else
-                                        f"in batches of {batch_size} (accuracy) and one at a time (latency)") + ", greedy",
-                           "batch_size": batch_size},
-              "training": {"seconds": train_stage.get("seconds"), "steps": train_stage.get("steps")},
-              "index_info": {k: retriever.index.info.get(k) for k in ("embedding_model", "documents", "chunks")},
-              "update": update, "seconds": round(time.time() - t_all, 1)}
+    report = {
+        "run": str(run.path),
+        "index": str(index_path),
+        "test_rows": len(rows),
+        "test_rows_available": len(test),
+        "approaches": {k: v["metrics"] for k, v in results.items()},
+        "settings": {
+            "top_k": top_k,
+            "score_threshold": score_threshold,
+            "few_shot": few_shot,
+            "max_new_tokens": max_new,
+            "template": retriever.template,
+            "device": str(variants["base"][0].device),
+            "torch_threads": torch.get_num_threads(),
+            "machine": platform.machine(),
+            "requests": (
+                "one at a time"
+                if batch_size <= 1
+                else f"in batches of {batch_size} (accuracy) and one at a time (latency)"
+            )
+            + ", greedy",
+            "batch_size": batch_size,
+        },
+        "training": {"seconds": train_stage.get("seconds"), "steps": train_stage.get("steps")},
+        "index_info": {k: retriever.index.info.get(k) for k in ("embedding_model", "documents", "chunks")},
+        "update": update,
+        "seconds": round(time.time() - t_all, 1),
+    }
     retriever.index.close()
     return write_compare_report(out, report, volatility, citations_needed)
 
 
-def knowledge_update(out: Path, index_path: Path, changes: list[dict], test: list[dict], variants: dict, tok: Any,
-                     retriever: Retriever, max_new: int, log: Callable, batch_size: int = 1) -> dict:
+def knowledge_update(
+    out: Path,
+    index_path: Path,
+    changes: list[dict],
+    test: list[dict],
+    variants: dict,
+    tok: Any,
+    retriever: Retriever,
+    max_new: int,
+    log: Callable,
+    batch_size: int = 1,
+) -> dict:
     """Ask the questions about changed facts again, against the updated index."""
     rows = affected_rows(test, changes)
     if not rows:
-        raise UpdateFileError("update: no test question asks about a changed fact — change a fact the test split "
-                              "covers (its `expected` strings)")
+        raise UpdateFileError(
+            "update: no test question asks about a changed fact — change a fact the test split "
+            "covers (its `expected` strings)"
+        )
     new_path, info = updated_index(index_path, changes, out)
-    log(f"knowledge update: {info['chunks_embedded']} chunk(s) re-embedded, {info['chunks_reused']} reused "
-        f"in {info['reindex_seconds']} s; asking {len(rows)} affected question(s) again")
-    new_retriever = Retriever.open(new_path, retriever.top_k, retriever.score_threshold, retriever.template,
-                                   retriever.index.embed)
+    log(
+        f"knowledge update: {info['chunks_embedded']} chunk(s) re-embedded, {info['chunks_reused']} reused "
+        f"in {info['reindex_seconds']} s; asking {len(rows)} affected question(s) again"
+    )
+    new_retriever = Retriever.open(
+        new_path, retriever.top_k, retriever.score_threshold, retriever.template, retriever.index.embed
+    )
     builders = _builders(new_retriever, [], 0)
-    res: dict[str, Any] = {"changes": changes, "index": str(new_path), **info, "questions": len(rows),
-                           "approaches": {}, "samples": []}
-    for name, (variant, how) in {"base+rag": ("base", "rag"), "fine-tuned": ("fine-tuned", "plain"),
-                                 "fine-tuned+rag": ("fine-tuned", "rag")}.items():
+    res: dict[str, Any] = {
+        "changes": changes,
+        "index": str(new_path),
+        **info,
+        "questions": len(rows),
+        "approaches": {},
+        "samples": [],
+    }
+    for name, (variant, how) in {
+        "base+rag": ("base", "rag"),
+        "fine-tuned": ("fine-tuned", "plain"),
+        "fine-tuned+rag": ("fine-tuned", "rag"),
+    }.items():
         model, ctx = variants[variant]
         with ctx():
             r = run_approach(model, tok, rows, builders[how], max_new, batch_size, latency_requests=1)
         old = [contains_all(o, row["old_expected"]) for o, row in zip(r["outputs"], rows)]
-        res["approaches"][name] = {"new_fact_accuracy": r["metrics"]["fact_accuracy"],
-                                   "old_fact_rate": sum(old) / len(old),
-                                   # the retrieved passages state the new value (None: no retrieval)
-                                   "context_has_new_fact": r["metrics"].get("retrieval_recall")}
-        res["samples"] += [{"approach": name, "question": question_of(row), "new": row["expected"],
-                            "old": row["old_expected"], "answer": o, "citations": c}
-                           for o, row, c in zip(r["outputs"], rows, r["citations"])]
+        res["approaches"][name] = {
+            "new_fact_accuracy": r["metrics"]["fact_accuracy"],
+            "old_fact_rate": sum(old) / len(old),
+            # the retrieved passages state the new value (None: no retrieval)
+            "context_has_new_fact": r["metrics"].get("retrieval_recall"),
+        }
+        res["samples"] += [
+            {
+                "approach": name,
+                "question": question_of(row),
+                "new": row["expected"],
+                "old": row["old_expected"],
+                "answer": o,
+                "citations": c,
+            }
+            for o, row, c in zip(r["outputs"], rows, r["citations"])
+        ]
     new_retriever.index.close()
     return res

@@ -27,9 +27,10 @@ import os
 import sqlite3
 import tempfile
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Optional
 
 from ..io import atomic_write_json
 from .chunk import chunk_document, is_supported, read_document
@@ -94,9 +95,11 @@ class UpdateReport:
         return dict(self.__dict__)
 
     def summary(self) -> str:
-        return (f"{len(self.added)} added, {len(self.changed)} changed, {len(self.unchanged)} unchanged, "
-                f"{len(self.removed)} removed document(s); chunks: {self.chunks_embedded} embedded, "
-                f"{self.chunks_reused} reused, {self.chunks_removed} removed")
+        return (
+            f"{len(self.added)} added, {len(self.changed)} changed, {len(self.unchanged)} unchanged, "
+            f"{len(self.removed)} removed document(s); chunks: {self.chunks_embedded} embedded, "
+            f"{self.chunks_reused} reused, {self.chunks_removed} removed"
+        )
 
 
 class KnowledgeIndex:
@@ -109,8 +112,9 @@ class KnowledgeIndex:
 
     # open / create -----------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | Path, embed: Optional[Callable] = None, create: bool = False,
-             max_chars: int = 1000) -> "KnowledgeIndex":
+    def open(
+        cls, path: str | Path, embed: Optional[Callable] = None, create: bool = False, max_chars: int = 1000
+    ) -> KnowledgeIndex:
         """Open INDEX (or create it when `create`); `embed` defaults to the shared MiniLM embedder."""
         path = Path(path)
         info_file = path / "index.json"
@@ -122,23 +126,40 @@ class KnowledgeIndex:
         if info_file.is_file():
             info = json.loads(info_file.read_text(encoding="utf-8"))
             if info.get("format") != FORMAT:
-                raise KnowledgeIndexError(f"{info_file}: index format {info.get('format')} — this tuneforge reads format "
-                                  f"{FORMAT}; rebuild it with `tuneforge rag index DOCS -o {path} --rebuild`")
+                raise KnowledgeIndexError(
+                    f"{info_file}: index format {info.get('format')} — this tuneforge reads format "
+                    f"{FORMAT}; rebuild it with `tuneforge rag index DOCS -o {path} --rebuild`"
+                )
             if info.get("embedding_model") != model:
-                raise KnowledgeIndexError(f"{path}: built with embedding model {info.get('embedding_model')!r}, not {model!r}"
-                                  f" — rebuild it (`--rebuild`) or query it with the model it was built with")
+                raise KnowledgeIndexError(
+                    f"{path}: built with embedding model {info.get('embedding_model')!r}, not {model!r}"
+                    f" — rebuild it (`--rebuild`) or query it with the model it was built with"
+                )
             if create and max_chars != info["max_chars"]:
-                raise KnowledgeIndexError(f"{path}: chunks are {info['max_chars']} characters at most; --max-chars "
-                                  f"{max_chars} needs a rebuild (--rebuild)")
+                raise KnowledgeIndexError(
+                    f"{path}: chunks are {info['max_chars']} characters at most; --max-chars "
+                    f"{max_chars} needs a rebuild (--rebuild)"
+                )
         elif create:
             path.mkdir(parents=True, exist_ok=True)
             dim = int(getattr(embed, "dim", 0) or embed(["dimension probe"]).shape[1])
-            info = {"format": FORMAT, "embedding_model": model, "dim": dim, "max_chars": max_chars,
-                    "metric": "cosine (inner product of L2-normalised vectors)", "faiss_generation": -1,
-                    "documents": 0, "chunks": 0, "created_at": _now(), "updated_at": _now()}
+            info = {
+                "format": FORMAT,
+                "embedding_model": model,
+                "dim": dim,
+                "max_chars": max_chars,
+                "metric": "cosine (inner product of L2-normalised vectors)",
+                "faiss_generation": -1,
+                "documents": 0,
+                "chunks": 0,
+                "created_at": _now(),
+                "updated_at": _now(),
+            }
         else:
-            raise FileNotFoundError(f"{path}: not a tuneforge knowledge index (no index.json) — build one with "
-                                    f"`tuneforge rag index DOCS... -o {path}`")
+            raise FileNotFoundError(
+                f"{path}: not a tuneforge knowledge index (no index.json) — build one with "
+                f"`tuneforge rag index DOCS... -o {path}`"
+            )
         conn = sqlite3.connect(str(path / "chunks.sqlite"), check_same_thread=False)
         conn.executescript(SCHEMA)
         return cls(path, embed, info, conn)
@@ -215,7 +236,8 @@ class KnowledgeIndex:
             for c, v in zip(fresh, vecs):
                 cur = self.conn.execute(
                     "INSERT INTO chunks (doc, ordinal, heading, text, sha256, vector) VALUES (?,?,?,?,?,?)",
-                    (doc, c.ordinal, c.heading, c.text, c.sha256, v.tobytes()))
+                    (doc, c.ordinal, c.heading, c.text, c.sha256, v.tobytes()),
+                )
                 ids.append(cur.lastrowid)
             self.faiss_index.add_with_ids(vecs, np.array(ids, dtype=np.int64))
             report.chunks_embedded += len(fresh)
@@ -229,8 +251,14 @@ class KnowledgeIndex:
             self.conn.executemany("DELETE FROM chunks WHERE id=?", [(i,) for i in ids])
             self.faiss_index.remove_ids(np.array(ids, dtype=np.int64))
 
-    def update(self, files: Iterable[Path] = (), root: Path | None = None, remove: Iterable[str] = (),
-               prune: bool = False, texts: Optional[dict[str, tuple[str, str]]] = None) -> UpdateReport:
+    def update(
+        self,
+        files: Iterable[Path] = (),
+        root: Path | None = None,
+        remove: Iterable[str] = (),
+        prune: bool = False,
+        texts: Optional[dict[str, tuple[str, str]]] = None,
+    ) -> UpdateReport:
         """Add or refresh `files` (keyed relative to `root`), drop the `remove`d keys (or paths),
         and with `prune` drop every indexed document not among `files`. `texts` maps extra
         keys to (kind, text) for documents that are not files. One transaction, then saved."""
@@ -248,7 +276,9 @@ class KnowledgeIndex:
         for r in remove:
             key = r if r in known else doc_key(Path(r), root)
             if key not in known:
-                raise FileNotFoundError(f"--remove {r}: not in the index (documents: {', '.join(sorted(known)) or 'none'})")
+                raise FileNotFoundError(
+                    f"--remove {r}: not in the index (documents: {', '.join(sorted(known)) or 'none'})"
+                )
             drop.add(key)
         if prune:
             drop |= set(known) - set(docs)
@@ -267,7 +297,9 @@ class KnowledgeIndex:
                             continue
                         (report.changed if key in known else report.added).append(key)
                         self._upsert(key, kind, text, report)
-                    self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (str(self.generation + 1),))
+                    self.conn.execute(
+                        "INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (str(self.generation + 1),)
+                    )
             except BaseException:
                 self.faiss_index = self._load_faiss()  # undo in-memory FAISS edits: SQLite rolled back
                 raise
@@ -304,6 +336,8 @@ def rebuild_path(path: Path) -> None:
     if not path.exists():
         return
     if not (path / "index.json").is_file():
-        raise KnowledgeIndexError(f"{path}: exists and is not a knowledge index — refusing to delete it; choose another -o")
+        raise KnowledgeIndexError(
+            f"{path}: exists and is not a knowledge index — refusing to delete it; choose another -o"
+        )
     for name in ("index.json", "chunks.sqlite", "chunks.sqlite-journal", "vectors.faiss"):
         (path / name).unlink(missing_ok=True)

@@ -30,22 +30,29 @@ class RagTemplateError(ValueError):
 
 @dataclass(frozen=True)
 class Passage:
-    source: str       # document key (path relative to the index root)
-    chunk: int        # ordinal of the chunk within its document
-    chunk_id: int     # global id in the index (stable while the chunk's text is unchanged)
+    source: str  # document key (path relative to the index root)
+    chunk: int  # ordinal of the chunk within its document
+    chunk_id: int  # global id in the index (stable while the chunk's text is unchanged)
     heading: str
     text: str
-    score: float      # cosine similarity to the question, in [-1, 1]
+    score: float  # cosine similarity to the question, in [-1, 1]
 
     def citation(self) -> dict:
-        return {"source": self.source, "chunk": self.chunk, "chunk_id": self.chunk_id, "heading": self.heading,
-                "score": round(self.score, 4)}
+        return {
+            "source": self.source,
+            "chunk": self.chunk,
+            "chunk_id": self.chunk_id,
+            "heading": self.heading,
+            "score": round(self.score, 4),
+        }
 
 
 def check_template(template: str, where: str = "template") -> str:
     missing = [p for p in ("{context}", "{question}") if p not in template]
     if missing:
-        raise RagTemplateError(f"{where}: the RAG template must contain {' and '.join(missing)} — e.g.\n{DEFAULT_TEMPLATE}")
+        raise RagTemplateError(
+            f"{where}: the RAG template must contain {' and '.join(missing)} — e.g.\n{DEFAULT_TEMPLATE}"
+        )
     return template
 
 
@@ -62,8 +69,9 @@ def render_prompt(question: str, passages: list[Passage], template: str = DEFAUL
     [1] Returns: 43 days.|How long?
     """
     # only the innermost heading: the full path repeats the document title in every passage (tokens = cost)
-    context = "\n".join(f"[{i}] {_last(p.heading) + ': ' if p.heading else ''}{p.text}"
-                        for i, p in enumerate(passages, 1))
+    context = "\n".join(
+        f"[{i}] {_last(p.heading) + ': ' if p.heading else ''}{p.text}" for i, p in enumerate(passages, 1)
+    )
     return template.replace("{context}", context).replace("{question}", question)
 
 
@@ -82,35 +90,51 @@ def augment_messages(messages: list[dict], passages: list[Passage], template: st
 class Retriever:
     """Top-k passages from one index for a question, above a cosine score threshold."""
 
-    def __init__(self, index: KnowledgeIndex, top_k: int = 3, score_threshold: float = 0.0,
-                 template: str = DEFAULT_TEMPLATE):
+    def __init__(
+        self, index: KnowledgeIndex, top_k: int = 3, score_threshold: float = 0.0, template: str = DEFAULT_TEMPLATE
+    ):
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1 (got {top_k})")
         self.index, self.top_k, self.score_threshold = index, top_k, score_threshold
         self.template = check_template(template)
 
     @classmethod
-    def open(cls, path: str | Path, top_k: int = 3, score_threshold: float = 0.0,
-             template: Optional[str] = None, embed: Any = None) -> "Retriever":
+    def open(
+        cls,
+        path: str | Path,
+        top_k: int = 3,
+        score_threshold: float = 0.0,
+        template: Optional[str] = None,
+        embed: Any = None,
+    ) -> Retriever:
         return cls(KnowledgeIndex.open(path, embed), top_k, score_threshold, template or DEFAULT_TEMPLATE)
 
-    def retrieve_many(self, questions: list[str], top_k: Optional[int] = None,
-                      score_threshold: Optional[float] = None) -> list[list[Passage]]:
+    def retrieve_many(
+        self, questions: list[str], top_k: Optional[int] = None, score_threshold: Optional[float] = None
+    ) -> list[list[Passage]]:
         k = self.top_k if top_k is None else top_k
         floor = self.score_threshold if score_threshold is None else score_threshold
         if not questions:
             return []
         hits = self.index.search(self.index.embed(list(questions)), k)
         rows = self.index.chunks(sorted({i for h in hits for i, _ in h}))
-        return [[Passage(rows[i]["doc"], rows[i]["ordinal"], i, rows[i]["heading"], rows[i]["text"], s)
-                 for i, s in h if s >= floor and i in rows] for h in hits]
+        return [
+            [
+                Passage(rows[i]["doc"], rows[i]["ordinal"], i, rows[i]["heading"], rows[i]["text"], s)
+                for i, s in h
+                if s >= floor and i in rows
+            ]
+            for h in hits
+        ]
 
-    def retrieve(self, question: str, top_k: Optional[int] = None,
-                 score_threshold: Optional[float] = None) -> list[Passage]:
+    def retrieve(
+        self, question: str, top_k: Optional[int] = None, score_threshold: Optional[float] = None
+    ) -> list[Passage]:
         return self.retrieve_many([question], top_k, score_threshold)[0]
 
-    def augment(self, messages: list[dict], top_k: Optional[int] = None,
-                score_threshold: Optional[float] = None) -> tuple[list[dict], list[Passage]]:
+    def augment(
+        self, messages: list[dict], top_k: Optional[int] = None, score_threshold: Optional[float] = None
+    ) -> tuple[list[dict], list[Passage]]:
         """(messages with context in the last user turn, the passages used)."""
         question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), None)
         if not question:

@@ -45,8 +45,15 @@ class RagRouter:
         self.routes = routes
 
     @classmethod
-    def from_specs(cls, specs: list[str], models: list[str], top_k: int = 3, score_threshold: float = 0.0,
-                   template: Optional[str] = None, embed: Any = None) -> "RagRouter":
+    def from_specs(
+        cls,
+        specs: list[str],
+        models: list[str],
+        top_k: int = 3,
+        score_threshold: float = 0.0,
+        template: Optional[str] = None,
+        embed: Any = None,
+    ) -> RagRouter:
         """Open every index once (fails before any weights load); names must be served models."""
         if not 1 <= top_k <= MAX_TOP_K:
             raise ValueError(f"--rag-top-k must be between 1 and {MAX_TOP_K} (got {top_k})")
@@ -57,8 +64,10 @@ class RagRouter:
             raise ValueError(f"--rag: {', '.join(sorted(dup))} given twice — one index per model")
         unknown = [n for n in names if n != ALL and n not in models]
         if unknown:
-            raise ValueError(f"--rag {unknown[0]}=...: no served model is called {unknown[0]!r} "
-                             f"(serving: {', '.join(models)}); use NAME=INDEX with one of those names")
+            raise ValueError(
+                f"--rag {unknown[0]}=...: no served model is called {unknown[0]!r} "
+                f"(serving: {', '.join(models)}); use NAME=INDEX with one of those names"
+            )
         opened: dict[str, Retriever] = {}
         routes = {}
         for name, path in pairs:
@@ -79,8 +88,13 @@ class RagRouter:
         enabled = getattr(options, "enabled", None)
         if retriever is None:
             if options is not None and enabled is not False:
-                raise APIError(400, f"tuneforge_rag: the model '{model}' has no knowledge index — start the server "
-                                    f"with --rag {model}=INDEX", param="tuneforge_rag", code="rag_not_configured")
+                raise APIError(
+                    400,
+                    f"tuneforge_rag: the model '{model}' has no knowledge index — start the server "
+                    f"with --rag {model}=INDEX",
+                    param="tuneforge_rag",
+                    code="rag_not_configured",
+                )
             return messages, None
         if enabled is False:
             return messages, None
@@ -90,14 +104,14 @@ class RagRouter:
         out, passages = retriever.augment(messages, top_k, getattr(options, "score_threshold", None))
         return out, [p.citation() for p in passages]
 
-
     def close(self) -> None:
         for r in {id(r): r for r in self.routes.values()}.values():
             r.index.close()
 
 
-async def rag_apply(router: Optional[RagRouter], model: str, messages: list[dict],
-                    options: Any = None) -> tuple[list[dict], Optional[list[dict]]]:
+async def rag_apply(
+    router: Optional[RagRouter], model: str, messages: list[dict], options: Any = None
+) -> tuple[list[dict], Optional[list[dict]]]:
     """The server's hook: `router.apply` off the event loop (embedding the question is a
     forward pass); without a router, a request asking for RAG gets a 400."""
     if router is None:

@@ -39,10 +39,13 @@ def _causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | No
     if q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.shape[-2] <= _FP32_UP_TO:
         # autocast would cast the fp32 inputs straight back to bf16 (SDPA is on its bf16 list);
         # the flash kernel is forced only without dropout, which it may not implement
-        with torch.autocast("cpu", enabled=False), \
-                sdpa_kernel(SDPBackend.FLASH_ATTENTION) if dropout == 0 else contextlib.nullcontext():
-            out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True, scale=scale,
-                                                 dropout_p=dropout, enable_gqa=gqa)
+        with (
+            torch.autocast("cpu", enabled=False),
+            sdpa_kernel(SDPBackend.FLASH_ATTENTION) if dropout == 0 else contextlib.nullcontext(),
+        ):
+            out = F.scaled_dot_product_attention(
+                q.float(), k.float(), v.float(), is_causal=True, scale=scale, dropout_p=dropout, enable_gqa=gqa
+            )
         return out.to(q.dtype)
     return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, dropout_p=dropout, enable_gqa=gqa)
 
@@ -57,41 +60,70 @@ def segments(position_ids: torch.Tensor | None, length: int) -> list[tuple[int, 
     return list(zip(starts, starts[1:] + [length]))
 
 
-def packed_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                     attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
-                     **kwargs: Any) -> tuple[torch.Tensor, None]:
+def packed_attention(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
     """transformers attention-interface function: q/k/v [B, H, T, D] → ([B, T, H, D], None)."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     t = query.shape[-2]
-    if (attention_mask is not None or key.shape[-2] != t or not getattr(module, "is_causal", True)
-            or kwargs.get("sliding_window") or kwargs.get("is_causal") is False):
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
+    if (
+        attention_mask is not None
+        or key.shape[-2] != t
+        or not getattr(module, "is_causal", True)
+        or kwargs.get("sliding_window")
+        or kwargs.get("is_causal") is False
+    ):
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     dropout = dropout if module.training else 0.0
     pos = kwargs.get("position_ids")
     parts = segments(pos, t) if query.shape[0] == 1 else [(0, t)]
-    out = _causal(query, key, value, scaling, dropout) if len(parts) == 1 else \
-        _causal_examples(query, key, value, parts, scaling, dropout)
+    out = (
+        _causal(query, key, value, scaling, dropout)
+        if len(parts) == 1
+        else _causal_examples(query, key, value, parts, scaling, dropout)
+    )
     return out.transpose(1, 2).contiguous(), None
 
 
-def _causal_examples(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, parts: list[tuple[int, int]],
-                     scale: float | None, dropout: float) -> torch.Tensor:
+def _causal_examples(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, parts: list[tuple[int, int]], scale: float | None, dropout: float
+) -> torch.Tensor:
     """Causal attention within each [a, b) slice of a packed row ([1, H, N, D] each), one kernel
     call per example (gathering the examples into one padded batch measured ~10 % slower)."""
     return torch.cat([_causal(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], scale, dropout) for a, b in parts], dim=2)
 
 
-def packed_mask(batch_size: int, q_length: int, kv_length: int, q_offset: Any = 0, kv_offset: Any = 0,
-                mask_function: Any = None, attention_mask: torch.Tensor | None = None, **kwargs: Any):
+def packed_mask(
+    batch_size: int,
+    q_length: int,
+    kv_length: int,
+    q_offset: Any = 0,
+    kv_offset: Any = 0,
+    mask_function: Any = None,
+    attention_mask: torch.Tensor | None = None,
+    **kwargs: Any,
+):
     """No mask for a single unpadded row seen whole (packed or not: `packed_attention` keeps
     the examples apart); transformers' SDPA mask for everything else."""
     from transformers.masking_utils import causal_mask_function, sdpa_mask
 
     config = kwargs.get("config")
-    whole = (attention_mask is None and batch_size == 1 and q_length == kv_length
-             and not getattr(config, "sliding_window", None))
+    whole = (
+        attention_mask is None
+        and batch_size == 1
+        and q_length == kv_length
+        and not getattr(config, "sliding_window", None)
+    )
     if whole:
         try:
             whole = int(q_offset) == 0 and int(kv_offset) == 0
@@ -99,8 +131,16 @@ def packed_mask(batch_size: int, q_length: int, kv_length: int, q_offset: Any = 
             whole = False
     if whole:
         return None
-    return sdpa_mask(batch_size, q_length, kv_length, q_offset, kv_offset, mask_function or causal_mask_function,
-                     attention_mask, **kwargs)
+    return sdpa_mask(
+        batch_size,
+        q_length,
+        kv_length,
+        q_offset,
+        kv_offset,
+        mask_function or causal_mask_function,
+        attention_mask,
+        **kwargs,
+    )
 
 
 def register() -> str:
@@ -117,5 +157,9 @@ def supported(model: Any) -> bool:
     """Models whose attention layers are plain causal SDPA (sdpa chosen, no sliding window)."""
     inner = getattr(model, "module", model)
     cfg = getattr(inner, "config", None)
-    return cfg is not None and getattr(cfg, "_attn_implementation", None) in ("sdpa", NAME) \
-        and not getattr(cfg, "sliding_window", None) and not getattr(cfg, "is_encoder_decoder", False)
+    return (
+        cfg is not None
+        and getattr(cfg, "_attn_implementation", None) in ("sdpa", NAME)
+        and not getattr(cfg, "sliding_window", None)
+        and not getattr(cfg, "is_encoder_decoder", False)
+    )

@@ -22,7 +22,11 @@ class MetricsJsonlCallback(TrainerCallback):
             return
         if resume_step and self.path.exists():
             # a crashed run may have logged past its last checkpoint; those steps are redone
-            kept = [l for l in self.path.read_text().splitlines() if l.strip() and json.loads(l).get("step", 0) <= resume_step]
+            kept = [
+                l
+                for l in self.path.read_text().splitlines()
+                if l.strip() and json.loads(l).get("step", 0) <= resume_step
+            ]
             self.path.write_text("".join(l + "\n" for l in kept))
         elif not resume_step:
             self.path.write_text("")

@@ -51,5 +51,9 @@ class PackedCollator:
             ids += list(f["input_ids"])
             labels += [IGNORE_INDEX] + list(f["labels"][1:])
             pos += list(range(n))
-        return {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]), "position_ids": torch.tensor([pos]),
-                "use_cache": False}
+        return {
+            "input_ids": torch.tensor([ids]),
+            "labels": torch.tensor([labels]),
+            "position_ids": torch.tensor([pos]),
+            "use_cache": False,
+        }

@@ -13,8 +13,14 @@ from typing import Any
 from ..run import RunDir
 
 OBJECTIVE_MODULES = {
-    "sft": "sft", "pretrain": "pretrain", "dpo": "dpo", "kto": "kto", "orpo": "orpo",
-    "reward": "reward", "ppo": "ppo", "grpo": "grpo",
+    "sft": "sft",
+    "pretrain": "pretrain",
+    "dpo": "dpo",
+    "kto": "kto",
+    "orpo": "orpo",
+    "reward": "reward",
+    "ppo": "ppo",
+    "grpo": "grpo",
 }
 
 
@@ -24,7 +30,9 @@ def train_run(run: RunDir, resume: bool = False, callbacks: list | None = None) 
     from .distributed import SINGLE_PROCESS_OBJECTIVES, DistributedError, world_size
 
     if kind in SINGLE_PROCESS_OBJECTIVES and world_size() > 1:
-        raise DistributedError(f"objective.kind={kind} trains in its own loop without gradient sync: run "
-                               f"`tuneforge train {run.path}` as one process, not under accelerate launch/torchrun")
+        raise DistributedError(
+            f"objective.kind={kind} trains in its own loop without gradient sync: run "
+            f"`tuneforge train {run.path}` as one process, not under accelerate launch/torchrun"
+        )
     module = importlib.import_module(f"tuneforge.train.{OBJECTIVE_MODULES[kind]}")
     return module.train(run, resume=resume, callbacks=callbacks)

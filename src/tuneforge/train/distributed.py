@@ -21,7 +21,6 @@ from typing import Any
 
 from ..io import replace_dir, staging_dir
 
-
 # Objectives whose training loop is tuneforge's own (not the HF Trainer): nothing syncs their
 # gradients across processes, so N launched copies would train N unrelated models into one run.
 SINGLE_PROCESS_OBJECTIVES = frozenset({"ppo"})
@@ -87,10 +86,13 @@ def process_info(trainer: Any) -> dict[str, Any]:
     return {
         "world_size": trainer.args.world_size,
         # torchrun (and accelerate's launchers built on it) export the processes per machine
-        "num_machines": max(1, trainer.args.world_size // int(os.environ.get("LOCAL_WORLD_SIZE") or trainer.args.world_size)),
+        "num_machines": max(
+            1, trainer.args.world_size // int(os.environ.get("LOCAL_WORLD_SIZE") or trainer.args.world_size)
+        ),
         "distributed_type": str(state.distributed_type).split(".")[-1],
         "backend": dist.get_backend() if dist.is_available() and dist.is_initialized() else None,
-        "global_batch_size": trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps
+        "global_batch_size": trainer.args.per_device_train_batch_size
+        * trainer.args.gradient_accumulation_steps
         * trainer.args.world_size,
     }
 
@@ -101,13 +103,25 @@ def launch_command(config_file: Path, run_dir: Path, resume: bool = False, extra
     >>> launch_command(Path("recipes/accelerate/ddp-cpu.yaml"), Path("runs/demo"))[3:6]
     ['--config_file', 'recipes/accelerate/ddp-cpu.yaml', '-m']
     """
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file), *(extra or []),
-           "-m", "tuneforge.cli", "train", str(run_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(config_file),
+        *(extra or []),
+        "-m",
+        "tuneforge.cli",
+        "train",
+        str(run_dir),
+    ]
     return cmd + (["--resume"] if resume else [])
 
 
 def launch(config_file: Path, run_dir: Path, resume: bool = False) -> int:
     """Run `accelerate launch` for `run_dir` and return its exit code."""
     if not Path(config_file).is_file():
-        raise FileNotFoundError(f"{config_file}: accelerate config not found — see recipes/accelerate/ for shipped ones")
+        raise FileNotFoundError(
+            f"{config_file}: accelerate config not found — see recipes/accelerate/ for shipped ones"
+        )
     return subprocess.run(launch_command(config_file, run_dir, resume), check=False).returncode

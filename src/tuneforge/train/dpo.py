@@ -13,8 +13,23 @@ from ..run import RunDir
 from .preference_common import PAIR_METRICS, ObjectiveDataError, eval_metrics, preference_records, train_policy
 
 # TRL 1.x DPOConfig.loss_type values
-DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
-              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+DPO_LOSSES = (
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
+)
 
 
 def loss_types(value: str) -> list[str]:
@@ -26,8 +41,10 @@ def loss_types(value: str) -> list[str]:
     names = [v.strip() for v in value.split(",") if v.strip()]
     bad = [n for n in names if n not in DPO_LOSSES]
     if bad or not names:
-        raise ObjectiveDataError(f"objective.loss_type: {value!r} is not a DPO loss — use one of {', '.join(DPO_LOSSES)} "
-                                 f"(or several joined by commas)")
+        raise ObjectiveDataError(
+            f"objective.loss_type: {value!r} is not a DPO loss — use one of {', '.join(DPO_LOSSES)} "
+            f"(or several joined by commas)"
+        )
     return names
 
 
@@ -37,6 +54,14 @@ def train(run: RunDir, resume: bool = False, callbacks: list | None = None) -> d
     recipe = run.require().recipe()
     obj = recipe.objective
     extra = dict(beta=obj.beta, loss_type=loss_types(obj.loss_type), max_length=recipe.data.max_length)
-    return train_policy(run, resume, callbacks, trl_cls=DPOTrainer, config_cls=DPOConfig, records=preference_records,
-                        what="preference", config_extra=extra,
-                        metrics=eval_metrics(*PAIR_METRICS, "entropy", "mean_token_accuracy"))
+    return train_policy(
+        run,
+        resume,
+        callbacks,
+        trl_cls=DPOTrainer,
+        config_cls=DPOConfig,
+        records=preference_records,
+        what="preference",
+        config_extra=extra,
+        metrics=eval_metrics(*PAIR_METRICS, "entropy", "mean_token_accuracy"),
+    )

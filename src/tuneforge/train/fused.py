@@ -23,7 +23,8 @@ tests/train/test_fused_attention.py.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -87,16 +88,29 @@ def _lora_operands(layer: Any, name: str, dt: torch.dtype) -> tuple:
     """(W, bias, A, B, scaling) of adapter `name`, cast to the compute dtype (autograd carries
     the A/B gradients back to the fp32 parameters through the cast)."""
     base = layer.base_layer
-    return (base.weight.to(dt), None if base.bias is None else base.bias.to(dt), layer.lora_A[name].weight.to(dt),
-            layer.lora_B[name].weight.to(dt), float(layer.scaling[name]))
+    return (
+        base.weight.to(dt),
+        None if base.bias is None else base.bias.to(dt),
+        layer.lora_A[name].weight.to(dt),
+        layer.lora_B[name].weight.to(dt),
+        float(layer.scaling[name]),
+    )
 
 
 def _lora_adapter(layer: Any) -> str | None:
     """The one active plain adapter of a PEFT LoRA layer over a frozen base, else None."""
     active = getattr(layer, "active_adapters", None)
-    if (not active or len(active) != 1 or not hasattr(layer, "lora_A") or not hasattr(layer, "base_layer")
-            or layer.disable_adapters or layer.merged or active[0] not in layer.lora_A
-            or active[0] in getattr(layer, "lora_variant", {}) or layer.base_layer.weight.requires_grad):
+    if (
+        not active
+        or len(active) != 1
+        or not hasattr(layer, "lora_A")
+        or not hasattr(layer, "base_layer")
+        or layer.disable_adapters
+        or layer.merged
+        or active[0] not in layer.lora_A
+        or active[0] in getattr(layer, "lora_variant", {})
+        or layer.base_layer.weight.requires_grad
+    ):
         return None
     return active[0]
 
@@ -200,8 +214,12 @@ def mlp_forward(mod: Any, original, x: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- install
 def _is_rmsnorm(m: torch.nn.Module) -> bool:
-    return (type(m).__name__.endswith("RMSNorm") and isinstance(getattr(m, "weight", None), torch.Tensor)
-            and hasattr(m, "variance_epsilon") and m.weight.dim() == 1)
+    return (
+        type(m).__name__.endswith("RMSNorm")
+        and isinstance(getattr(m, "weight", None), torch.Tensor)
+        and hasattr(m, "variance_epsilon")
+        and m.weight.dim() == 1
+    )
 
 
 def _float_linear(m: Any) -> bool:
@@ -213,8 +231,11 @@ def _float_linear(m: Any) -> bool:
 
 def _is_swiglu_mlp(m: torch.nn.Module) -> bool:
     projs = ("gate_proj", "up_proj", "down_proj")
-    return all(hasattr(m, k) for k in (*projs, "act_fn")) and type(m.act_fn).__name__ in ("SiLU", "SiLUActivation") \
+    return (
+        all(hasattr(m, k) for k in (*projs, "act_fn"))
+        and type(m.act_fn).__name__ in ("SiLU", "SiLUActivation")
         and all(_float_linear(getattr(m, k)) for k in projs)
+    )
 
 
 def _agrees(mod: torch.nn.Module, fused, dim: int, dtype: torch.dtype) -> bool:
@@ -229,8 +250,9 @@ def _agrees(mod: torch.nn.Module, fused, dim: int, dtype: torch.dtype) -> bool:
 def fusable(model: torch.nn.Module, lora_layers: list[torch.nn.Module]) -> list[tuple[torch.nn.Module, Any]]:
     """(module, fused forward taking (module, original, *args)) for every module to patch."""
     # only LoRA on a plain floating-point nn.Linear (not bitsandbytes' 4-bit layers, not conv)
-    out: list[tuple[torch.nn.Module, Any]] = [(m, lora_forward) for m in lora_layers
-                                              if hasattr(m, "base_layer") and _float_linear(m.base_layer)]
+    out: list[tuple[torch.nn.Module, Any]] = [
+        (m, lora_forward) for m in lora_layers if hasattr(m, "base_layer") and _float_linear(m.base_layer)
+    ]
     checked: dict[type, bool] = {}
     for m in model.modules():
         kind = rmsnorm_forward if _is_rmsnorm(m) else mlp_forward if _is_swiglu_mlp(m) else None

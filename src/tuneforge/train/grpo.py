@@ -15,12 +15,22 @@ from __future__ import annotations
 from ..model.sources import record_lineage
 from ..recipe import Recipe
 from ..run import RunDir
-from .trainer import checkpoint_to_resume
-from .preference_common import (ObjectiveDataError, dataset, prompt_records, require_rows,
-                                run_trainer, save_adapter_or_model, standard_callbacks, start, trl_config,
-                                tuneforge_trainer_class, use_base_as_reference)
+from .preference_common import (
+    ObjectiveDataError,
+    dataset,
+    prompt_records,
+    require_rows,
+    run_trainer,
+    save_adapter_or_model,
+    standard_callbacks,
+    start,
+    trl_config,
+    tuneforge_trainer_class,
+    use_base_as_reference,
+)
 from .rewards import combined_reward
 from .sft import setup_model
+from .trainer import checkpoint_to_resume
 
 
 def check_batch(recipe: Recipe) -> None:
@@ -30,7 +40,8 @@ def check_batch(recipe: Recipe) -> None:
     if per_step % n:
         raise ObjectiveDataError(
             f"training.batch_size × gradient_accumulation = {per_step} completions per generation batch must be a "
-            f"multiple of objective.num_generations={n} — e.g. training.batch_size={n}")
+            f"multiple of objective.num_generations={n} — e.g. training.batch_size={n}"
+        )
 
 
 def reward_means(log_history: list[dict]) -> tuple[float | None, float | None]:
@@ -55,23 +66,48 @@ def train(run: RunDir, resume: bool = False, callbacks: list | None = None) -> d
     checkpoint = checkpoint_to_resume(run.checkpoints_dir, resume)
     # no validation pass: evaluating GRPO means sampling every group again; the logged
     # rewards of the training groups are the progress signal (and `tuneforge evaluate` after)
-    args = trl_config(GRPOConfig, cfg, run.checkpoints_dir, False, None,
-                      num_generations=obj.num_generations, max_completion_length=obj.max_new_tokens,
-                      temperature=obj.temperature, beta=obj.kl_coef, epsilon=obj.clip_range)
+    args = trl_config(
+        GRPOConfig,
+        cfg,
+        run.checkpoints_dir,
+        False,
+        None,
+        num_generations=obj.num_generations,
+        max_completion_length=obj.max_new_tokens,
+        temperature=obj.temperature,
+        beta=obj.kl_coef,
+        epsilon=obj.clip_range,
+    )
     trainer = tuneforge_trainer_class(GRPOTrainer)(
-        model=setup.model, reward_funcs=reward_funcs, args=args, train_dataset=dataset(train_recs),
-        processing_class=setup.tokenizer, callbacks=standard_callbacks(run, cfg, checkpoint) + list(callbacks or []),
-        autocast_bf16=setup.bf16, logits_at_labels_only=False)
+        model=setup.model,
+        reward_funcs=reward_funcs,
+        args=args,
+        train_dataset=dataset(train_recs),
+        processing_class=setup.tokenizer,
+        callbacks=standard_callbacks(run, cfg, checkpoint) + list(callbacks or []),
+        autocast_bf16=setup.bf16,
+        logits_at_labels_only=False,
+    )
     use_base_as_reference(trainer)
     record_lineage(run, setup.source)
 
     def save(t):
         return save_adapter_or_model(t, setup.tokenizer, run)
 
-    info = run_trainer(run, trainer, checkpoint, save,
-                       extra={"strategy": recipe.strategy.kind, "params": setup.counts, "train_rows": len(train_recs),
-                              "reward_functions": [getattr(f, "__name__", type(f).__name__) for f in reward_funcs],
-                              "reward_model": obj.reward_model, "bf16_autocast": setup.bf16})
+    info = run_trainer(
+        run,
+        trainer,
+        checkpoint,
+        save,
+        extra={
+            "strategy": recipe.strategy.kind,
+            "params": setup.counts,
+            "train_rows": len(train_recs),
+            "reward_functions": [getattr(f, "__name__", type(f).__name__) for f in reward_funcs],
+            "reward_model": obj.reward_model,
+            "bf16_autocast": setup.bf16,
+        },
+    )
     first, last = reward_means(trainer.state.log_history)
     info.update(first_reward=first, last_reward=last)
     run.stage_finished("train", **info)

@@ -22,7 +22,9 @@ def kto_loss_type(value: str) -> str:
     if value == "sigmoid":
         return "kto"
     if value not in KTO_LOSSES:
-        raise ObjectiveDataError(f"objective.loss_type: {value!r} is not a KTO loss — use one of {', '.join(KTO_LOSSES)}")
+        raise ObjectiveDataError(
+            f"objective.loss_type: {value!r} is not a KTO loss — use one of {', '.join(KTO_LOSSES)}"
+        )
     return value
 
 
@@ -31,23 +33,35 @@ def train(run: RunDir, resume: bool = False, callbacks: list | None = None) -> d
 
     recipe = run.require().recipe()
     if recipe.training.batch_size < 2:
-        raise ObjectiveDataError("training.batch_size: KTO needs at least 2 rows per batch (its KL estimate pairs "
-                                 "each prompt with another row's completion) — set training.batch_size=2 or more")
+        raise ObjectiveDataError(
+            "training.batch_size: KTO needs at least 2 rows per batch (its KL estimate pairs "
+            "each prompt with another row's completion) — set training.batch_size=2 or more"
+        )
     rows = kto_records(run.split_file("train"))
     desirable = sum(r["label"] for r in rows)
     undesirable = len(rows) - desirable
     # KTO's paper: weight the rarer side up so both sides carry equal total weight
     weights = {}
     if desirable and undesirable:
-        weights = {"desirable_weight": 1.0, "undesirable_weight": round(desirable / undesirable, 4)} \
-            if desirable >= undesirable else {"desirable_weight": round(undesirable / desirable, 4),
-                                              "undesirable_weight": 1.0}
+        weights = (
+            {"desirable_weight": 1.0, "undesirable_weight": round(desirable / undesirable, 4)}
+            if desirable >= undesirable
+            else {"desirable_weight": round(undesirable / desirable, 4), "undesirable_weight": 1.0}
+        )
     loss_type = kto_loss_type(recipe.objective.loss_type)
     extra = dict(beta=recipe.objective.beta, loss_type=loss_type, max_length=recipe.data.max_length, **weights)
     if loss_type == "kto":
         # TRL precomputes each row's KL completion from its neighbour in a fixed-order batch
         # (the prepared split is already shuffled, seeded)
         extra["train_sampling_strategy"] = "sequential"
-    return train_policy(run, resume, callbacks, trl_cls=KTOTrainer, config_cls=KTOConfig, records=kto_records,
-                        what="kto", config_extra=extra,
-                        metrics=eval_metrics(*PAIR_METRICS, "kl", "entropy"))
+    return train_policy(
+        run,
+        resume,
+        callbacks,
+        trl_cls=KTOTrainer,
+        config_cls=KTOConfig,
+        records=kto_records,
+        what="kto",
+        config_extra=extra,
+        metrics=eval_metrics(*PAIR_METRICS, "kl", "entropy"),
+    )

@@ -73,7 +73,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_b else None
         mm_dtype = matmul_dtype(hidden)  # the gradient matmuls run in the forward matmul's dtype
         for s in range(0, hidden.shape[0], chunk):
-            h, t = hidden[s: s + chunk], targets[s: s + chunk]
+            h, t = hidden[s : s + chunk], targets[s : s + chunk]
             logits = torch.nn.functional.linear(h, weight, bias).float()  # bf16 matmul under autocast
             # one exp over [chunk, vocab] (logsumexp and then the softmax took two; exp is
             # the costliest pass here): e = exp(z - max), lse = max + log Σe, softmax = e / Σe
@@ -88,7 +88,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             g[torch.arange(len(t), device=g.device), t] -= 1.0  # d(sum CE)/d(logits)
             g = g.to(mm_dtype)
             if need_h:
-                grad_h[s: s + chunk] = (g @ weight.to(g.dtype)).to(hidden.dtype)
+                grad_h[s : s + chunk] = (g @ weight.to(g.dtype)).to(hidden.dtype)
             if need_w:
                 grad_w += (g.t() @ h.to(g.dtype)).float()
             if need_b:
@@ -102,9 +102,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_out):  # type: ignore[override]
         saved = iter(ctx.saved_tensors)
         gh, gw, gb = (next(saved) if has else None for has in ctx.has)
-        return (gh * grad_out.to(gh.dtype) if gh is not None else None,
-                (gw * grad_out).to(ctx.dtypes[0]) if gw is not None else None,
-                (gb * grad_out).to(ctx.dtypes[1]) if gb is not None else None, None, None)
+        return (
+            gh * grad_out.to(gh.dtype) if gh is not None else None,
+            (gw * grad_out).to(ctx.dtypes[0]) if gw is not None else None,
+            (gb * grad_out).to(ctx.dtypes[1]) if gb is not None else None,
+            None,
+            None,
+        )
 
 
 def plain_output_head(model: Any) -> torch.nn.Linear | None:
@@ -114,14 +118,18 @@ def plain_output_head(model: Any) -> torch.nn.Linear | None:
     get = getattr(inner, "get_output_embeddings", None)
     head = get() if callable(get) else None
     cfg = getattr(inner, "config", None)
-    if type(head) is not torch.nn.Linear or getattr(cfg, "final_logit_softcapping", None) \
-            or getattr(cfg, "logit_scale", None) not in (None, 1, 1.0):
+    if (
+        type(head) is not torch.nn.Linear
+        or getattr(cfg, "final_logit_softcapping", None)
+        or getattr(cfg, "logit_scale", None) not in (None, 1, 1.0)
+    ):
         return None
     return head
 
 
-def label_positions_loss(model: Any, inputs: dict[str, Any], labels: torch.Tensor,
-                         chunk: int = 1024) -> tuple[torch.Tensor, int, Any]:
+def label_positions_loss(
+    model: Any, inputs: dict[str, Any], labels: torch.Tensor, chunk: int = 1024
+) -> tuple[torch.Tensor, int, Any]:
     """Summed next-token cross-entropy over labelled positions, the target count, and the outputs.
 
     With a plain LM head, the head's input is taken by a forward pre-hook (the head itself

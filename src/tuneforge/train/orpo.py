@@ -19,6 +19,15 @@ def train(run: RunDir, resume: bool = False, callbacks: list | None = None) -> d
 
     recipe = run.require().recipe()
     extra = dict(beta=recipe.objective.beta, max_length=recipe.data.max_length)
-    return train_policy(run, resume, callbacks, trl_cls=ORPOTrainer, config_cls=ORPOConfig, records=preference_records,
-                        what="preference", config_extra=extra, with_reference=False,
-                        metrics=eval_metrics(*PAIR_METRICS, "nll_loss", "log_odds_ratio", "log_odds_chosen"))
+    return train_policy(
+        run,
+        resume,
+        callbacks,
+        trl_cls=ORPOTrainer,
+        config_cls=ORPOConfig,
+        records=preference_records,
+        what="preference",
+        config_extra=extra,
+        with_reference=False,
+        metrics=eval_metrics(*PAIR_METRICS, "nll_loss", "log_odds_ratio", "log_odds_chosen"),
+    )

@@ -152,28 +152,40 @@ def encode_prompts(tokenizer: Any, prompts: list[Prompt], device: Any) -> tuple[
 
 
 @torch.no_grad()
-def sample(model: Any, tokenizer: Any, query: torch.Tensor, query_mask: torch.Tensor, max_new_tokens: int,
-           temperature: float | None, stop_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def sample(
+    model: Any,
+    tokenizer: Any,
+    query: torch.Tensor,
+    query_mask: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float | None,
+    stop_ids: list[int],
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(response ids [B, T], mask [B, T]); greedy when `temperature` is None."""
     from transformers import GenerationConfig
 
-    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature else {
-        "do_sample": False}
-    cfg = GenerationConfig(max_new_tokens=max_new_tokens, eos_token_id=stop_ids, pad_token_id=tokenizer.pad_token_id,
-                           **sampling)
+    sampling = (
+        {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+        if temperature
+        else {"do_sample": False}
+    )
+    cfg = GenerationConfig(
+        max_new_tokens=max_new_tokens, eos_token_id=stop_ids, pad_token_id=tokenizer.pad_token_id, **sampling
+    )
     was_training = model.training
     model.eval()
     try:
         out = model.generate(input_ids=query, attention_mask=query_mask, generation_config=cfg)
     finally:
         model.train(was_training)
-    response = out[:, query.shape[1]:]
+    response = out[:, query.shape[1] :]
     mask = core.response_mask(response, stop_ids)
     return response.masked_fill(mask == 0, tokenizer.pad_token_id), mask
 
 
-def forward(model: Any, value_head: ValueHead | None, r: Rollout, temperature: float,
-            rows: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def forward(
+    model: Any, value_head: ValueHead | None, r: Rollout, temperature: float, rows: slice = slice(None)
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(logits/temperature [B, T, V], log-probs of the response [B, T], values [B, T] or None).
 
     Position t is read off the position *before* response token t (the state in which it was
@@ -185,14 +197,20 @@ def forward(model: Any, value_head: ValueHead | None, r: Rollout, temperature: f
     ids = torch.cat([query, response], dim=1)
     pos = (attn.cumsum(-1) - 1).clamp(min=0)
     T = response.shape[1]
-    out = model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=T + 1,
-                output_hidden_states=value_head is not None, use_cache=False)
+    out = model(
+        input_ids=ids,
+        attention_mask=attn,
+        position_ids=pos,
+        logits_to_keep=T + 1,
+        output_hidden_states=value_head is not None,
+        use_cache=False,
+    )
     logits = out.logits[:, :-1].float() / temperature
     logp = core.logprobs_of(logits, response)
     values = None
     if value_head is not None:
         P = query.shape[1]
-        values = value_head(out.hidden_states[-1][:, P - 1:P + T - 1])
+        values = value_head(out.hidden_states[-1][:, P - 1 : P + T - 1])
     return logits, logp, values
 
 
@@ -221,8 +239,9 @@ def trainable_state(model: Any) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(root: Path, step: int, model: Any, value_head: ValueHead, optimizer: Any, scheduler: Any,
-                    keep: int) -> Path:
+def save_checkpoint(
+    root: Path, step: int, model: Any, value_head: ValueHead, optimizer: Any, scheduler: Any, keep: int
+) -> Path:
     """checkpoints/checkpoint-<step>, written aside and renamed; the newest `keep` are kept."""
     from safetensors.torch import save_file
 
@@ -230,10 +249,15 @@ def save_checkpoint(root: Path, step: int, model: Any, value_head: ValueHead, op
     tmp = staging_dir(final)
     save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
     save_file({k: v.contiguous() for k, v in value_head.state_dict().items()}, str(tmp / VALUE_HEAD_FILE))
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-               tmp / "state.pt")
+    torch.save(
+        {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        },
+        tmp / "state.pt",
+    )
     # trainer_state.json marks a complete checkpoint for `last_checkpoint` (shared with sft)
     atomic_write_json(tmp / "trainer_state.json", {"global_step": step})
     replace_dir(tmp, final)
@@ -249,8 +273,10 @@ def load_checkpoint(path: Path, model: Any, value_head: ValueHead, optimizer: An
     weights = load_file(str(path / "trainable.safetensors"))
     expected = set(trainable_state(model))
     if set(weights) != expected:
-        raise PPOError(f"{path}: checkpoint weights do not match the model ({len(set(weights) ^ expected)} names "
-                       f"differ) — the recipe's model or strategy changed; train without --resume")
+        raise PPOError(
+            f"{path}: checkpoint weights do not match the model ({len(set(weights) ^ expected)} names "
+            f"differ) — the recipe's model or strategy changed; train without --resume"
+        )
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, tensor in weights.items():
@@ -296,26 +322,35 @@ def check_recipe(recipe: Any) -> None:
     """Options PPO cannot honour, refused before anything is loaded."""
     problems = []
     if recipe.strategy.kind in PROMPT_LEARNING:
-        problems.append(f"strategy.kind={recipe.strategy.kind!r} is not supported by objective ppo: virtual tokens "
-                        f"shift the positions the value head and log-probs are read from — use lora, qlora, dora, "
-                        f"ia3, freeze or full")
+        problems.append(
+            f"strategy.kind={recipe.strategy.kind!r} is not supported by objective ppo: virtual tokens "
+            f"shift the positions the value head and log-probs are read from — use lora, qlora, dora, "
+            f"ia3, freeze or full"
+        )
     if recipe.training.gradient_checkpointing:
-        problems.append("training.gradient_checkpointing is not supported by objective ppo (its passes run without "
-                        "dropout, in eval mode, where HF checkpointing is off) — set it to false")
+        problems.append(
+            "training.gradient_checkpointing is not supported by objective ppo (its passes run without "
+            "dropout, in eval mode, where HF checkpointing is off) — set it to false"
+        )
     if recipe.training.early_stopping_patience:
-        problems.append("training.early_stopping_patience is not supported by objective ppo (there is no validation "
-                        "loss; eval_reward is logged instead) — leave it unset")
+        problems.append(
+            "training.early_stopping_patience is not supported by objective ppo (there is no validation "
+            "loss; eval_reward is logged instead) — leave it unset"
+        )
     from .distributed import world_size
 
     if world_size() > 1:  # every rank would sample, train and write the same run directory
-        problems.append(f"objective ppo runs in one process (WORLD_SIZE={world_size()}) — train it without "
-                        f"`accelerate launch` / --accelerate-config")
+        problems.append(
+            f"objective ppo runs in one process (WORLD_SIZE={world_size()}) — train it without "
+            f"`accelerate launch` / --accelerate-config"
+        )
     if problems:
         raise PPOError("; ".join(problems))
 
 
-def train(run: RunDir, resume: bool = False, callbacks: list | None = None,
-          reward_fns: list[Callable] | None = None) -> dict:
+def train(
+    run: RunDir, resume: bool = False, callbacks: list | None = None, reward_fns: list[Callable] | None = None
+) -> dict:
     """PPO-train the run's policy; `reward_fns` (fn(prompts, completions, **fields) -> scores)
     replace the recipe's objective.reward_model / reward_functions when given (tests, library use).
 
@@ -361,8 +396,9 @@ def train(run: RunDir, resume: bool = False, callbacks: list | None = None,
     params = [p for p in model.parameters() if p.requires_grad] + list(value_head.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     opt_steps = total * obj.ppo_epochs
-    scheduler = get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio * opt_steps),
-                              num_training_steps=opt_steps)
+    scheduler = get_scheduler(
+        cfg.scheduler, optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio * opt_steps), num_training_steps=opt_steps
+    )
     save_every = cfg.save_steps if cfg.save_strategy == "steps" else steps_per_pass
     eval_every = {"steps": cfg.eval_steps, "epoch": steps_per_pass}.get(cfg.eval_strategy, 0)
 
@@ -377,9 +413,16 @@ def train(run: RunDir, resume: bool = False, callbacks: list | None = None,
 
     # callbacks written for the HF Trainer (metrics.jsonl, TensorBoard, MLflow, W&B) get what the
     # Trainer would give them: its arguments, state and control
-    args = TrainingArguments(output_dir=str(run.checkpoints_dir), max_steps=total, learning_rate=cfg.learning_rate,
-                             per_device_train_batch_size=cfg.batch_size, seed=cfg.seed, logging_steps=1,
-                             report_to="none", use_cpu=device_type() == "cpu")
+    args = TrainingArguments(
+        output_dir=str(run.checkpoints_dir),
+        max_steps=total,
+        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        logging_steps=1,
+        report_to="none",
+        use_cpu=device_type() == "cpu",
+    )
     state = TrainerState(global_step=start, max_steps=total, logging_steps=1)
     control = TrainerControl()
     sinks = [MetricsJsonlCallback(run.metrics_file, start), *trackers, *(callbacks or [])]
@@ -410,8 +453,21 @@ def train(run: RunDir, resume: bool = False, callbacks: list | None = None,
         if start == 0 and (eval_first := eval_reward()) is not None:
             emit("on_log", logs={"eval_reward": eval_first})
         for step in range(start, total):
-            row = iteration(model, ref_model, value_head, tokenizer, prompts, fns, optimizer, scheduler, params,
-                            step, recipe, stop_ids, autocast)
+            row = iteration(
+                model,
+                ref_model,
+                value_head,
+                tokenizer,
+                prompts,
+                fns,
+                optimizer,
+                scheduler,
+                params,
+                step,
+                recipe,
+                stop_ids,
+                autocast,
+            )
             state.global_step = step + 1
             row["lr"] = scheduler.get_last_lr()[0]
             if eval_every and state.global_step % eval_every == 0 and state.global_step < total and eval_prompts:
@@ -419,8 +475,15 @@ def train(run: RunDir, resume: bool = False, callbacks: list | None = None,
             history.append(row)
             emit("on_log", logs=row)  # a callback may ask to stop here: checkpoint first
             if state.global_step % save_every == 0 or state.global_step == total or control.should_training_stop:
-                save_checkpoint(run.checkpoints_dir, state.global_step, model, value_head, optimizer, scheduler,
-                                cfg.save_total_limit)
+                save_checkpoint(
+                    run.checkpoints_dir,
+                    state.global_step,
+                    model,
+                    value_head,
+                    optimizer,
+                    scheduler,
+                    cfg.save_total_limit,
+                )
             if control.should_training_stop:
                 break
         if (eval_last := eval_reward()) is not None:
@@ -441,8 +504,12 @@ def train(run: RunDir, resume: bool = False, callbacks: list | None = None,
         "steps_this_session": len(history),
         "optimizer_steps": state.global_step * obj.ppo_epochs,
         "prompts": len(prompts),
-        "reward": {"model": obj.reward_model, "functions": list(obj.reward_functions) if not reward_fns else
-                   [getattr(f, "__name__", repr(f)) for f in fns]},
+        "reward": {
+            "model": obj.reward_model,
+            "functions": list(obj.reward_functions)
+            if not reward_fns
+            else [getattr(f, "__name__", repr(f)) for f in fns],
+        },
         "reward_first": round(sum(rewards[:k]) / k, 5) if rewards else None,
         "reward_last": round(sum(rewards[-k:]) / k, 5) if rewards else None,
         "eval_reward_before": eval_first,
@@ -458,9 +525,21 @@ def train(run: RunDir, resume: bool = False, callbacks: list | None = None,
     return info
 
 
-def iteration(model: Any, ref_model: Any | None, value_head: ValueHead, tokenizer: Any, prompts: list[Prompt],
-              fns: list[Callable], optimizer: Any, scheduler: Any, params: list, step: int, recipe: Any,
-              stop_ids: list[int], autocast: Callable) -> dict:
+def iteration(
+    model: Any,
+    ref_model: Any | None,
+    value_head: ValueHead,
+    tokenizer: Any,
+    prompts: list[Prompt],
+    fns: list[Callable],
+    optimizer: Any,
+    scheduler: Any,
+    params: list,
+    step: int,
+    recipe: Any,
+    stop_ids: list[int],
+    autocast: Callable,
+) -> dict:
     """One PPO iteration: rollout, score, advantages, `ppo_epochs` optimiser steps. Returns its stats."""
     cfg, obj = recipe.training, recipe.objective
     device = next(model.parameters()).device
@@ -503,8 +582,13 @@ def iteration(model: Any, ref_model: Any | None, value_head: ValueHead, tokenize
             share = m.sum() / n_tokens  # micro-batch means, weighted to the mean over the whole batch
             ((pg + obj.vf_coef * vf) * share).backward()
             with torch.no_grad():
-                stats = {"policy_loss": pg, "value_loss": vf, "entropy": core.masked_mean(core.entropy(logits), m),
-                         **pg_stats, **vf_stats}
+                stats = {
+                    "policy_loss": pg,
+                    "value_loss": vf,
+                    "entropy": core.masked_mean(core.entropy(logits), m),
+                    **pg_stats,
+                    **vf_stats,
+                }
             for key, val in stats.items():
                 sums[key] = sums.get(key, 0.0) + float(val.detach()) * float(share) / obj.ppo_epochs
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ..data.formats import to_kto, to_preference
 from ..data.template import prompt_messages
@@ -71,7 +72,9 @@ def kto_records(path: Path) -> list[dict]:
     for row in read_jsonl(path) if path.is_file() else []:
         if "label" in row:
             k = to_kto(row)
-            out.append({"prompt": _clean(k["prompt"]), "completion": _clean(k["completion"]), "label": bool(k["label"])})
+            out.append(
+                {"prompt": _clean(k["prompt"]), "completion": _clean(k["completion"]), "label": bool(k["label"])}
+            )
         elif is_pair(row):
             p = to_preference(row)
             out.append({"prompt": _clean(p["prompt"]), "completion": _clean(p["chosen"]), "label": True})
@@ -105,8 +108,16 @@ def require_rows(records: list[dict], run: RunDir, kind: str, what: str) -> list
 
 # --------------------------------------------------------------------------- arguments
 
-PAIR_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
-                "logps/rejected", "logits/chosen", "logits/rejected")
+PAIR_METRICS = (
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/accuracies",
+    "rewards/margins",
+    "logps/chosen",
+    "logps/rejected",
+    "logits/chosen",
+    "logits/rejected",
+)
 
 
 def eval_metrics(*names: str) -> list[str]:
@@ -118,9 +129,14 @@ def eval_metrics(*names: str) -> list[str]:
     return ["eval_loss"] + [f"eval_{n}" for n in names]
 
 
-
-def trl_config(config_cls: type, cfg: TrainingConfig, output_dir: Path, has_eval: bool,
-               metrics: Iterable[str] | None = None, **extra: Any) -> Any:
+def trl_config(
+    config_cls: type,
+    cfg: TrainingConfig,
+    output_dir: Path,
+    has_eval: bool,
+    metrics: Iterable[str] | None = None,
+    **extra: Any,
+) -> Any:
     """TRL's *Config with exactly the TrainingArguments the SFT path builds, plus objective fields.
 
     TRL configs default to bf16=True and gradient checkpointing on; both are taken from
@@ -132,9 +148,13 @@ def trl_config(config_cls: type, cfg: TrainingConfig, output_dir: Path, has_eval
 
     base = training_arguments(cfg, output_dir, has_eval, metrics)
     kwargs = {f.name: getattr(base, f.name) for f in dataclasses.fields(TrainingArguments) if f.init}
-    kwargs.update(bf16=False, fp16=False, gradient_checkpointing=base.activation_checkpointing,
-                  # length grouping reads `input_ids`, which TRL's tokenised pair/prompt datasets do not have
-                  train_sampling_strategy="random")
+    kwargs.update(
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=base.activation_checkpointing,
+        # length grouping reads `input_ids`, which TRL's tokenised pair/prompt datasets do not have
+        train_sampling_strategy="random",
+    )
     kwargs.update(extra)
     return config_cls(**kwargs)
 
@@ -175,8 +195,11 @@ class _TuneforgeTRLMixin:
     def _count_tokens(self, inputs) -> None:
         # TRL batches: DPO/reward carry attention_mask; GRPO prompt_mask + completion_mask;
         # KTO per-part attention masks
-        keys = ["attention_mask"] if "attention_mask" in inputs else [
-            "prompt_mask", "completion_mask", "prompt_attention_mask", "completion_attention_mask"]
+        keys = (
+            ["attention_mask"]
+            if "attention_mask" in inputs
+            else ["prompt_mask", "completion_mask", "prompt_attention_mask", "completion_attention_mask"]
+        )
         n = sum(int(inputs[k].sum()) for k in keys if hasattr(inputs.get(k), "sum"))
         if self._t_first is None:
             self._t_first, self._tokens_at_first = time.perf_counter(), self.state.num_input_tokens_seen
@@ -236,8 +259,9 @@ def last_metrics(log_history: list[dict], prefix: str) -> dict:
     return out
 
 
-def run_trainer(run: RunDir, trainer: Any, checkpoint: str | None, save: Callable[[Any], Path],
-                extra: dict | None = None) -> dict:
+def run_trainer(
+    run: RunDir, trainer: Any, checkpoint: str | None, save: Callable[[Any], Path], extra: dict | None = None
+) -> dict:
     """Train (recording the stage in the manifest), save through `save(trainer)`, return the summary."""
     run.stage_started("train")
     t0 = time.time()
@@ -256,8 +280,11 @@ def run_trainer(run: RunDir, trainer: Any, checkpoint: str | None, save: Callabl
         "epochs": round(trainer.state.epoch or 0, 3),
         "train_loss": round(result.training_loss, 5),
         "first_loss": next((h["loss"] for h in hist if "loss" in h), None),
-        "last_train_metrics": {k: v for k, v in (next((h for h in reversed(hist) if "loss" in h), {})).items()
-                               if k not in ("epoch", "step")},
+        "last_train_metrics": {
+            k: v
+            for k, v in (next((h for h in reversed(hist) if "loss" in h), {})).items()
+            if k not in ("epoch", "step")
+        },
         "eval_metrics": last_metrics(hist, "eval_"),
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "seconds": round(elapsed, 1),
@@ -279,9 +306,19 @@ def start(run: RunDir) -> tuple[Recipe, TrainingConfig]:
     return recipe, recipe.training
 
 
-def train_policy(run: RunDir, resume: bool, callbacks: list | None, *, trl_cls: type, config_cls: type,
-                 records: Callable[[Path], list[dict]], what: str, config_extra: dict, metrics: Iterable[str],
-                 with_reference: bool = True) -> dict:
+def train_policy(
+    run: RunDir,
+    resume: bool,
+    callbacks: list | None,
+    *,
+    trl_cls: type,
+    config_cls: type,
+    records: Callable[[Path], list[dict]],
+    what: str,
+    config_extra: dict,
+    metrics: Iterable[str],
+    with_reference: bool = True,
+) -> dict:
     """Train a causal-LM policy with a TRL preference trainer (dpo, kto, orpo)."""
     recipe, cfg = start(run)
     train_recs = require_rows(records(run.split_file("train")), run, recipe.objective.kind, what)
@@ -290,14 +327,30 @@ def train_policy(run: RunDir, resume: bool, callbacks: list | None, *, trl_cls: 
     checkpoint = checkpoint_to_resume(run.checkpoints_dir, resume)
     args = trl_config(config_cls, cfg, run.checkpoints_dir, bool(eval_recs), metrics, **config_extra)
     kwargs: dict[str, Any] = dict(
-        model=setup.model, args=args, train_dataset=dataset(train_recs), eval_dataset=dataset(eval_recs),
-        processing_class=setup.tokenizer, callbacks=standard_callbacks(run, cfg, checkpoint) + list(callbacks or []),
-        autocast_bf16=setup.bf16, logits_at_labels_only=False)
+        model=setup.model,
+        args=args,
+        train_dataset=dataset(train_recs),
+        eval_dataset=dataset(eval_recs),
+        processing_class=setup.tokenizer,
+        callbacks=standard_callbacks(run, cfg, checkpoint) + list(callbacks or []),
+        autocast_bf16=setup.bf16,
+        logits_at_labels_only=False,
+    )
     if with_reference:
         kwargs["ref_model"] = reference_model(setup, recipe)
     trainer = tuneforge_trainer_class(trl_cls)(**kwargs)
     use_base_as_reference(trainer)
     record_lineage(run, setup.source)
-    return run_trainer(run, trainer, checkpoint, lambda t: save_adapter_or_model(t, setup.tokenizer, run),
-                       extra={"strategy": recipe.strategy.kind, "params": setup.counts, "train_rows": len(train_recs),
-                              "bf16_autocast": setup.bf16, "base_weights_dtype": setup.base_dtype})
+    return run_trainer(
+        run,
+        trainer,
+        checkpoint,
+        lambda t: save_adapter_or_model(t, setup.tokenizer, run),
+        extra={
+            "strategy": recipe.strategy.kind,
+            "params": setup.counts,
+            "train_rows": len(train_recs),
+            "bf16_autocast": setup.bf16,
+            "base_weights_dtype": setup.base_dtype,
+        },
+    )

@@ -10,7 +10,8 @@ measured before and after training (before: the base, with any adapter switched 
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ..data.template import render
 from ..io import read_jsonl
@@ -47,7 +48,7 @@ def pack_blocks(docs: Iterable[list[int]], eos_id: int, block_size: int) -> list
     stream: list[int] = []
     for ids in docs:
         stream += list(ids) + [eos_id]
-    return [stream[i: i + block_size] for i in range(0, len(stream), block_size)]
+    return [stream[i : i + block_size] for i in range(0, len(stream), block_size)]
 
 
 def block_dataset(path: Any, tokenizer: Any, block_size: int) -> Any:
@@ -85,8 +86,9 @@ def block_perplexity(trainer: Any, dataset: Any, adapter_off: bool = False) -> f
     try:
         with off, torch.no_grad(), trainer.autocast_smart_context_manager():
             for i in range(0, len(dataset), trainer.args.per_device_eval_batch_size):
-                batch = collate([dataset[j] for j in range(i, min(i + trainer.args.per_device_eval_batch_size,
-                                                                  len(dataset)))])
+                batch = collate(
+                    [dataset[j] for j in range(i, min(i + trainer.args.per_device_eval_batch_size, len(dataset)))]
+                )
                 batch = {k: v.to(trainer.args.device) for k, v in batch.items()}
                 n = int((batch["labels"][:, 1:] != -100).sum())
                 total += model(**batch, use_cache=False).loss.float().item() * n
@@ -105,8 +107,10 @@ def train(run: RunDir, resume: bool = False, callbacks: list | None = None) -> d
     block = recipe.objective.block_size
     train_ds = block_dataset(run.split_file("train"), setup.tokenizer, block)
     if train_ds is None:
-        raise PretrainDataError(f"{run.split_file('train')}: no text to pretrain on — give data.train a file of "
-                                f"{{\"text\": ...}} rows (e.g. examples/demo/handbook.jsonl)")
+        raise PretrainDataError(
+            f"{run.split_file('train')}: no text to pretrain on — give data.train a file of "
+            f'{{"text": ...}} rows (e.g. examples/demo/handbook.jsonl)'
+        )
     eval_ds = block_dataset(run.split_file("validation"), setup.tokenizer, block)
     measured: dict[str, Any] = {}
 
@@ -114,9 +118,23 @@ def train(run: RunDir, resume: bool = False, callbacks: list | None = None) -> d
         measured["perplexity_before"] = block_perplexity(trainer, eval_ds, adapter_off=True)
 
     # every position carries loss, so the label-only LM head path would skip nothing
-    trainer, info = fit(run, setup, train_ds, eval_ds, PadCollator(setup.tokenizer.pad_token_id), resume=resume,
-                        callbacks=callbacks, logits_at_labels_only=False, before_train=before)
-    info.update(measured, perplexity_after=block_perplexity(trainer, eval_ds), block_size=block,
-                train_blocks=len(train_ds), validation_blocks=len(eval_ds) if eval_ds is not None else 0)
+    trainer, info = fit(
+        run,
+        setup,
+        train_ds,
+        eval_ds,
+        PadCollator(setup.tokenizer.pad_token_id),
+        resume=resume,
+        callbacks=callbacks,
+        logits_at_labels_only=False,
+        before_train=before,
+    )
+    info.update(
+        measured,
+        perplexity_after=block_perplexity(trainer, eval_ds),
+        block_size=block,
+        train_blocks=len(train_ds),
+        validation_blocks=len(eval_ds) if eval_ds is not None else 0,
+    )
     run.stage_finished("train", **info)
     return info

@@ -23,10 +23,20 @@ from ..model.sources import record_lineage, resolve
 from ..model.strategies import StrategyError, apply_freeze, check_targets, linear_module_names, param_counts
 from ..recipe import Recipe
 from ..run import RunDir
+from .preference_common import (
+    ObjectiveDataError,
+    dataset,
+    eval_metrics,
+    is_peft,
+    preference_records,
+    require_rows,
+    run_trainer,
+    standard_callbacks,
+    start,
+    trl_config,
+    tuneforge_trainer_class,
+)
 from .trainer import checkpoint_to_resume
-from .preference_common import (ObjectiveDataError, dataset, eval_metrics, is_peft,
-                                preference_records, require_rows, run_trainer, standard_callbacks, start,
-                                trl_config, tuneforge_trainer_class)
 
 REWARD_STRATEGIES = ("lora", "dora", "full", "freeze")
 SCORE_HEAD = "score"  # the seq-cls head of Llama-style models in transformers
@@ -40,24 +50,36 @@ def reward_model(recipe: Recipe, path: str, pad_token_id: int) -> Any:
     offline()
     kind = recipe.strategy.kind
     if kind not in REWARD_STRATEGIES:
-        raise StrategyError(f"strategy.kind={kind}: a reward model trains with one of {', '.join(REWARD_STRATEGIES)} "
-                            f"(its score head is a new full layer)")
+        raise StrategyError(
+            f"strategy.kind={kind}: a reward model trains with one of {', '.join(REWARD_STRATEGIES)} "
+            f"(its score head is a new full layer)"
+        )
     model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=1, dtype=getattr(torch, recipe.model.dtype), trust_remote_code=recipe.model.trust_remote_code)
+        path, num_labels=1, dtype=getattr(torch, recipe.model.dtype), trust_remote_code=recipe.model.trust_remote_code
+    )
     model.config.pad_token_id = pad_token_id  # seq-cls models read the score at the last non-pad token
     head = getattr(model, SCORE_HEAD, None)
     if head is None:
-        raise ObjectiveDataError(f"{path}: the sequence-classification model has no '{SCORE_HEAD}' head — "
-                                 f"this architecture is not supported as a reward model")
+        raise ObjectiveDataError(
+            f"{path}: the sequence-classification model has no '{SCORE_HEAD}' head — "
+            f"this architecture is not supported as a reward model"
+        )
     if kind in ("lora", "dora"):
         from peft import LoraConfig, get_peft_model
 
         targets = check_targets(model, recipe.strategy)
         if targets == "all-linear":
             targets = [n for n in linear_module_names(model) if n != SCORE_HEAD]
-        cfg = LoraConfig(r=recipe.strategy.r, lora_alpha=recipe.strategy.alpha, lora_dropout=recipe.strategy.dropout,
-                         target_modules=targets, use_dora=kind == "dora", task_type="SEQ_CLS",
-                         modules_to_save=[SCORE_HEAD], bias="none")
+        cfg = LoraConfig(
+            r=recipe.strategy.r,
+            lora_alpha=recipe.strategy.alpha,
+            lora_dropout=recipe.strategy.dropout,
+            target_modules=targets,
+            use_dora=kind == "dora",
+            task_type="SEQ_CLS",
+            modules_to_save=[SCORE_HEAD],
+            bias="none",
+        )
         return get_peft_model(model, cfg)
     if kind == "freeze":
         model = apply_freeze(model, recipe.strategy)
@@ -97,14 +119,35 @@ def train(run: RunDir, resume: bool = False, callbacks: list | None = None) -> d
     counts = param_counts(model)
     bf16 = use_bf16(cfg.precision)
     checkpoint = checkpoint_to_resume(run.checkpoints_dir, resume)
-    args = trl_config(RewardConfig, cfg, run.checkpoints_dir, bool(eval_recs),
-                      eval_metrics("accuracy", "margin", "mean_reward", "min_reward", "max_reward"),
-                      max_length=recipe.data.max_length)
+    args = trl_config(
+        RewardConfig,
+        cfg,
+        run.checkpoints_dir,
+        bool(eval_recs),
+        eval_metrics("accuracy", "margin", "mean_reward", "min_reward", "max_reward"),
+        max_length=recipe.data.max_length,
+    )
     trainer = tuneforge_trainer_class(RewardTrainer)(
-        model=model, args=args, train_dataset=dataset(train_recs), eval_dataset=dataset(eval_recs),
-        processing_class=tokenizer, callbacks=standard_callbacks(run, cfg, checkpoint) + list(callbacks or []),
-        autocast_bf16=bf16, logits_at_labels_only=False)
+        model=model,
+        args=args,
+        train_dataset=dataset(train_recs),
+        eval_dataset=dataset(eval_recs),
+        processing_class=tokenizer,
+        callbacks=standard_callbacks(run, cfg, checkpoint) + list(callbacks or []),
+        autocast_bf16=bf16,
+        logits_at_labels_only=False,
+    )
     record_lineage(run, source)
-    return run_trainer(run, trainer, checkpoint, lambda t: save_merged(t, tokenizer, run),
-                       extra={"strategy": recipe.strategy.kind, "params": counts, "train_rows": len(train_recs),
-                              "bf16_autocast": bf16, "base_weights_dtype": recipe.model.dtype})
+    return run_trainer(
+        run,
+        trainer,
+        checkpoint,
+        lambda t: save_merged(t, tokenizer, run),
+        extra={
+            "strategy": recipe.strategy.kind,
+            "params": counts,
+            "train_rows": len(train_recs),
+            "bf16_autocast": bf16,
+            "base_weights_dtype": recipe.model.dtype,
+        },
+    )

@@ -19,8 +19,9 @@ tokenises conversational pairs.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 RewardFn = Callable[..., list[float]]
 
@@ -69,8 +70,10 @@ def contains_expected(prompts: list, completions: list, expected: list | None = 
     [1.0, 0.0]
     """
     if expected is None:
-        raise RewardError("reward function 'contains_expected' needs an 'expected' field in the data rows "
-                          "(a string or a list of strings per row)")
+        raise RewardError(
+            "reward function 'contains_expected' needs an 'expected' field in the data rows "
+            "(a string or a list of strings per row)"
+        )
     out = []
     for completion, exp in zip(completions, expected):
         wanted = [exp] if isinstance(exp, str) else list(exp or [])
@@ -101,7 +104,7 @@ def no_repetition(prompts: list, completions: list, n: int = 3, **_: Any) -> lis
     out = []
     for completion in completions:
         words = completion_text(completion).split()
-        grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+        grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
         out.append(round(len(set(grams)) / len(grams), 3) if grams else 1.0)
     return out
 
@@ -129,8 +132,9 @@ REWARD_FUNCTIONS: dict[str, RewardFn] = {
 def reward_function(name: str) -> RewardFn:
     """A built-in reward function by name (recipe `objective.reward_functions`)."""
     if name not in REWARD_FUNCTIONS:
-        raise RewardError(f"objective.reward_functions: unknown reward function {name!r} — "
-                          f"available: {', '.join(REWARD_FUNCTIONS)}")
+        raise RewardError(
+            f"objective.reward_functions: unknown reward function {name!r} — available: {', '.join(REWARD_FUNCTIONS)}"
+        )
     return REWARD_FUNCTIONS[name]
 
 
@@ -143,8 +147,10 @@ def reward_model_dir(path: str | Path) -> Path:
     for cand in (p / "model", p):
         if (cand / "config.json").is_file():
             return cand
-    raise RewardError(f"{p}: no reward model found (expected {p}/model/config.json) — train one with a recipe whose "
-                      f"objective.kind is reward (see recipes/objective-reward.yaml)")
+    raise RewardError(
+        f"{p}: no reward model found (expected {p}/model/config.json) — train one with a recipe whose "
+        f"objective.kind is reward (see recipes/objective-reward.yaml)"
+    )
 
 
 class RewardModel:
@@ -156,8 +162,9 @@ class RewardModel:
 
     __name__ = "reward_model"  # TRL logs reward functions by __name__
 
-    def __init__(self, path: str | Path, batch_size: int = 16, device: str | None = None,
-                 trust_remote_code: bool = False):
+    def __init__(
+        self, path: str | Path, batch_size: int = 16, device: str | None = None, trust_remote_code: bool = False
+    ):
         import torch
         from transformers import AutoModelForSequenceClassification
 
@@ -168,7 +175,8 @@ class RewardModel:
         self.path = folder
         self.tokenizer = load_tokenizer(str(folder), trust_remote_code)
         self.model = AutoModelForSequenceClassification.from_pretrained(
-            str(folder), dtype=torch.float32, trust_remote_code=trust_remote_code)
+            str(folder), dtype=torch.float32, trust_remote_code=trust_remote_code
+        )
         if self.model.config.num_labels != 1:
             raise RewardError(f"{folder}: num_labels={self.model.config.num_labels}, a reward model has exactly 1")
         if self.model.config.pad_token_id is None:
@@ -182,8 +190,10 @@ class RewardModel:
     def texts(self, prompts: list, completions: list) -> list[str]:
         from ..data.template import render
 
-        return [render(self.tokenizer, as_messages(p) + [{"role": "assistant", "content": completion_text(c)}])
-                for p, c in zip(prompts, completions)]
+        return [
+            render(self.tokenizer, as_messages(p) + [{"role": "assistant", "content": completion_text(c)}])
+            for p, c in zip(prompts, completions)
+        ]
 
     def __call__(self, prompts: list, completions: list, **_: Any) -> list[float]:
         import torch
@@ -197,8 +207,9 @@ class RewardModel:
         with torch.no_grad():
             for i in range(0, len(texts), self.batch_size):
                 # the rendered template already holds every special token the model saw in training
-                enc = self.tokenizer(texts[i:i + self.batch_size], return_tensors="pt", padding=True,
-                                     add_special_tokens=False).to(device)
+                enc = self.tokenizer(
+                    texts[i : i + self.batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+                ).to(device)
                 logits = self.model(**enc).logits.float()
                 scores += logits[:, 0].tolist()
         return scores
@@ -217,6 +228,8 @@ def combined_reward(run_dir: str | Path | None, names: list[str]) -> list[Reward
     fns: list[RewardFn] = [load_reward_fn(run_dir)] if run_dir else []
     fns += [reward_function(n) for n in names]
     if not fns:
-        raise RewardError("no reward: set objective.reward_model (a reward run directory) and/or "
-                          f"objective.reward_functions (any of: {', '.join(REWARD_FUNCTIONS)})")
+        raise RewardError(
+            "no reward: set objective.reward_model (a reward run directory) and/or "
+            f"objective.reward_functions (any of: {', '.join(REWARD_FUNCTIONS)})"
+        )
     return fns

@@ -12,9 +12,10 @@ import importlib.util
 import os
 import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..data.template import tokenize_messages
 from ..io import read_jsonl
@@ -24,8 +25,8 @@ from ..model.sources import ModelSource, record_lineage, resolve
 from ..model.strategies import check_training_compat, is_adapter, param_counts
 from ..recipe import Recipe, TrainingConfig
 from ..run import RunDir
-from .callbacks import MetricsJsonlCallback
 from . import attention
+from .callbacks import MetricsJsonlCallback
 from .collator import PackedCollator, PadCollator
 from .distributed import is_main_process, process_info, save_trained, sum_over_processes
 from .trainer import ResumeError, TuneforgeTrainer, checkpoint_to_resume  # noqa: F401 (ResumeError: public here)
@@ -58,8 +59,13 @@ def best_metric(cfg: TrainingConfig) -> tuple[str, bool]:
     return name, greater
 
 
-def training_arguments(cfg: TrainingConfig, output_dir: Path, has_eval: bool,
-                       metrics: Iterable[str] | None = None, packing: bool | None = None) -> Any:
+def training_arguments(
+    cfg: TrainingConfig,
+    output_dir: Path,
+    has_eval: bool,
+    metrics: Iterable[str] | None = None,
+    packing: bool | None = None,
+) -> Any:
     """TrainingArguments of a recipe's training section; `metrics` (when given) are the eval metrics the
     objective logs, so an early_stopping_metric it never computes fails here instead of mid-run;
     `packing` is the resolved `training.packing` (see `resolve_packing`)."""
@@ -67,8 +73,11 @@ def training_arguments(cfg: TrainingConfig, output_dir: Path, has_eval: bool,
 
     packing = bool(cfg.packing) if packing is None else packing
     eval_strategy = cfg.eval_strategy if has_eval else "no"
-    track_best = eval_strategy != "no" and eval_strategy == cfg.save_strategy and (
-        cfg.save_strategy == "epoch" or cfg.save_steps % cfg.eval_steps == 0)
+    track_best = (
+        eval_strategy != "no"
+        and eval_strategy == cfg.save_strategy
+        and (cfg.save_strategy == "epoch" or cfg.save_steps % cfg.eval_steps == 0)
+    )
     if cfg.early_stopping_patience and not track_best:
         raise TrainingSetupError(
             "training.early_stopping_patience needs validation data and matching training.eval_strategy / "
@@ -76,8 +85,10 @@ def training_arguments(cfg: TrainingConfig, output_dir: Path, has_eval: bool,
         )
     metric, greater = best_metric(cfg)
     if track_best and metrics is not None and metric not in set(metrics):
-        raise TrainingSetupError(f"training.early_stopping_metric={cfg.early_stopping_metric!r}: this objective "
-                                 f"logs only {sorted(metrics)} on validation data — choose one of those")
+        raise TrainingSetupError(
+            f"training.early_stopping_metric={cfg.early_stopping_metric!r}: this objective "
+            f"logs only {sorted(metrics)} on validation data — choose one of those"
+        )
     return TrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=cfg.epochs,
@@ -121,8 +132,10 @@ def tracking_callbacks(run: RunDir, cfg: TrainingConfig) -> list:
     logs/mlruns) and Weights & Biases (files under logs/) are opt-in and need their package."""
     missing = [t for t in cfg.tracking if t in TRACKERS and importlib.util.find_spec(TRACKERS[t]) is None]
     if missing:
-        raise TrainingSetupError(f"training.tracking: {missing} not installed — `pip install "
-                                 f"{' '.join(TRACKERS[t] for t in missing)}`, or remove it from training.tracking")
+        raise TrainingSetupError(
+            f"training.tracking: {missing} not installed — `pip install "
+            f"{' '.join(TRACKERS[t] for t in missing)}`, or remove it from training.tracking"
+        )
     cbs: list = []
     for name in dict.fromkeys(cfg.tracking):
         if name == "tensorboard" and is_main_process():  # one event file, written by rank 0
@@ -198,9 +211,19 @@ def resolve_packing(packing: bool | None, strategy_kind: str, model: Any) -> boo
     return packing
 
 
-def fit(run: RunDir, setup: ModelSetup, train_ds: Any, eval_ds: Any, collator: Any, *, resume: bool = False,
-        callbacks: list | None = None, logits_at_labels_only: bool = False,
-        metrics: Iterable[str] = ("eval_loss",), before_train: Any = None) -> tuple[Any, dict]:
+def fit(
+    run: RunDir,
+    setup: ModelSetup,
+    train_ds: Any,
+    eval_ds: Any,
+    collator: Any,
+    *,
+    resume: bool = False,
+    callbacks: list | None = None,
+    logits_at_labels_only: bool = False,
+    metrics: Iterable[str] = ("eval_loss",),
+    before_train: Any = None,
+) -> tuple[Any, dict]:
     """Train with TuneforgeTrainer, save the result (adapter/ or model/) atomically; (trainer, info).
 
     `before_train(trainer)` runs once the trainer exists (e.g. to measure the starting perplexity).
@@ -217,9 +240,15 @@ def fit(run: RunDir, setup: ModelSetup, train_ds: Any, eval_ds: Any, collator: A
     if cfg.early_stopping_patience:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     trainer = TuneforgeTrainer(
-        model=setup.model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-        data_collator=collator, callbacks=cbs + list(callbacks or []),
-        autocast_bf16=setup.bf16, logits_at_labels_only=logits_at_labels_only, fused_ops=cfg.fused_ops,
+        model=setup.model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        data_collator=collator,
+        callbacks=cbs + list(callbacks or []),
+        autocast_bf16=setup.bf16,
+        logits_at_labels_only=logits_at_labels_only,
+        fused_ops=cfg.fused_ops,
     )
     run.stage_started("train")
     record_lineage(run, setup.source)
@@ -280,7 +309,15 @@ def train(run: RunDir, resume: bool = False, callbacks: list | None = None) -> d
     train_ds = tokenised_split(run.split_file("train"), setup.tokenizer, recipe.data.train_on)
     eval_ds = tokenised_split(run.split_file("validation"), setup.tokenizer, recipe.data.train_on)
     collator = PackedCollator() if setup.packing else PadCollator(setup.tokenizer.pad_token_id)
-    _, info = fit(run, setup, train_ds, eval_ds, collator, resume=resume, callbacks=callbacks,
-                  logits_at_labels_only=cfg.logits_at_labels_only)
+    _, info = fit(
+        run,
+        setup,
+        train_ds,
+        eval_ds,
+        collator,
+        resume=resume,
+        callbacks=callbacks,
+        logits_at_labels_only=cfg.logits_at_labels_only,
+    )
     run.stage_finished("train", **info)
     return info

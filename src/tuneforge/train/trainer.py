@@ -45,8 +45,12 @@ def plain_lora_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 @contextlib.contextmanager
-def bf16_autocast(model: torch.nn.Module, device_type: str, cache_enabled: bool | None = True,
-                  layers: list[torch.nn.Module] | None = None):
+def bf16_autocast(
+    model: torch.nn.Module,
+    device_type: str,
+    cache_enabled: bool | None = True,
+    layers: list[torch.nn.Module] | None = None,
+):
     """bf16 autocast, with PEFT's cast of each LoRA layer's input to the fp32 adapter dtype off.
 
     PEFT casts a LoRA layer's input to its (fp32) adapter weights' dtype; under autocast
@@ -69,8 +73,9 @@ def bf16_autocast(model: torch.nn.Module, device_type: str, cache_enabled: bool 
 
 
 class TuneforgeTrainer(Trainer):
-    def __init__(self, *args, autocast_bf16: bool = False, logits_at_labels_only: bool = False,
-                 fused_ops: bool = False, **kwargs):
+    def __init__(
+        self, *args, autocast_bf16: bool = False, logits_at_labels_only: bool = False, fused_ops: bool = False, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         self.autocast_bf16 = autocast_bf16
         self.fused_ops = fused_ops
@@ -169,8 +174,11 @@ class TuneforgeTrainer(Trainer):
                 shutil.rmtree(final)
             os.replace(staged, final)
             shutil.rmtree(staging_root, ignore_errors=True)
-            rotate_checkpoints(output_dir=root, save_total_limit=self.args.save_total_limit,
-                               best_model_checkpoint=self.state.best_model_checkpoint)
+            rotate_checkpoints(
+                output_dir=root,
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+            )
 
 
 class ResumeError(RuntimeError):
@@ -196,10 +204,12 @@ def last_checkpoint(checkpoints_dir: str) -> str | None:
     """The newest complete checkpoint (staged, unfinished ones are never considered)."""
     if not os.path.isdir(checkpoints_dir):
         return None
-    done = [d for d in os.listdir(checkpoints_dir) if d.startswith(PREFIX_CHECKPOINT_DIR + "-")
-            and os.path.isfile(os.path.join(checkpoints_dir, d, "trainer_state.json"))]
+    done = [
+        d
+        for d in os.listdir(checkpoints_dir)
+        if d.startswith(PREFIX_CHECKPOINT_DIR + "-")
+        and os.path.isfile(os.path.join(checkpoints_dir, d, "trainer_state.json"))
+    ]
     if not done:
         return None
     return os.path.join(checkpoints_dir, max(done, key=lambda d: int(d.rsplit("-", 1)[-1])))
-
-

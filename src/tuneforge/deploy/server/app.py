@@ -14,7 +14,6 @@ Nothing happens at import; `create_app` builds everything from its arguments. (N
 types are imported inside `create_app`.)
 """
 
-
 import asyncio
 import contextlib
 import hmac
@@ -25,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from ...rag.serve import rag_apply
+from . import schemas
 from .engine import AdapterError, Engine, Event, Job, ModelEntry, QueueFull, UnknownModel, adapter_folder
 from .limits import APIError, BodySizeLimit, Limits, check_prompt, check_request, error_body, status_type
 from .metrics import Metrics
 from .requestlog import RequestLog, utc_now
-from ...rag.serve import rag_apply
-from . import schemas
 
 CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
 
@@ -39,12 +38,12 @@ CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
 class ServerSettings:
     api_keys: tuple = ()
     limits: Limits = field(default_factory=Limits)
-    request_log: Optional[str] = None     # SQLite path; None: no request log
-    log_content: bool = False             # also store prompts and completions in the request log
-    admin_dir: Optional[str] = None       # enables /admin/adapters for folders under it
-    disconnect_poll_s: float = 0.25       # how often a waiting request checks that its client is still there
-    rag: Optional[Any] = None             # tuneforge.rag.serve.RagRouter: retrieval per model (chat only)
-    jobs: Optional[Any] = None            # tuneforge.jobs.spec.JobsConfig: enables /v1/files + /v1/fine_tuning/jobs
+    request_log: Optional[str] = None  # SQLite path; None: no request log
+    log_content: bool = False  # also store prompts and completions in the request log
+    admin_dir: Optional[str] = None  # enables /admin/adapters for folders under it
+    disconnect_poll_s: float = 0.25  # how often a waiting request checks that its client is still there
+    rag: Optional[Any] = None  # tuneforge.rag.serve.RagRouter: retrieval per model (chat only)
+    jobs: Optional[Any] = None  # tuneforge.jobs.spec.JobsConfig: enables /v1/files + /v1/fine_tuning/jobs
 
 
 @dataclass
@@ -70,7 +69,7 @@ class Call:
     queue_s: Optional[float] = None
     ended: bool = False
     error: Optional[str] = None
-    citations: Optional[list] = None      # RAG passages the prompt was augmented with (response extension)
+    citations: Optional[list] = None  # RAG passages the prompt was augmented with (response extension)
 
     def apply(self, ev: Event) -> None:
         if ev.kind == "start":
@@ -106,9 +105,13 @@ def create_app(engine: Engine, settings: ServerSettings, close_engine: bool = Fa
     metrics = Metrics()
     metrics.gauge_from("tuneforge_queue_depth", lambda: engine.queue_depth)
     metrics.gauge_from("tuneforge_adapters_loaded", lambda: len(engine.adapters()))
-    reqlog = (RequestLog(settings.request_log, settings.log_content,
-                         lambda: metrics.inc("tuneforge_request_log_errors_total"))
-              if settings.request_log else None)
+    reqlog = (
+        RequestLog(
+            settings.request_log, settings.log_content, lambda: metrics.inc("tuneforge_request_log_errors_total")
+        )
+        if settings.request_log
+        else None
+    )
 
     def on_batch(rows: int, tokens: int, seconds: float) -> None:
         metrics.observe("tuneforge_batch_size", rows)
@@ -126,8 +129,11 @@ def create_app(engine: Engine, settings: ServerSettings, close_engine: bool = Fa
             reqlog.close()
 
     app = FastAPI(title="tuneforge", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes,  # uploads of training data are larger
-                       path_limits={"/v1/files": settings.jobs.max_file_bytes} if settings.jobs else None)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=limits.max_body_bytes,  # uploads of training data are larger
+        path_limits={"/v1/files": settings.jobs.max_file_bytes} if settings.jobs else None,
+    )
     app.state.engine, app.state.metrics, app.state.request_log, app.state.settings = engine, metrics, reqlog, settings
     keys = [k.encode() for k in settings.api_keys]
 
@@ -151,8 +157,11 @@ def create_app(engine: Engine, settings: ServerSettings, close_engine: bool = Fa
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        return JSONResponse(error_body(str(exc.detail), status_type(exc.status_code)), exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            error_body(str(exc.detail), status_type(exc.status_code)),
+            exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception):
@@ -165,8 +174,12 @@ def create_app(engine: Engine, settings: ServerSettings, close_engine: bool = Fa
         # compare with every key (no early exit) so timing does not reveal which prefix matched
         ok = scheme.lower() == "bearer" and given and sum(hmac.compare_digest(given, k) for k in keys) > 0
         if not ok:
-            raise APIError(401, "missing or invalid API key: send 'Authorization: Bearer <key>'",
-                           "authentication_error", code="invalid_api_key")
+            raise APIError(
+                401,
+                "missing or invalid API key: send 'Authorization: Bearer <key>'",
+                "authentication_error",
+                code="invalid_api_key",
+            )
 
     api = APIRouter(dependencies=[Depends(require_key)])
 
@@ -191,8 +204,12 @@ def create_app(engine: Engine, settings: ServerSettings, close_engine: bool = Fa
             return engine.get(name)
         except UnknownModel:
             served = ", ".join(e.name for e in engine.models())
-            raise APIError(404, f"the model '{name}' does not exist on this server (serving: {served})",
-                           param="model", code="model_not_found") from None
+            raise APIError(
+                404,
+                f"the model '{name}' does not exist on this server (serving: {served})",
+                param="model",
+                code="model_not_found",
+            ) from None
 
     # completions -----------------------------------------------------------------
     @contextlib.contextmanager
@@ -250,20 +267,36 @@ def create_app(engine: Engine, settings: ServerSettings, close_engine: bool = Fa
 
         queue: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
-        job = Job(call.entry, prompts, max_tokens, lambda ev: loop.call_soon_threadsafe(queue.put_nowait, ev),
-                  body.n, body.stop, body.temperature, body.top_p, body.seed)
+        job = Job(
+            call.entry,
+            prompts,
+            max_tokens,
+            lambda ev: loop.call_soon_threadsafe(queue.put_nowait, ev),
+            body.n,
+            body.stop,
+            body.temperature,
+            body.top_p,
+            body.seed,
+        )
         try:
             engine.submit(job)
         except QueueFull:
             metrics.inc("tuneforge_queue_rejected_total", call.entry.name)
-            raise APIError(429, "the server is busy (request queue full); retry after a moment",
-                           "rate_limit_error", code="rate_limit_exceeded",
-                           headers={"Retry-After": str(limits.retry_after_s)}) from None
+            raise APIError(
+                429,
+                "the server is busy (request queue full); retry after a moment",
+                "rate_limit_error",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": str(limits.retry_after_s)},
+            ) from None
         headers = {"X-Request-Id": call.rid}
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(sse(request, call, job, queue, include_usage), media_type="text/event-stream",
-                                     headers={**headers, "Cache-Control": "no-cache"})
+            return StreamingResponse(
+                sse(request, call, job, queue, include_usage),
+                media_type="text/event-stream",
+                headers={**headers, "Cache-Control": "no-cache"},
+            )
         try:
             while not call.ended:
                 ev = await next_event(request, queue)
@@ -358,15 +391,27 @@ def create_app(engine: Engine, settings: ServerSettings, close_engine: bool = Fa
                 metrics.inc("tuneforge_cancelled_total", name)
             if reqlog is not None:
                 texts, reasons = call.choices()
-                reqlog.write(ts=call.ts, request_id=call.rid, route=call.route, model=call.model,
-                             adapter=None if not call.entry or call.entry.is_base else call.entry.name,
-                             stream=int(call.stream), n=call.n, status=status, error_code=code,
-                             finish_reason=("cancelled" if status == 499 else reasons[0] if call.finish else None),
-                             prompt_tokens=call.prompt_tokens if status < 400 or status == 499 else 0,
-                             completion_tokens=completion, latency_ms=round(latency * 1000, 3),
-                             queue_ms=None if call.queue_s is None else round(call.queue_s * 1000, 3),
-                             temperature=call.temperature, max_tokens=call.max_tokens, user=call.user,
-                             prompt=json.dumps(call.prompt), completion=json.dumps(texts))
+                reqlog.write(
+                    ts=call.ts,
+                    request_id=call.rid,
+                    route=call.route,
+                    model=call.model,
+                    adapter=None if not call.entry or call.entry.is_base else call.entry.name,
+                    stream=int(call.stream),
+                    n=call.n,
+                    status=status,
+                    error_code=code,
+                    finish_reason=("cancelled" if status == 499 else reasons[0] if call.finish else None),
+                    prompt_tokens=call.prompt_tokens if status < 400 or status == 499 else 0,
+                    completion_tokens=completion,
+                    latency_ms=round(latency * 1000, 3),
+                    queue_ms=None if call.queue_s is None else round(call.queue_s * 1000, 3),
+                    temperature=call.temperature,
+                    max_tokens=call.max_tokens,
+                    user=call.user,
+                    prompt=json.dumps(call.prompt),
+                    completion=json.dumps(texts),
+                )
         except Exception:
             metrics.inc("tuneforge_request_log_errors_total")
 
@@ -378,8 +423,12 @@ def create_app(engine: Engine, settings: ServerSettings, close_engine: bool = Fa
     # admin ---------------------------------------------------------------------------
     def admin_root() -> Path:
         if not settings.admin_dir:
-            raise APIError(403, "admin routes are off; start the server with --allow-admin-dir DIR to hot-load "
-                                "adapters from DIR", "permission_error", code="admin_disabled")
+            raise APIError(
+                403,
+                "admin routes are off; start the server with --allow-admin-dir DIR to hot-load adapters from DIR",
+                "permission_error",
+                code="admin_disabled",
+            )
         return Path(settings.admin_dir).resolve()
 
     @api.get("/admin/adapters")
@@ -429,13 +478,19 @@ def inside(root: Path, given: str) -> Path:
 
     def check(q: Path) -> None:
         if q != root and root not in q.parents:
-            raise APIError(403, f"path '{given}' is outside the allowed admin directory", "permission_error",
-                           param="path", code="path_not_allowed")
+            raise APIError(
+                403,
+                f"path '{given}' is outside the allowed admin directory",
+                "permission_error",
+                param="path",
+                code="path_not_allowed",
+            )
 
     check(p)
     if not p.is_dir():
-        raise APIError(400, f"path '{given}' is not a folder under the admin directory", param="path",
-                       code="invalid_adapter")
+        raise APIError(
+            400, f"path '{given}' is not a folder under the admin directory", param="path", code="invalid_adapter"
+        )
     try:
         folder = adapter_folder(p).resolve()
     except AdapterError as exc:

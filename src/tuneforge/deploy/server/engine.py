@@ -23,9 +23,10 @@ import re
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
@@ -46,8 +47,8 @@ class AdapterError(ValueError):
 
 @dataclass(frozen=True)
 class EngineConfig:
-    max_queue: int = 64           # jobs waiting for the worker; one more gets QueueFull (HTTP 429)
-    max_batch_size: int = 8       # sequences per generate call
+    max_queue: int = 64  # jobs waiting for the worker; one more gets QueueFull (HTTP 429)
+    max_batch_size: int = 8  # sequences per generate call
     batch_window_ms: float = 10.0  # how long the worker waits for more jobs to join a batch
 
 
@@ -56,7 +57,7 @@ class ModelEntry:
     """A servable model name: the base, or one adapter on it."""
 
     name: str
-    internal: str            # PEFT adapter name (public names may hold characters PEFT forbids)
+    internal: str  # PEFT adapter name (public names may hold characters PEFT forbids)
     path: str
     chat_template: str
     stop_ids: frozenset
@@ -71,20 +72,20 @@ class ModelEntry:
 
 @dataclass
 class Event:
-    kind: str                # start | delta | finish | end | error
-    index: int = 0           # choice index
+    kind: str  # start | delta | finish | end | error
+    index: int = 0  # choice index
     text: str = ""
     finish: Optional[str] = None
-    tokens: int = 0          # completion tokens of the row (finish events)
+    tokens: int = 0  # completion tokens of the row (finish events)
 
 
 @dataclass
 class Row:
-    job: "Job"
+    job: Job
     index: int
     prompt_ids: list
     tokens: list = field(default_factory=list)
-    sent: int = 0            # characters of the decoded text already emitted
+    sent: int = 0  # characters of the decoded text already emitted
     done: bool = False
     finish: Optional[str] = None
 
@@ -92,9 +93,18 @@ class Row:
 class Job:
     """One request: `n` choices for each prompt, on one model, with one sampling setting."""
 
-    def __init__(self, entry: ModelEntry, prompts: list[list[int]], max_tokens: int, emit: Callable[[Event], None],
-                 n: int = 1, stops: Optional[list[str]] = None, temperature: Optional[float] = None,
-                 top_p: Optional[float] = None, seed: Optional[int] = None):
+    def __init__(
+        self,
+        entry: ModelEntry,
+        prompts: list[list[int]],
+        max_tokens: int,
+        emit: Callable[[Event], None],
+        n: int = 1,
+        stops: Optional[list[str]] = None,
+        temperature: Optional[float] = None,
+        top_p: Optional[float] = None,
+        seed: Optional[int] = None,
+    ):
         self.id = next(_ids)
         self.entry, self.max_tokens, self.emit, self.stops = entry, max_tokens, emit, list(stops or [])
         self.temperature, self.top_p, self.seed = temperature or 0.0, top_p, seed
@@ -102,7 +112,7 @@ class Job:
         self.cancelled = False
         self.submitted_at = time.monotonic()
         self.started_at: Optional[float] = None
-        self.batch_rows = 0    # size of the batch it ran in (tests and metrics read it)
+        self.batch_rows = 0  # size of the batch it ran in (tests and metrics read it)
 
     def cancel(self) -> None:
         """Ask the worker to stop this job at its next token (or skip it if still queued)."""
@@ -123,8 +133,7 @@ def adapter_folder(path: str | Path) -> Path:
         p = p / "adapter"
     if not (p / "adapter_config.json").is_file():
         hint = " (a fully fine-tuned run: serve it as the base model instead)" if (p / "model").is_dir() else ""
-        raise AdapterError(f"{path}: no adapter_config.json — not a PEFT adapter folder or a run with an "
-                           f"adapter{hint}")
+        raise AdapterError(f"{path}: no adapter_config.json — not a PEFT adapter folder or a run with an adapter{hint}")
     return p
 
 
@@ -155,20 +164,33 @@ def held_back(text: str, stops: list[str]) -> int:
 
 
 class Engine:
-    def __init__(self, model: Any, tokenizer: Any, base_name: str, base_path: str,
-                 config: EngineConfig = EngineConfig(), step_hook: Optional[Callable[[list], None]] = None):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        base_name: str,
+        base_path: str,
+        config: EngineConfig = EngineConfig(),
+        step_hook: Optional[Callable[[list], None]] = None,
+    ):
         from ...evaluate.generate import stop_token_ids
 
         self.model, self.tokenizer, self.config = model, tokenizer, config
         self.step_hook = step_hook  # called each decoding step with the batch's jobs (tests use it to pause)
         self.context_length = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-        base = ModelEntry(base_name, BASE_ADAPTER, base_path, tokenizer.chat_template,
-                          frozenset(stop_token_ids(tokenizer, model)), run_system_prompt(base_path))
+        base = ModelEntry(
+            base_name,
+            BASE_ADAPTER,
+            base_path,
+            tokenizer.chat_template,
+            frozenset(stop_token_ids(tokenizer, model)),
+            run_system_prompt(base_path),
+        )
         self._entries: dict[str, ModelEntry] = {base_name: base}
         self.base_name = base_name
         self._queue: collections.deque = collections.deque()
         self._cond = threading.Condition()
-        self._model_lock = threading.RLock()   # generation and adapter (un)loading never overlap
+        self._model_lock = threading.RLock()  # generation and adapter (un)loading never overlap
         self._running = threading.Event()
         self._running.set()
         self._stopping = False
@@ -179,8 +201,15 @@ class Engine:
 
     # loading ------------------------------------------------------------------------
     @classmethod
-    def load(cls, base_path: str, base_name: str, adapters: Optional[dict[str, str]] = None,
-             config: EngineConfig = EngineConfig(), dtype: str = "float32", trust_remote_code: bool = False) -> "Engine":
+    def load(
+        cls,
+        base_path: str,
+        base_name: str,
+        adapters: Optional[dict[str, str]] = None,
+        config: EngineConfig = EngineConfig(),
+        dtype: str = "float32",
+        trust_remote_code: bool = False,
+    ) -> Engine:
         from ...model.load import load_model, load_tokenizer
 
         tokenizer = load_tokenizer(base_path, trust_remote_code)
@@ -216,8 +245,10 @@ class Engine:
         folder = adapter_folder(path)
         cfg = json.loads((folder / "adapter_config.json").read_text())
         if cfg.get("peft_type") != "LORA":
-            raise AdapterError(f"{path}: a {cfg.get('peft_type')} adapter; only LoRA adapters can share a base "
-                               f"model in mixed batches — merge it (`tuneforge export`) and serve that instead")
+            raise AdapterError(
+                f"{path}: a {cfg.get('peft_type')} adapter; only LoRA adapters can share a base "
+                f"model in mixed batches — merge it (`tuneforge export`) and serve that instead"
+            )
         template, stops = self._adapter_template(folder)
         internal = f"tf_adapter_{next(self._adapter_ids)}"
         with self._model_lock:
@@ -275,8 +306,10 @@ class Engine:
 
         tok = load_tokenizer(str(folder))
         if len(tok) != len(self.tokenizer):
-            raise AdapterError(f"{folder}: its tokenizer has {len(tok)} tokens, the base model's {len(self.tokenizer)}"
-                               f" — adapters with added tokens cannot share the base model")
+            raise AdapterError(
+                f"{folder}: its tokenizer has {len(tok)} tokens, the base model's {len(self.tokenizer)}"
+                f" — adapters with added tokens cannot share the base model"
+            )
         return tok.chat_template, frozenset(stop_token_ids(tok, self.model))
 
     # prompts ------------------------------------------------------------------------
@@ -284,11 +317,13 @@ class Engine:
         """Token ids of a conversation, rendered with the model's training chat template."""
         from ...data.prepare import maybe_add_system
 
-        msgs = [{"role": "system" if m["role"] == "developer" else m["role"], "content": m["content"]}
-                for m in messages]
+        msgs = [
+            {"role": "system" if m["role"] == "developer" else m["role"], "content": m["content"]} for m in messages
+        ]
         msgs = maybe_add_system({"messages": msgs}, entry.system_prompt)["messages"]
-        text = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True,
-                                                  chat_template=entry.chat_template)
+        text = self.tokenizer.apply_chat_template(
+            msgs, tokenize=False, add_generation_prompt=True, chat_template=entry.chat_template
+        )
         # the template already holds its special tokens (as in training: data/template.py)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
@@ -420,9 +455,15 @@ class Engine:
         stops = sorted(set().union(*(r.job.entry.stop_ids for r in rows)))
         t0 = time.monotonic()
         with torch.inference_mode():
-            self.model.generate(input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device),
-                                max_new_tokens=max(r.job.max_tokens for r in rows), pad_token_id=pad,
-                                eos_token_id=stops, stopping_criteria=[_Observer(self, rows)], **kwargs)
+            self.model.generate(
+                input_ids=ids.to(self.model.device),
+                attention_mask=mask.to(self.model.device),
+                max_new_tokens=max(r.job.max_tokens for r in rows),
+                pad_token_id=pad,
+                eos_token_id=stops,
+                stopping_criteria=[_Observer(self, rows)],
+                **kwargs,
+            )
         if self.on_batch is not None:
             self.on_batch(len(rows), sum(len(r.tokens) for r in rows), time.monotonic() - t0)
 
@@ -453,7 +494,7 @@ class Engine:
 
     def _flush(self, row: Row, text: str) -> None:
         if len(text) > row.sent:
-            _send(row.job, Event("delta", row.index, text[row.sent:]))
+            _send(row.job, Event("delta", row.index, text[row.sent :]))
             row.sent = len(text)
 
     def _finish(self, row: Row, reason: str) -> None:

@@ -7,7 +7,6 @@ requestlog.py); `tuneforge data from-feedback` turns it into training data. The
 request id is the response `id` (also the `X-Request-Id` header).
 """
 
-
 import asyncio
 from typing import Any, Literal, Optional
 
@@ -41,17 +40,33 @@ def feedback_router(settings: Any, reqlog: Any, require_key: Any) -> Any:
     @router.post("/v1/feedback")
     async def feedback(body: FeedbackRequest):
         if reqlog is None or not settings.request_log:
-            raise APIError(400, "feedback is stored with the request log, which is off on this server — start it "
-                                "with --request-log PATH", code="request_log_disabled")
+            raise APIError(
+                400,
+                "feedback is stored with the request log, which is off on this server — start it "
+                "with --request-log PATH",
+                code="request_log_disabled",
+            )
         await asyncio.to_thread(reqlog.flush)  # the rated request's row may still be queued for writing
         row = await asyncio.to_thread(find_request, settings.request_log, body.request_id)
         if row is None:
-            raise APIError(404, f"no request with id '{body.request_id}' in the request log", param="request_id",
-                           code="request_not_found")
-        stored = await asyncio.to_thread(write_feedback, settings.request_log, body.request_id, body.rating,
-                                         body.correction, body.comment)
-        return {"object": "feedback", "id": body.request_id, "request_id": body.request_id, "rating": body.rating,
-                "correction": body.correction, "model": row["model"], "created_at": stored["ts"],
-                "has_content": row["prompt"] is not None}
+            raise APIError(
+                404,
+                f"no request with id '{body.request_id}' in the request log",
+                param="request_id",
+                code="request_not_found",
+            )
+        stored = await asyncio.to_thread(
+            write_feedback, settings.request_log, body.request_id, body.rating, body.correction, body.comment
+        )
+        return {
+            "object": "feedback",
+            "id": body.request_id,
+            "request_id": body.request_id,
+            "rating": body.rating,
+            "correction": body.correction,
+            "model": row["model"],
+            "created_at": stored["ts"],
+            "has_content": row["prompt"] is not None,
+        }
 
     return router

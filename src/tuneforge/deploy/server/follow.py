@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 log = logging.getLogger(__name__)
 PREFIX = "registry:"
@@ -21,9 +22,9 @@ PREFIX = "registry:"
 
 @dataclass(frozen=True)
 class Followed:
-    public: str            # served model name
-    model: str             # registry model name
-    alias: str             # alias (or version number) followed
+    public: str  # served model name
+    model: str  # registry model name
+    alias: str  # alias (or version number) followed
 
 
 def is_registry_spec(path: str) -> bool:
@@ -38,7 +39,7 @@ def parse_spec(public: str, path: str) -> Followed:
     """
     from ...registry import DEFAULT_ALIAS, parse_ref
 
-    name, what = parse_ref(path[len(PREFIX):])
+    name, what = parse_ref(path[len(PREFIX) :])
     return Followed(public, name, what or DEFAULT_ALIAS)
 
 
@@ -50,13 +51,20 @@ def resolve_spec(f: Followed, registry_path: str | Path) -> str:
 
 
 class RegistryFollower:
-    def __init__(self, engine: Any, followed: list[Followed], registry_path: str | Path, poll_s: float = 1.0,
-                 served: Optional[dict[str, str]] = None, on_swap: Optional[Callable[[str, str], None]] = None):
+    def __init__(
+        self,
+        engine: Any,
+        followed: list[Followed],
+        registry_path: str | Path,
+        poll_s: float = 1.0,
+        served: Optional[dict[str, str]] = None,
+        on_swap: Optional[Callable[[str, str], None]] = None,
+    ):
         from ...registry import Registry
 
         self.engine, self.followed, self.poll_s = engine, followed, poll_s
         self.registry = Registry(registry_path)
-        self.served = dict(served or {})   # public name -> run dir now served
+        self.served = dict(served or {})  # public name -> run dir now served
         self.on_swap = on_swap
         self.swaps = 0
         self._stop = threading.Event()
@@ -67,8 +75,11 @@ class RegistryFollower:
         done = []
         for f in self.followed:
             try:
-                target = (self.registry.current_run_dir(f.model, f.alias) if not f.alias.isdigit()
-                          else resolve_spec(f, self.registry.path))
+                target = (
+                    self.registry.current_run_dir(f.model, f.alias)
+                    if not f.alias.isdigit()
+                    else resolve_spec(f, self.registry.path)
+                )
             except Exception as exc:  # locked or missing registry: keep serving what we have
                 log.warning("registry %s: cannot read %s@%s: %s", self.registry.path, f.model, f.alias, exc)
                 continue
@@ -77,8 +88,14 @@ class RegistryFollower:
             try:
                 self.engine.replace_adapter(f.public, target)
             except Exception as exc:
-                log.error("registry: %s@%s -> %s could not be loaded, still serving %s: %s",
-                          f.model, f.alias, target, self.served.get(f.public), exc)
+                log.error(
+                    "registry: %s@%s -> %s could not be loaded, still serving %s: %s",
+                    f.model,
+                    f.alias,
+                    target,
+                    self.served.get(f.public),
+                    exc,
+                )
                 self.served[f.public] = target  # do not retry a broken version every second
                 continue
             log.info("registry: %s now serves %s@%s (%s)", f.public, f.model, f.alias, target)
@@ -93,7 +110,7 @@ class RegistryFollower:
         while not self._stop.wait(self.poll_s):
             self.check_once()
 
-    def start(self) -> "RegistryFollower":
+    def start(self) -> RegistryFollower:
         self._thread = threading.Thread(target=self._loop, name="tuneforge-registry-follow", daemon=True)
         self._thread.start()
         return self

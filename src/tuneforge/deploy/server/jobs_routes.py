@@ -20,7 +20,6 @@ within `poll_s` (and every finished job's model is loaded again at start-up).
 (No `from __future__ import annotations`: FastAPI reads the route signatures.)
 """
 
-
 import asyncio
 import contextlib
 import logging
@@ -114,8 +113,9 @@ def jobs_router(engine: Any, cfg: Any, require_key: Any) -> Any:
         return file_object(row)
 
     @router.get("/v1/files")
-    async def list_files(purpose: Optional[str] = None, after: Optional[str] = None, limit: int = Query(100),
-                         order: str = Query("desc")):
+    async def list_files(
+        purpose: Optional[str] = None, after: Optional[str] = None, limit: int = Query(100), order: str = Query("desc")
+    ):
         if order not in ("asc", "desc"):
             raise APIError(400, "order must be 'asc' or 'desc'", param="order")
         rows, more = await asyncio.to_thread(store.list_files, purpose, after, limit_of(limit), order)

@@ -1,8 +1,8 @@
 """`tuneforge serve`: work out the base model and adapters, build the engine, run uvicorn.
 
-    tuneforge serve runs/demo                          base from the run's recipe, adapter "demo"
-    tuneforge serve smollm2-135m-instruct -a a=runs/a -a b=path/to/peft-adapter
-    tuneforge serve -a runs/a -a runs/b                base from the first adapter's run/config
+tuneforge serve runs/demo                          base from the run's recipe, adapter "demo"
+tuneforge serve smollm2-135m-instruct -a a=runs/a -a b=path/to/peft-adapter
+tuneforge serve -a runs/a -a runs/b                base from the first adapter's run/config
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
-from .engine import AdapterError, NAME_RE, adapter_folder
+from .engine import NAME_RE, AdapterError, adapter_folder
 
 
 @dataclass
@@ -23,9 +24,9 @@ class ServePlan:
     base_name: str
     dtype: str = "float32"
     trust_remote_code: bool = False
-    adapters: dict = field(default_factory=dict)   # public name -> adapter folder or run directory
-    followed: list = field(default_factory=list)   # registry aliases to follow (follow.Followed)
-    registry: Optional[str] = None                 # the registry they are read from
+    adapters: dict = field(default_factory=dict)  # public name -> adapter folder or run directory
+    followed: list = field(default_factory=list)  # registry aliases to follow (follow.Followed)
+    registry: Optional[str] = None  # the registry they are read from
 
 
 def _is_run(p: Path) -> bool:
@@ -40,7 +41,7 @@ def parse_adapter(spec: str) -> tuple[str, str]:
     """
     name, sep, path = spec.partition("=")
     if not sep and spec.startswith("registry:"):  # registry:NAME@ALIAS is served as NAME
-        name, path = spec[len("registry:"):].partition("@")[0], spec
+        name, path = spec[len("registry:") :].partition("@")[0], spec
     elif not sep:
         p = Path(spec).expanduser().resolve()
         name, path = (p.parent.name if p.name == "adapter" and _is_run(p.parent) else p.name), spec
@@ -132,9 +133,19 @@ def api_keys(given: Optional[list[str]], log: Callable[[str], None]) -> tuple[tu
     return (key,), True
 
 
-def serve(target: Optional[str], adapter_specs: list[str], host: str, port: int, keys: tuple[str, ...],
-          settings_kw: dict, engine_kw: dict, threads: Optional[int] = None, dtype: Optional[str] = None,
-          log: Callable[[str], None] = print, registry: Optional[str] = None) -> None:
+def serve(
+    target: Optional[str],
+    adapter_specs: list[str],
+    host: str,
+    port: int,
+    keys: tuple[str, ...],
+    settings_kw: dict,
+    engine_kw: dict,
+    threads: Optional[int] = None,
+    dtype: Optional[str] = None,
+    log: Callable[[str], None] = print,
+    registry: Optional[str] = None,
+) -> None:
     import uvicorn
 
     from ...model.load import set_threads
@@ -152,17 +163,21 @@ def serve(target: Optional[str], adapter_specs: list[str], host: str, port: int,
         settings_kw["rag"] = RagRouter.from_specs(models=[p.base_name, *p.adapters], **rag_kw)
     settings = ServerSettings(api_keys=keys, limits=Limits(**limits_kw), **settings_kw)
     log(f"loading {p.base_name} from {p.base_path} with {len(p.adapters)} adapter(s)")
-    engine = Engine.load(p.base_path, p.base_name, p.adapters, EngineConfig(**engine_kw), dtype or p.dtype,
-                         p.trust_remote_code)
+    engine = Engine.load(
+        p.base_path, p.base_name, p.adapters, EngineConfig(**engine_kw), dtype or p.dtype, p.trust_remote_code
+    )
     app = create_app(engine, settings, close_engine=True)
-    log(f"serving {', '.join(e.name for e in engine.models())} on http://{host}:{port}/v1 "
-        f"(request log: {settings.request_log or 'off'}; admin: {settings.admin_dir or 'off'})")
+    log(
+        f"serving {', '.join(e.name for e in engine.models())} on http://{host}:{port}/v1 "
+        f"(request log: {settings.request_log or 'off'}; admin: {settings.admin_dir or 'off'})"
+    )
     follower = None
     if p.followed:
         from .follow import RegistryFollower
 
-        follower = RegistryFollower(engine, p.followed, p.registry, served={f.public: p.adapters[f.public]
-                                                                           for f in p.followed}).start()
+        follower = RegistryFollower(
+            engine, p.followed, p.registry, served={f.public: p.adapters[f.public] for f in p.followed}
+        ).start()
         log("following " + ", ".join(f"{f.public} = {f.model}@{f.alias}" for f in p.followed) + f" in {p.registry}")
     try:
         uvicorn.run(app, host=host, port=port, log_level="info")

@@ -13,20 +13,27 @@ from typing import Any, Optional
 
 @dataclass(frozen=True)
 class Limits:
-    max_tokens: int = 512           # largest `max_tokens` a request may ask for
-    default_max_tokens: int = 256   # chat requests that give none (completions default to 16, as OpenAI)
-    max_prompt_tokens: int = 2048   # longest prompt after the chat template is applied
-    max_n: int = 4                  # choices per request (`n` × prompts for /v1/completions)
-    max_stop: int = 4               # stop sequences per request (OpenAI allows 4)
-    max_body_bytes: int = 1 << 20   # request body size
-    retry_after_s: int = 1          # `Retry-After` sent with a 429 when the queue is full
+    max_tokens: int = 512  # largest `max_tokens` a request may ask for
+    default_max_tokens: int = 256  # chat requests that give none (completions default to 16, as OpenAI)
+    max_prompt_tokens: int = 2048  # longest prompt after the chat template is applied
+    max_n: int = 4  # choices per request (`n` × prompts for /v1/completions)
+    max_stop: int = 4  # stop sequences per request (OpenAI allows 4)
+    max_body_bytes: int = 1 << 20  # request body size
+    retry_after_s: int = 1  # `Retry-After` sent with a 429 when the queue is full
 
 
 class APIError(Exception):
     """An error that becomes an HTTP response in OpenAI's shape."""
 
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error",
-                 param: Optional[str] = None, code: Optional[str] = None, headers: Optional[dict] = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = "invalid_request_error",
+        param: Optional[str] = None,
+        code: Optional[str] = None,
+        headers: Optional[dict] = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
         self.headers = headers or {}
@@ -35,8 +42,9 @@ class APIError(Exception):
         return error_body(self.message, self.type, self.param, self.code)
 
 
-def error_body(message: str, type: str = "invalid_request_error", param: Optional[str] = None,
-               code: Optional[str] = None) -> dict[str, Any]:
+def error_body(
+    message: str, type: str = "invalid_request_error", param: Optional[str] = None, code: Optional[str] = None
+) -> dict[str, Any]:
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
@@ -52,25 +60,44 @@ def status_type(status: int) -> str:
 def check_request(limits: Limits, n_choices: int, max_tokens: int, stops: list[str]) -> None:
     """Limits that need no tokenizer; raises APIError(400) naming the offending param."""
     if n_choices > limits.max_n:
-        raise APIError(400, f"n × prompts is {n_choices}, over this server's limit of {limits.max_n}",
-                       param="n", code="n_too_large")
+        raise APIError(
+            400,
+            f"n × prompts is {n_choices}, over this server's limit of {limits.max_n}",
+            param="n",
+            code="n_too_large",
+        )
     if max_tokens > limits.max_tokens:
-        raise APIError(400, f"max_tokens is {max_tokens}, over this server's limit of {limits.max_tokens}",
-                       param="max_tokens", code="max_tokens_too_large")
+        raise APIError(
+            400,
+            f"max_tokens is {max_tokens}, over this server's limit of {limits.max_tokens}",
+            param="max_tokens",
+            code="max_tokens_too_large",
+        )
     if len(stops) > limits.max_stop:
-        raise APIError(400, f"{len(stops)} stop sequences given; at most {limits.max_stop}",
-                       param="stop", code="too_many_stop_sequences")
+        raise APIError(
+            400,
+            f"{len(stops)} stop sequences given; at most {limits.max_stop}",
+            param="stop",
+            code="too_many_stop_sequences",
+        )
 
 
-def check_prompt(limits: Limits, prompt_tokens: int, max_tokens: int, context: Optional[int],
-                 param: str) -> None:
+def check_prompt(limits: Limits, prompt_tokens: int, max_tokens: int, context: Optional[int], param: str) -> None:
     if prompt_tokens > limits.max_prompt_tokens:
-        raise APIError(400, f"the prompt is {prompt_tokens} tokens, over this server's limit of "
-                            f"{limits.max_prompt_tokens}", param=param, code="prompt_too_long")
+        raise APIError(
+            400,
+            f"the prompt is {prompt_tokens} tokens, over this server's limit of {limits.max_prompt_tokens}",
+            param=param,
+            code="prompt_too_long",
+        )
     if context and prompt_tokens + max_tokens > context:
-        raise APIError(400, f"this model's context is {context} tokens; the prompt ({prompt_tokens}) plus "
-                            f"max_tokens ({max_tokens}) exceed it — shorten the prompt or lower max_tokens",
-                       param=param, code="context_length_exceeded")
+        raise APIError(
+            400,
+            f"this model's context is {context} tokens; the prompt ({prompt_tokens}) plus "
+            f"max_tokens ({max_tokens}) exceed it — shorten the prompt or lower max_tokens",
+            param=param,
+            code="context_length_exceeded",
+        )
 
 
 class BodySizeLimit:
@@ -114,9 +141,18 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
     async def _reject(self, send: Any, max_bytes: int) -> None:
-        payload = json.dumps(error_body(f"request body is larger than this server's limit of {max_bytes} "
-                                        f"bytes", param=None, code="request_too_large")).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(payload)).encode())]})
+        payload = json.dumps(
+            error_body(
+                f"request body is larger than this server's limit of {max_bytes} bytes",
+                param=None,
+                code="request_too_large",
+            )
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
@@ -45,7 +45,7 @@ class _Family:
             return
         for key, h in sorted(self.hist.items()):
             for le, c in zip(self.buckets + (math.inf,), h[:-2]):
-                bound = 'le="%s"' % _num(le)
+                bound = f'le="{_num(le)}"'
                 yield f"{self.name}_bucket{_labels(self.labels, key, bound)} {_num(c)}"
             yield f"{self.name}_sum{_labels(self.labels, key)} {_num(h[-2])}"
             yield f"{self.name}_count{_labels(self.labels, key)} {_num(h[-1])}"
@@ -59,22 +59,38 @@ class Metrics:
         self._families: dict[str, _Family] = {}
         self._gauge_fns: dict[str, Callable[[], dict[tuple, float]]] = {}
         f = self._declare
-        f("tuneforge_requests_total", "counter", "Finished requests by route, model and HTTP status.",
-          ("route", "model", "status"))
-        f("tuneforge_request_latency_seconds", "histogram", "Request latency, arrival to last byte.",
-          ("route", "model"), LATENCY_BUCKETS)
-        f("tuneforge_queue_wait_seconds", "histogram", "Time a request waited before generation began.",
-          ("model",), LATENCY_BUCKETS)
+        f(
+            "tuneforge_requests_total",
+            "counter",
+            "Finished requests by route, model and HTTP status.",
+            ("route", "model", "status"),
+        )
+        f(
+            "tuneforge_request_latency_seconds",
+            "histogram",
+            "Request latency, arrival to last byte.",
+            ("route", "model"),
+            LATENCY_BUCKETS,
+        )
+        f(
+            "tuneforge_queue_wait_seconds",
+            "histogram",
+            "Time a request waited before generation began.",
+            ("model",),
+            LATENCY_BUCKETS,
+        )
         f("tuneforge_prompt_tokens_total", "counter", "Prompt tokens processed.", ("model",))
         f("tuneforge_completion_tokens_total", "counter", "Completion tokens generated.", ("model",))
-        f("tuneforge_tokens_per_second", "gauge", "Completion tokens/s of the last finished request.",
-          ("model",))
+        f("tuneforge_tokens_per_second", "gauge", "Completion tokens/s of the last finished request.", ("model",))
         f("tuneforge_batch_tokens_per_second", "gauge", "Tokens/s of the whole last batch (all adapters).", ())
         f("tuneforge_batch_size", "histogram", "Sequences per generation batch.", (), BATCH_BUCKETS)
-        f("tuneforge_cancelled_total", "counter", "Generations cancelled because the client went away.",
-          ("model",))
-        f("tuneforge_queue_rejected_total", "counter", "Requests refused with 429 because the queue was full.",
-          ("model",))
+        f("tuneforge_cancelled_total", "counter", "Generations cancelled because the client went away.", ("model",))
+        f(
+            "tuneforge_queue_rejected_total",
+            "counter",
+            "Requests refused with 429 because the queue was full.",
+            ("model",),
+        )
         f("tuneforge_request_log_errors_total", "counter", "Request-log rows that could not be written.", ())
         f("tuneforge_queue_depth", "gauge", "Requests waiting for the generation worker.", ())
         f("tuneforge_adapters_loaded", "gauge", "LoRA adapters loaded on the base model.", ())

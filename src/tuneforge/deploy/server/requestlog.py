@@ -44,15 +44,34 @@ import logging
 import queue
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
-COLUMNS = ("ts", "request_id", "route", "model", "adapter", "stream", "n", "status", "error_code",
-           "finish_reason", "prompt_tokens", "completion_tokens", "latency_ms", "queue_ms", "temperature",
-           "max_tokens", "user", "prompt", "completion")
+COLUMNS = (
+    "ts",
+    "request_id",
+    "route",
+    "model",
+    "adapter",
+    "stream",
+    "n",
+    "status",
+    "error_code",
+    "finish_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_ms",
+    "queue_ms",
+    "temperature",
+    "max_tokens",
+    "user",
+    "prompt",
+    "completion",
+)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -107,8 +126,10 @@ def init_db(path: str | Path) -> None:
     with connect(path) as conn:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise RuntimeError(f"{path}: request log schema v{version} is newer than this tuneforge "
-                               f"(v{SCHEMA_VERSION}) — upgrade tuneforge or use another --request-log")
+            raise RuntimeError(
+                f"{path}: request log schema v{version} is newer than this tuneforge "
+                f"(v{SCHEMA_VERSION}) — upgrade tuneforge or use another --request-log"
+            )
         conn.executescript(SCHEMA)  # v1 -> v2: only new tables/indexes, all IF NOT EXISTS
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     conn.close()
@@ -117,8 +138,13 @@ def init_db(path: str | Path) -> None:
 class RequestLog:
     """Asynchronous, failure-tolerant writer of `requests` rows."""
 
-    def __init__(self, path: str | Path, log_content: bool = False,
-                 on_error: Optional[Callable[[], None]] = None, max_pending: int = 10_000):
+    def __init__(
+        self,
+        path: str | Path,
+        log_content: bool = False,
+        on_error: Optional[Callable[[], None]] = None,
+        max_pending: int = 10_000,
+    ):
         self.path, self.log_content = Path(path), log_content
         self.on_error = on_error or (lambda: None)
         init_db(self.path)
@@ -207,16 +233,24 @@ def find_request(path: str | Path, request_id: str) -> Optional[dict[str, Any]]:
         conn.close()
 
 
-def write_feedback(path: str | Path, request_id: str, rating: Optional[str], correction: Optional[str] = None,
-                   comment: Optional[str] = None) -> dict[str, Any]:
+def write_feedback(
+    path: str | Path,
+    request_id: str,
+    rating: Optional[str],
+    correction: Optional[str] = None,
+    comment: Optional[str] = None,
+) -> dict[str, Any]:
     """Store (or replace) the feedback on one request; returns the stored row."""
     row = {"request_id": request_id, "ts": utc_now(), "rating": rating, "correction": correction, "comment": comment}
     conn = connect(path)
     try:
         with conn:
-            conn.execute("INSERT INTO feedback (request_id, ts, rating, correction, comment) VALUES (?,?,?,?,?) "
-                         "ON CONFLICT(request_id) DO UPDATE SET ts=excluded.ts, rating=excluded.rating, "
-                         "correction=excluded.correction, comment=excluded.comment", tuple(row.values()))
+            conn.execute(
+                "INSERT INTO feedback (request_id, ts, rating, correction, comment) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(request_id) DO UPDATE SET ts=excluded.ts, rating=excluded.rating, "
+                "correction=excluded.correction, comment=excluded.comment",
+                tuple(row.values()),
+            )
     finally:
         conn.close()
     return row
@@ -228,9 +262,11 @@ def read_feedback(path: str | Path) -> list[dict[str, Any]]:
     conn = sqlite3.connect(str(path))
     conn.row_factory = sqlite3.Row
     try:
-        q = ("SELECT f.request_id, f.ts AS feedback_ts, f.rating, f.correction, f.comment, r.ts, r.route, r.model, "
-             "r.adapter, r.prompt, r.completion, r.status FROM feedback f JOIN requests r ON r.request_id = f.request_id "
-             "AND r.id = (SELECT MIN(id) FROM requests WHERE request_id = f.request_id) ORDER BY f.ts, f.request_id")
+        q = (
+            "SELECT f.request_id, f.ts AS feedback_ts, f.rating, f.correction, f.comment, r.ts, r.route, r.model, "
+            "r.adapter, r.prompt, r.completion, r.status FROM feedback f JOIN requests r ON r.request_id = f.request_id "
+            "AND r.id = (SELECT MIN(id) FROM requests WHERE request_id = f.request_id) ORDER BY f.ts, f.request_id"
+        )
         return [dict(r) for r in conn.execute(q)]
     finally:
         conn.close()

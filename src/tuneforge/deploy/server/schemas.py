@@ -139,33 +139,62 @@ class AdapterLoadRequest(BaseModel):
 
 # responses ---------------------------------------------------------------------------
 
+
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 def chat_completion(rid: str, model: str, texts: list[str], finish: list[str], use: dict) -> dict:
-    choices = [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": f, "logprobs": None}
-               for i, (t, f) in enumerate(zip(texts, finish))]
-    return {"id": rid, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": choices, "usage": use}
+    choices = [
+        {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": f, "logprobs": None}
+        for i, (t, f) in enumerate(zip(texts, finish))
+    ]
+    return {
+        "id": rid,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+        "usage": use,
+    }
 
 
 def chat_chunk(rid: str, model: str, created: int, index: int, delta: dict, finish: Optional[str] = None) -> dict:
-    return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+    return {
+        "id": rid,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}],
+    }
 
 
 def completion(rid: str, model: str, texts: list[str], finish: list[str], use: dict) -> dict:
-    choices = [{"index": i, "text": t, "finish_reason": f, "logprobs": None}
-               for i, (t, f) in enumerate(zip(texts, finish))]
-    return {"id": rid, "object": "text_completion", "created": int(time.time()), "model": model,
-            "choices": choices, "usage": use}
+    choices = [
+        {"index": i, "text": t, "finish_reason": f, "logprobs": None} for i, (t, f) in enumerate(zip(texts, finish))
+    ]
+    return {
+        "id": rid,
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+        "usage": use,
+    }
 
 
 def completion_chunk(rid: str, model: str, created: int, index: int, text: str, finish: Optional[str] = None) -> dict:
-    return {"id": rid, "object": "text_completion", "created": created, "model": model,
-            "choices": [{"index": index, "text": text, "finish_reason": finish, "logprobs": None}]}
+    return {
+        "id": rid,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": index, "text": text, "finish_reason": finish, "logprobs": None}],
+    }
 
 
 def usage_chunk(rid: str, model: str, created: int, obj: str, use: dict) -> dict:
@@ -174,5 +203,4 @@ def usage_chunk(rid: str, model: str, created: int, obj: str, use: dict) -> dict
 
 
 def model_card(name: str, created: int, parent: Optional[str], root: str) -> dict:
-    return {"id": name, "object": "model", "created": created, "owned_by": "tuneforge", "root": root,
-            "parent": parent}
+    return {"id": name, "object": "model", "created": created, "owned_by": "tuneforge", "root": root, "parent": parent}

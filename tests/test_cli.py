@@ -116,3 +116,19 @@ def test_run_prints_summary_with_measured_golden_result(tmp_path, tiny_model_dir
     assert res.exit_code == 0, res.output
     assert "golden prompts: identical" in res.output
     assert "first loss" in res.output and f"tuneforge chat {recipe.run_path()}" in res.output
+
+
+def test_export_error_inside_run_is_reported_without_traceback():
+    """`tuneforge run … export.formats=[]` used to end in a traceback once training was done."""
+    import pytest
+    import typer
+
+    from tuneforge.cli import _guard
+    from tuneforge.deploy.export import ExportError
+
+    def stage():
+        raise ExportError("nothing to export: export.formats is empty; choose from adapter, merged, gguf, quantized")
+
+    with pytest.raises(typer.Exit) as exc:
+        _guard(stage)
+    assert exc.value.exit_code != 0

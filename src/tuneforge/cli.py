@@ -45,7 +45,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from .data.load import DataFileError
     from .data.template import TemplateError
     from .data.validate import DataValidationError
-    from .deploy.export import ExportMismatch
+    from .deploy.export import ExportError, ExportMismatch
     from .evaluate.gates import GatesFailed
     from .model.sources import ModelSourceError
     from .model.strategies import StrategyError
@@ -63,6 +63,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         ModelSourceError,
         StrategyError,
         ExportMismatch,
+        ExportError,
         ResumeError,
         FileNotFoundError,
         FileExistsError,

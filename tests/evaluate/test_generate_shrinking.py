@@ -1,0 +1,70 @@
+"""The evaluation decoder that drops finished rows gives what model.generate gives."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def model_tok(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(), AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "What is the Quorvalen app called?"}],
+    [{"role": "user", "content": "hi"}],
+    [{"role": "user", "content": "Tell me, in a long and winding way, how the warranty on a robot works."}],
+    [{"role": "user", "content": "Which colour is the status light when it charges?"}],
+    [{"role": "user", "content": "ok"}],
+]
+
+
+def _with_generate(monkeypatch, fn):
+    from tuneforge.evaluate import generate as g
+
+    monkeypatch.setattr(g, "plain_greedy", lambda model: False)
+    return fn()
+
+
+def test_same_replies_as_model_generate(model_tok, monkeypatch):
+    from tuneforge.evaluate import generate as g
+
+    model, tok = model_tok
+    assert g.plain_greedy(model)
+    # the tiny model rarely says EOS on its own: make a few tokens stop words, so rows end at
+    # different steps and leave the batch while others go on
+    eos = tok.eos_token_id
+    fast = g.generate(model, tok, CONVERSATIONS, max_new_tokens=12, batch_size=5)
+    slow = _with_generate(monkeypatch, lambda: g.generate(model, tok, CONVERSATIONS, max_new_tokens=12, batch_size=5))
+    assert fast == slow
+    enc = tok([g.render(tok, c, add_generation_prompt=True) for c in CONVERSATIONS], return_tensors="pt",
+              padding=True, add_special_tokens=False, padding_side="left")
+    with torch.inference_mode():
+        ref = model.generate(**enc, max_new_tokens=12, do_sample=False, eos_token_id=[eos], pad_token_id=tok.pad_token_id)
+    ref_rows = ref[:, enc["input_ids"].shape[1]:]
+    # stop on whatever each row says at step 3: every row then stops at a different step or goes on
+    stops = sorted({int(r[3]) for r in ref_rows})[:2]
+    with torch.inference_mode():
+        got = g.greedy_shrinking(model, enc["input_ids"], enc["attention_mask"], 12, [eos, *stops])
+        want = model.generate(**enc, max_new_tokens=12, do_sample=False, eos_token_id=[eos, *stops],
+                              pad_token_id=tok.pad_token_id)[:, enc["input_ids"].shape[1]:]
+    lengths = {len(r) for r in got}
+    assert len(lengths) > 1  # rows really left the batch at different steps
+    for row, full in zip(got, want):
+        assert row.tolist() == full[: len(row)].tolist()
+        rest = full[len(row):].tolist()
+        assert all(t == tok.pad_token_id for t in rest)  # generate pads a finished row
+
+
+def test_processors_in_the_generation_config_fall_back_to_generate(model_tok):
+    from tuneforge.evaluate.generate import plain_greedy
+
+    model, _ = model_tok
+    model.generation_config.repetition_penalty = 1.3
+    try:
+        assert not plain_greedy(model)
+    finally:
+        model.generation_config.repetition_penalty = 1.0

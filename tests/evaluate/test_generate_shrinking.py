@@ -40,22 +40,30 @@ def test_same_replies_as_model_generate(model_tok, monkeypatch):
     fast = g.generate(model, tok, CONVERSATIONS, max_new_tokens=12, batch_size=5)
     slow = _with_generate(monkeypatch, lambda: g.generate(model, tok, CONVERSATIONS, max_new_tokens=12, batch_size=5))
     assert fast == slow
-    enc = tok([g.render(tok, c, add_generation_prompt=True) for c in CONVERSATIONS], return_tensors="pt",
-              padding=True, add_special_tokens=False, padding_side="left")
+    enc = tok(
+        [g.render(tok, c, add_generation_prompt=True) for c in CONVERSATIONS],
+        return_tensors="pt",
+        padding=True,
+        add_special_tokens=False,
+        padding_side="left",
+    )
     with torch.inference_mode():
-        ref = model.generate(**enc, max_new_tokens=12, do_sample=False, eos_token_id=[eos], pad_token_id=tok.pad_token_id)
-    ref_rows = ref[:, enc["input_ids"].shape[1]:]
+        ref = model.generate(
+            **enc, max_new_tokens=12, do_sample=False, eos_token_id=[eos], pad_token_id=tok.pad_token_id
+        )
+    ref_rows = ref[:, enc["input_ids"].shape[1] :]
     # stop on whatever each row says at step 3: every row then stops at a different step or goes on
     stops = sorted({int(r[3]) for r in ref_rows})[:2]
     with torch.inference_mode():
         got = g.greedy_shrinking(model, enc["input_ids"], enc["attention_mask"], 12, [eos, *stops])
-        want = model.generate(**enc, max_new_tokens=12, do_sample=False, eos_token_id=[eos, *stops],
-                              pad_token_id=tok.pad_token_id)[:, enc["input_ids"].shape[1]:]
+        want = model.generate(
+            **enc, max_new_tokens=12, do_sample=False, eos_token_id=[eos, *stops], pad_token_id=tok.pad_token_id
+        )[:, enc["input_ids"].shape[1] :]
     lengths = {len(r) for r in got}
     assert len(lengths) > 1  # rows really left the batch at different steps
     for row, full in zip(got, want):
         assert row.tolist() == full[: len(row)].tolist()
-        rest = full[len(row):].tolist()
+        rest = full[len(row) :].tolist()
         assert all(t == tok.pad_token_id for t in rest)  # generate pads a finished row
 
 

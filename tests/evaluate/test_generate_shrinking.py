@@ -34,8 +34,6 @@ def test_same_replies_as_model_generate(model_tok, monkeypatch):
 
     model, tok = model_tok
     assert g.plain_greedy(model)
-    # the tiny model rarely says EOS on its own: make a few tokens stop words, so rows end at
-    # different steps and leave the batch while others go on
     eos = tok.eos_token_id
     fast = g.generate(model, tok, CONVERSATIONS, max_new_tokens=12, batch_size=5)
     slow = _with_generate(monkeypatch, lambda: g.generate(model, tok, CONVERSATIONS, max_new_tokens=12, batch_size=5))
@@ -52,7 +50,8 @@ def test_same_replies_as_model_generate(model_tok, monkeypatch):
             **enc, max_new_tokens=12, do_sample=False, eos_token_id=[eos], pad_token_id=tok.pad_token_id
         )
     ref_rows = ref[:, enc["input_ids"].shape[1] :]
-    # stop on whatever each row says at step 3: every row then stops at a different step or goes on
+    # the tiny model rarely says EOS on its own: make what some rows say at step 3 stop tokens, so
+    # rows end at different steps and leave the batch while others go on
     stops = sorted({int(r[3]) for r in ref_rows})[:2]
     with torch.inference_mode():
         got = g.greedy_shrinking(model, enc["input_ids"], enc["attention_mask"], 12, [eos, *stops])

@@ -9,13 +9,18 @@ from functools import lru_cache
 _ONEDNN_BF16_ISAS = ("AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX10_1_512_AMX")
 
 
-def cpu_flags() -> set[str]:
-    """The CPU feature flags from /proc/cpuinfo (empty where it cannot be read)."""
+def _cpuinfo(field: str) -> str:
+    """The first `field` line's value in /proc/cpuinfo ('' where it cannot be read)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            return set(next((l for l in fh if l.startswith("flags")), "").split(":", 1)[-1].split())
+            return next((l.split(":", 1)[1].strip() for l in fh if l.startswith(field)), "")
     except OSError:
-        return set()
+        return ""
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags from /proc/cpuinfo (empty where it cannot be read)."""
+    return set(_cpuinfo("flags").split())
 
 
 def isa_capped_below_bf16(env: dict | None = None) -> bool:
@@ -51,15 +56,9 @@ def cpu_summary() -> dict:
     import torch
 
     flags = cpu_flags()
-    model = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            model = next((l.split(":", 1)[1].strip() for l in fh if l.startswith("model name")), "")
-    except OSError:
-        pass
     wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile", "avx_vnni")
     return {
-        "cpu": model or platform.processor(),
+        "cpu": _cpuinfo("model name") or platform.processor(),
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "flags": [f for f in wanted if f in flags],

@@ -278,8 +278,8 @@ def roofline(tokens_per_s: float, mean_len: float, label_frac: float, peak: floa
 
 
 def data_stats(rows_file: Path) -> tuple[float, float]:
-    from tuneforge.data.template import tokenize_messages
-    from tuneforge.model.load import load_tokenizer
+    from tuneforge.lm.load import load_tokenizer
+    from tuneforge.lm.template import tokenize_messages
     from tuneforge.model.sources import resolve
 
     tok = load_tokenizer(resolve("smollm2-135m-instruct").path)

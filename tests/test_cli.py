@@ -123,7 +123,7 @@ def test_export_error_inside_run_is_reported_without_traceback():
     import pytest
     import typer
 
-    from tuneforge.cli import _guard
+    from tuneforge.cli.main import _guard
     from tuneforge.deploy.export import ExportError
 
     def stage():

@@ -11,8 +11,8 @@ pytestmark = pytest.mark.real_model
 
 
 def test_builtin_model_resolves_and_answers():
-    from tuneforge.evaluate.generate import generate
-    from tuneforge.model.load import load_model, load_tokenizer
+    from tuneforge.lm.generate import generate
+    from tuneforge.lm.load import load_model, load_tokenizer
     from tuneforge.model.sources import resolve
 
     src = resolve("smollm2-135m-instruct")

@@ -6,8 +6,9 @@ import time
 from typing import Any
 
 from .data.prepare import prepare
-from .model.load import load_tokenizer
-from .model.sources import record_lineage, resolve
+from .lm.load import load_tokenizer
+from .model.source import record_lineage
+from .model.sources import resolve
 from .recipe import Recipe
 from .registry import maybe_register, record_parent
 from .run import RunDir
@@ -21,7 +22,12 @@ def prepare_stage(recipe: Recipe, overwrite: bool = False) -> tuple[RunDir, dict
         source = resolve(recipe.model.base, recipe.model.cache_dir)
         record_lineage(run, source)  # base model, and the parent run when chained
         tok = load_tokenizer(source.path, recipe.model.trust_remote_code)
-        card = prepare(recipe.data, run, tok)
+        estimate = None
+        if recipe.data.estimate_time:
+            from .train.estimate import recipe_time_estimate
+
+            estimate = recipe_time_estimate(recipe, tok)
+        card = prepare(recipe.data, run, tok, time_estimate=estimate)
     except BaseException as exc:
         run.stage_finished("prepare", "failed", error=f"{type(exc).__name__}: {exc}")
         raise
@@ -32,8 +38,8 @@ def prepare_stage(recipe: Recipe, overwrite: bool = False) -> tuple[RunDir, dict
 def run_all(recipe: Recipe, overwrite: bool = False, log: Any = print) -> dict:
     """prepare → train → evaluate → export; returns a summary for the CLI to print."""
     from .deploy.export import export
-    from .evaluate.gates import GatesFailed
     from .evaluate.runner import evaluate
+    from .gates import GatesFailed
     from .train.dispatch import train_run as train
 
     t0 = time.time()

@@ -15,8 +15,11 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .errors import TuneforgeError
+from .gates import parse_gates
 
-class RecipeError(ValueError):
+
+class RecipeError(TuneforgeError, ValueError):
     """A recipe could not be used; `problems` lists every problem with its fix."""
 
     def __init__(self, problems: list[str], source: str = "recipe"):
@@ -311,8 +314,6 @@ class EvaluationConfig(_Section):
     @field_validator("gates")
     @classmethod
     def _gates(cls, v: list[str]) -> list[str]:
-        from .evaluate.gates import parse_gates  # lazy: the evaluate package is heavier than the recipe
-
         parse_gates(v)  # raises ValueError naming every bad gate and its fix
         return v
 

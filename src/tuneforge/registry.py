@@ -32,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
+from .errors import TuneforgeError
 from .run import RunDir, now
 
 SCHEMA_VERSION = 1
@@ -57,7 +58,7 @@ CREATE TABLE IF NOT EXISTS alias_events (
 JSON_FIELDS = ("data_sha256", "metrics", "gates_unmet")
 
 
-class RegistryError(ValueError):
+class RegistryError(TuneforgeError, ValueError):
     """A registry request that cannot be met; the message says what to do instead."""
 
 

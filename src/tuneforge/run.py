@@ -132,7 +132,7 @@ class RunDir:
             else:
                 m[k] = v
         m["updated_at"] = now()
-        from .train.distributed import is_main_process
+        from .dist import is_main_process
 
         if is_main_process():  # under `accelerate launch` only rank 0 writes the run directory
             atomic_write_json(self.manifest_file, m)

@@ -20,8 +20,9 @@ def _demo_rows(n: int) -> list[dict]:
 
 @pytest.mark.parametrize("precision, max_steps", [("fp32", -1), ("bf16", 10)])
 def test_estimate_time_measures_the_trainers_step(tiny_model_dir, tiny_tokenizer, precision, max_steps):
-    from tuneforge.data.estimate import describe, estimate_time
+    from tuneforge.data.card import describe
     from tuneforge.data.inspect import estimate
+    from tuneforge.train.estimate import estimate_time
 
     rows = load_validated(DEMO / "train.jsonl").rows[:24]
     t = estimate_time(

@@ -1,5 +1,5 @@
 from tuneforge.data.split import split_rows
-from tuneforge.data.template import IGNORE_INDEX, tokenize_messages
+from tuneforge.lm.template import IGNORE_INDEX, tokenize_messages
 
 
 def conv(q, a, system=None):

@@ -50,7 +50,7 @@ def tiny_run(tmp_path_factory, tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    from tuneforge.model.load import load_model, load_tokenizer
+    from tuneforge.lm.load import load_model, load_tokenizer
 
     return load_model(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir))
 
@@ -64,7 +64,7 @@ def _load_gguf(folder, name):
 
 
 def _reference(model, tok, prompts=("Where is my order?", "How do I reset my password?")):
-    from tuneforge.evaluate.generate import greedy_token_ids, stop_token_ids
+    from tuneforge.lm.generate import greedy_token_ids, stop_token_ids
 
     prompts = list(prompts)
     return Reference(tok, prompts, greedy_token_ids(model, tok, prompts, 8), stop_token_ids(tok, model), 8)
@@ -272,7 +272,7 @@ def test_nf4_round_trip_and_tolerance_enforced(tmp_path):
 
     from tuneforge.deploy.export import TOLERANCES
     from tuneforge.deploy.quantize import load_quantized, quantize_folder
-    from tuneforge.model.load import load_tokenizer
+    from tuneforge.lm.load import load_tokenizer
 
     cfg = json.loads((ASSETS / "tiny-llama" / "config.json").read_text())
     cfg.update(hidden_size=64, head_dim=16, num_key_value_heads=4, intermediate_size=128)

@@ -54,7 +54,7 @@ def test_official_openai_client(engine, tmp_path):
 def test_a_client_that_disconnects_cancels_its_generation(engine, tmp_path):
     import httpx
 
-    from tuneforge.deploy.server.requestlog import read_rows
+    from tuneforge.monitor.requestlog import read_rows
 
     seen = []
 

@@ -222,7 +222,7 @@ def test_admin_hot_loads_only_under_the_allowed_dir(tiny_model_dir, make_client,
 
 
 def test_every_request_is_logged_and_log_failures_never_fail_requests(engine, make_client, tmp_path, monkeypatch):
-    from tuneforge.deploy.server.requestlog import RequestLog, read_rows
+    from tuneforge.monitor.requestlog import RequestLog, read_rows
 
     c = make_client(engine, log_content=True)
     c.post(CHAT, headers=AUTH, json=chat_body("a", user="u1"))

@@ -9,7 +9,7 @@ from conftest import DEMO, ROOT, tiny_recipe
 from typer.testing import CliRunner
 
 from tuneforge.cli import app
-from tuneforge.evaluate.gates import GatesFailed
+from tuneforge.gates import GatesFailed
 from tuneforge.pipeline import prepare_stage, run_all
 from tuneforge.run import RunDir
 

@@ -23,14 +23,14 @@ CONVERSATIONS = [
 
 
 def _with_generate(monkeypatch, fn):
-    from tuneforge.evaluate import generate as g
+    from tuneforge.lm import generate as g
 
     monkeypatch.setattr(g, "plain_greedy", lambda model: False)
     return fn()
 
 
 def test_same_replies_as_model_generate(model_tok, monkeypatch):
-    from tuneforge.evaluate import generate as g
+    from tuneforge.lm import generate as g
 
     model, tok = model_tok
     assert g.plain_greedy(model)
@@ -67,7 +67,7 @@ def test_same_replies_as_model_generate(model_tok, monkeypatch):
 
 
 def test_processors_in_the_generation_config_fall_back_to_generate(model_tok):
-    from tuneforge.evaluate.generate import plain_greedy
+    from tuneforge.lm.generate import plain_greedy
 
     model, _ = model_tok
     model.generation_config.repetition_penalty = 1.3

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from tuneforge.evaluate.gates import GatesFailed, check_gates, gate_values, parse_gate, parse_gates
 from tuneforge.evaluate.safety import is_refusal, refusal_rates
 from tuneforge.evaluate.suites import (
     infer_expected,
@@ -16,6 +15,7 @@ from tuneforge.evaluate.suites import (
     score_task,
     spread_sample,
 )
+from tuneforge.gates import GatesFailed, check_gates, gate_values, parse_gate, parse_gates
 
 ROOT = Path(__file__).resolve().parents[2]
 

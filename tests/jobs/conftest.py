@@ -67,12 +67,15 @@ def jobs_server(engine, jobs_cfg, tmp_path):
     import openai
 
     from tuneforge.deploy.server.app import ServerSettings, create_app
+    from tuneforge.jobs.routes import mount
 
     stack = contextlib.ExitStack()
 
     def start(**changes):
         cfg = dataclasses.replace(jobs_cfg, **changes)
-        app = create_app(engine, ServerSettings(api_keys=(KEY,), request_log=str(tmp_path / "requests.db"), jobs=cfg))
+        app = create_app(
+            engine, ServerSettings(api_keys=(KEY,), request_log=str(tmp_path / "requests.db"), **mount(cfg))
+        )
         url = stack.enter_context(live_server(app))
         return url, openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
 

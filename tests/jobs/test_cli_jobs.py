@@ -32,7 +32,7 @@ def test_serve_jobs_options_reach_the_server_settings(monkeypatch, tmp_path):
         ],
     )
     assert res.exit_code == 0, res.output
-    cfg = seen["settings"]["jobs"]
+    cfg = seen["settings"]["routers"][0].cfg  # the jobs API, mounted by the CLI (jobs.routes.mount)
     assert isinstance(cfg, JobsConfig) and cfg.root == str(tmp_path / "q") and cfg.worker is False
     assert cfg.overrides == ("training.threads=2",) and cfg.base_recipe().training.threads == 2
 

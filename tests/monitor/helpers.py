@@ -50,7 +50,7 @@ def fake_run(
 
 def write_log(path: Path, rows: list[dict]) -> Path:
     """A request log (schema of the running server) holding `rows` (defaults filled in)."""
-    from tuneforge.deploy.server.requestlog import RequestLog
+    from tuneforge.monitor.requestlog import RequestLog
 
     log = RequestLog(path, log_content=True)
     for i, r in enumerate(rows):

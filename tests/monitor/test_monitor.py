@@ -99,7 +99,7 @@ def test_cli_exit_codes_and_html_report(log, tmp_path):
 
 
 def test_v1_request_log_is_upgraded(tmp_path):
-    from tuneforge.deploy.server.requestlog import find_request, init_db, read_feedback, write_feedback
+    from tuneforge.monitor.requestlog import find_request, init_db, read_feedback, write_feedback
 
     path = write_log(tmp_path / "old.db", [{}])
     with sqlite3.connect(path) as conn:  # make it look like a log written by schema v1

@@ -104,7 +104,7 @@ def test_compare_approaches_end_to_end(trained):
 
 
 def test_one_request_at_a_time_times_every_question(trained):
-    from tuneforge.rag.compare import _builders, load_variants, run_approach
+    from tuneforge.evaluate.approaches import _builders, load_variants, run_approach
     from tuneforge.rag.retrieve import Retriever
 
     run, tmp = trained

@@ -25,7 +25,7 @@ def client(engine, kb_index, tmp_path):
     from fastapi.testclient import TestClient
 
     from tuneforge.deploy.server.app import ServerSettings, create_app
-    from tuneforge.rag.serve import RagRouter
+    from tuneforge.deploy.server.rag import RagRouter
 
     router = RagRouter.from_specs([f"tiny={kb_index / 'index'}"], models=["tiny"], top_k=2)
     app = create_app(engine, ServerSettings(api_keys=(KEY,), request_log=str(tmp_path / "r.db"), rag=router))
@@ -80,7 +80,7 @@ def test_model_without_index_refuses_rag_options(engine, tmp_path, kb_index):
     from fastapi.testclient import TestClient
 
     from tuneforge.deploy.server.app import ServerSettings, create_app
-    from tuneforge.rag.serve import RagRouter
+    from tuneforge.deploy.server.rag import RagRouter
 
     with pytest.raises(ValueError, match="no served model is called 'other'"):
         RagRouter.from_specs([f"other={kb_index / 'index'}"], models=["tiny"])

@@ -142,7 +142,7 @@ def test_two_cpu_processes_match_one_process_with_same_global_batch(tmp_path, ti
 def test_rank_helpers_read_the_launcher_environment(monkeypatch):
     import doctest
 
-    from tuneforge.train import distributed
+    from tuneforge import dist as distributed
 
     assert doctest.testmod(distributed).failed == 0
     monkeypatch.setenv("RANK", "1")

@@ -9,11 +9,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tuneforge.data.template import tokenize_messages
+from tuneforge.lm.collator import PackedCollator, PadCollator
+from tuneforge.lm.loss import label_positions_loss
+from tuneforge.lm.template import tokenize_messages
 from tuneforge.train import attention
-from tuneforge.train.collator import PackedCollator, PadCollator
 from tuneforge.train.fused import _LoraLinear, fusable, fused_forwards, lora_forward
-from tuneforge.train.loss import label_positions_loss
 from tuneforge.train.trainer import plain_lora_layers
 
 CONVS = [

@@ -142,7 +142,7 @@ MIN_REWARD_GAIN = 0.015
 
 def sampled_reward(model, tokenizer, prompts, samples: int = 16, seed: int = 0) -> float:
     """Mean reward of `samples` sampled replies per prompt (fixed RNG: policy and reference see the same draws)."""
-    from tuneforge.evaluate.generate import stop_token_ids
+    from tuneforge.lm.generate import stop_token_ids
     from tuneforge.train import ppo
 
     torch.manual_seed(seed)

@@ -102,8 +102,8 @@ def test_builtin_reward_functions():
 def test_preference_accuracy_matches_hand_computation(tiny_model_dir, tiny_tokenizer):
     from transformers import AutoModelForCausalLM
 
-    from tuneforge.data.template import ensure_chat_template
     from tuneforge.evaluate.preference import accuracy, pair_logps, pairs_from_rows
+    from tuneforge.lm.template import ensure_chat_template
 
     tok = ensure_chat_template(tiny_tokenizer)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()

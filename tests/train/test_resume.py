@@ -22,8 +22,8 @@ import torch
 from conftest import ROOT, tiny_recipe, write_jsonl
 from safetensors.torch import load_file
 
+from tuneforge.lm import collator as collator_mod
 from tuneforge.pipeline import prepare_stage
-from tuneforge.train import collator as collator_mod
 from tuneforge.train.trainer import STAGING, TuneforgeTrainer, last_checkpoint
 
 N = 8

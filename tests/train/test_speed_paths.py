@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tuneforge.data.template import tokenize_messages
-from tuneforge.train.collator import PackedCollator, PadCollator
-from tuneforge.train.loss import label_positions_loss
+from tuneforge.lm.collator import PackedCollator, PadCollator
+from tuneforge.lm.loss import label_positions_loss
+from tuneforge.lm.template import tokenize_messages
 
 CONVS = [
     [
@@ -133,7 +133,7 @@ def test_training_with_fast_paths_matches_plain_path(tmp_path, tiny_model_dir, d
 @pytest.mark.parametrize("autocast", [False, True])
 def test_chunked_head_loss_matches_full_logits(autocast):
     """The chunked LM-head cross-entropy gives the loss and gradients of the full-logits path."""
-    from tuneforge.train.loss import _LinearCrossEntropy
+    from tuneforge.lm.loss import _LinearCrossEntropy
 
     torch.manual_seed(0)
     h = torch.randn(37, 16, requires_grad=True)

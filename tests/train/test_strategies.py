@@ -209,9 +209,9 @@ def test_label_only_loss_with_virtual_tokens(kind, tiny_model_dir):
     loss must still equal the full-logits loss, adapter on and off."""
     from transformers import AutoModelForCausalLM
 
+    from tuneforge.lm.loss import label_positions_loss
     from tuneforge.model.strategies import apply_strategy
     from tuneforge.recipe import StrategyConfig
-    from tuneforge.train.loss import label_positions_loss
 
     model = apply_strategy(
         AutoModelForCausalLM.from_pretrained(tiny_model_dir), StrategyConfig(kind=kind, num_virtual_tokens=3)

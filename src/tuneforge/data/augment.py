@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import TuneforgeError
 from .dedup import dedup_rows, normalise_text
 from .formats import normalise
 from .problems import RowError
@@ -57,7 +58,7 @@ _QA_LABEL = re.compile(
 )
 
 
-class AugmentError(ValueError):
+class AugmentError(TuneforgeError, ValueError):
     """Augmentation cannot run (bad arguments, unreachable teacher); nothing was written."""
 
 
@@ -69,8 +70,8 @@ class Teacher:
 
 def local_teacher(model_ref: str, cache_dir: str | None = None, batch_size: int = 8) -> Teacher:
     """A teacher tuneforge loads itself, decoding greedily with its chat template."""
-    from ..evaluate.generate import generate
-    from ..model.load import load_model, load_tokenizer
+    from ..lm.generate import generate
+    from ..lm.load import load_model, load_tokenizer
     from ..model.sources import resolve
 
     source = resolve(model_ref, cache_dir)

@@ -210,8 +210,6 @@ def render_card(card: dict) -> str:
             f"{MIN_TARGET_EXAMPLES} examples seen in total)",
         ]
         if est.get("time"):
-            from .estimate import describe
-
             lines.append(f"- training time: {describe(est['time'])}")
     bal = card.get("balance")
     if bal:
@@ -232,3 +230,25 @@ def render_card(card: dict) -> str:
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in card["plots"]]
     lines += ["", f"Split seed {card['seed']}; max_length {card['max_length']}; loss on: {card['train_on']}.", ""]
     return "\n".join(lines)
+
+
+def describe(t: dict) -> str:
+    """One line for `data inspect` and the data card."""
+    return (
+        f"~{_duration(t['seconds'])} on this machine ({t['device']}, "
+        f"{'bf16 autocast' if t['bf16_autocast'] else 'fp32'}): {t['basis']} at {t['tokens_per_second']:,} tok/s, "
+        f"measured over {t['measured_steps']} step(s) of batch {t['batch_size']} on {t['model']} + {t['strategy']}"
+    )
+
+
+def _duration(seconds: float) -> str:
+    """A duration as people read it.
+
+    >>> _duration(42), _duration(150), _duration(7260)
+    ('42 s', '2.5 min', '2.0 h')
+    """
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"

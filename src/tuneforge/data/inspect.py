@@ -8,14 +8,16 @@ max_length and a suggested epoch count.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
-from .card import suggested_epochs
+from ..lm.template import tokenize_messages
+from .card import describe, suggested_epochs
 from .dedup import dedup_rows
+from .load import DataFileError
 from .pii import scan_row
 from .prepare import token_stats
 from .problems import FIXES
-from .template import tokenize_messages
 from .validate import load_validated
 
 
@@ -47,12 +49,13 @@ def inspect_file(
     model: str | None = None,
     max_length: int = 512,
     fields: dict[str, str] | None = None,
-    estimate_time: bool = False,
+    time_estimate: Callable[..., dict] | None = None,
 ) -> dict:
-    """The report `tuneforge data inspect` prints; with `estimate_time`, also the training time
-    measured on `model` (recipe-default LoRA, 2 timed steps; see data/estimate.py)."""
-    if estimate_time and not model:
-        raise ValueError("a training-time estimate needs a model to time — drop --no-tokens (or pass --model)")
+    """The report `tuneforge data inspect` prints; with `time_estimate` (`train.estimate.estimate_time`,
+    given by the caller: data needs nothing of training), also the training time measured on `model`
+    (recipe-default LoRA, 2 timed steps)."""
+    if time_estimate is not None and not model:
+        raise DataFileError("a training-time estimate needs a model to time — drop --no-tokens (or pass --model)")
     data = load_validated(path, fmt, require_assistant=True, fields=fields)
     lines = [
         f"file:    {path}",
@@ -78,7 +81,7 @@ def inspect_file(
     lines.append(f"dupes:   {dups['exact']} exact, {dups['near']} near-duplicate row(s) (removed by data.dedup=near)")
     est = None
     if model and data.rows:
-        from ..model.load import load_tokenizer
+        from ..lm.load import load_tokenizer
         from ..model.sources import resolve
 
         tok = load_tokenizer(resolve(model).path)
@@ -91,11 +94,8 @@ def inspect_file(
             )
         lines.append(f"length:  {est['over_max_length']} row(s) over max_length={max_length} (dropped by prepare)")
         lines.append(f"epochs:  {est['suggested_epochs']} suggested for {t['count']} example(s)")
-        if estimate_time and t["count"]:
-            from .estimate import describe
-            from .estimate import estimate_time as _time
-
-            est["time"] = _time(data.rows, model, max_length=max_length, tokenizer=tok)
+        if time_estimate is not None and t["count"]:
+            est["time"] = time_estimate(data.rows, model, max_length=max_length, tokenizer=tok)
             lines.append(f"time:    {describe(est['time'])}")
     if data.problems:
         lines.append(f"problems ({len(data.problems)}):")

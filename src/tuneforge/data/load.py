@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import TuneforgeError
 from .problems import Problem
 
 MAX_LINE_BYTES = 4 * 1024 * 1024  # one example above 4 MB is a data bug, not a training example
@@ -21,7 +22,7 @@ class RawRow:
     value: Any
 
 
-class DataFileError(ValueError):
+class DataFileError(TuneforgeError, ValueError):
     """The file as a whole cannot be read (missing, unknown extension, unparseable container)."""
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..io import atomic_write_json, atomic_write_jsonl, atomic_write_text, sha256_file
+from ..lm.template import tokenize_messages
 from ..recipe import DataConfig
 from ..run import RunDir
 from .balance import balance_train, check_balance_config, distribution, maybe_warn_missing, upsample_rows
@@ -17,7 +18,6 @@ from .dedup import dedup_rows, remove_leaks
 from .pii import apply_pii_policy
 from .problems import Problem, summarise
 from .split import split_rows
-from .template import tokenize_messages
 from .validate import LoadedData, enforce_policy, load_validated
 
 SPLITS = ("train", "validation", "test")
@@ -110,9 +110,19 @@ def _clean_and_screen(data: LoadedData, cfg: DataConfig) -> dict:
     }
 
 
-def prepare(cfg: DataConfig, run: RunDir, tokenizer: Any, log: Callable[[str], Any] | None = None) -> dict:
+def prepare(
+    cfg: DataConfig,
+    run: RunDir,
+    tokenizer: Any,
+    log: Callable[[str], Any] | None = None,
+    time_estimate: Callable[[list[dict]], dict] | None = None,
+) -> dict:
     """Load, validate, clean, screen for PII, deduplicate, split, leak-check and length-check the
-    data; write the splits, data_card.{md,json} and plots into `run`."""
+    data; write the splits, data_card.{md,json} and plots into `run`.
+
+    `time_estimate(train_rows)`: the training-time estimate for the card (`data.estimate_time`);
+    the caller builds it from the training setup (`train.estimate.recipe_time_estimate`), so the
+    data stage needs nothing of training."""
     check_balance_config(cfg.stratify_by, cfg.max_per_label, cfg.balance)
     loaded = {"train": _load(cfg.train, cfg, require_assistant=True)}
     for split in ("validation", "test"):
@@ -178,8 +188,8 @@ def prepare(cfg: DataConfig, run: RunDir, tokenizer: Any, log: Callable[[str], A
     }
     if "balance" in card:
         card["balance"]["by_split"] = {s: distribution(rows, cfg.stratify_by) for s, rows in written.items() if rows}
-    if cfg.estimate_time:
-        card["estimate"]["time"] = _time_estimate(written["train"], cfg, run, tokenizer)
+    if time_estimate is not None:
+        card["estimate"]["time"] = time_estimate(written["train"])
     card["sha256"] = hashes
     card["plots"] = (
         write_plots(run.data_dir, lengths, cfg.max_length, card["categories"], cfg.stratify_by) if cfg.plots else []
@@ -190,29 +200,6 @@ def prepare(cfg: DataConfig, run: RunDir, tokenizer: Any, log: Callable[[str], A
     for line in warnings(card):
         (log or _warn)(line)
     return card
-
-
-def _time_estimate(rows: list[dict], cfg: DataConfig, run: RunDir, tokenizer: Any) -> dict:
-    """Training time of this run's recipe (model, strategy, precision, batch, epochs) from 2 measured steps."""
-    from .estimate import estimate_time
-
-    r = run.recipe()
-    t = r.training
-    return estimate_time(
-        rows,
-        r.model.base,
-        strategy=r.strategy,
-        precision=t.precision,
-        batch_size=t.batch_size,
-        max_length=cfg.max_length,
-        train_on=cfg.train_on,
-        epochs=t.epochs,
-        max_steps=t.max_steps,
-        gradient_accumulation=t.gradient_accumulation,
-        dtype=r.model.dtype,
-        cache_dir=r.model.cache_dir,
-        tokenizer=tokenizer,
-    )
 
 
 def _warn(line: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import TuneforgeError
 from .formats import FORMATS, apply_field_map, detect_format, normalise
 from .load import read_rows
 from .problems import Problem, RowError
@@ -22,7 +23,7 @@ class LoadedData:
         return len(self.rows) + len({p.line for p in self.problems})
 
 
-class DataValidationError(ValueError):
+class DataValidationError(TuneforgeError, ValueError):
     def __init__(self, path: str, problems: list[Problem], why: str, limit: int = 20):
         self.problems = problems
         shown = "\n".join(f"  {path}: {p}" for p in problems[:limit])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..evaluate.generate import generate
+from ..lm.generate import generate
 from ..model.load import load_trained
 from ..run import RunDir
 

@@ -19,16 +19,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..evaluate.generate import greedy_token_ids, stop_token_ids
+from ..errors import TuneforgeError
 from ..io import atomic_write_json, atomic_write_text, read_jsonl, replace_dir, staging_dir
-from ..model.load import load_model, load_tokenizer, load_trained, offline
+from ..lm.generate import greedy_token_ids, stop_token_ids
+from ..lm.load import load_model, load_tokenizer, offline
+from ..model.load import load_trained
 from ..recipe import ExportConfig
 from ..run import RunDir
 
 FORMATS = ("adapter", "merged", "gguf", "quantized")
 
 
-class ExportError(RuntimeError):
+class ExportError(TuneforgeError, RuntimeError):
     """The export cannot be done as asked (refused run, unknown format, unsupported model)."""
 
 
@@ -109,7 +111,7 @@ def _first_difference(a: str, b: str) -> str:
 
 def check_tokenizer(ref_tok: Any, tok: Any, prompts: list[str], what: str) -> None:
     """Chat template, BOS/EOS and golden-prompt token ids of an artefact equal training's."""
-    from ..data.template import render
+    from ..lm.template import render
 
     if (tok.chat_template or "") != (ref_tok.chat_template or ""):
         raise ExportMismatch(

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..errors import TuneforgeError
+
 # name -> (tensor type of 2-D weights, llama.cpp file type). 1-D tensors (norms, biases)
 # stay F32 whatever the type, as llama.cpp's converter does ("except 1d tensors").
 GGUF_TYPES = {
@@ -43,7 +45,7 @@ _TOP = {
 }
 
 
-class GGUFExportError(ValueError):
+class GGUFExportError(TuneforgeError, ValueError):
     pass
 
 

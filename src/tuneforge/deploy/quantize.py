@@ -11,6 +11,8 @@ from importlib import util
 from pathlib import Path
 from typing import Any
 
+from ..errors import TuneforgeError
+
 # recipe name -> (backend, what it is)
 QUANT_METHODS = {
     "int8": ("bitsandbytes", "bitsandbytes LLM.int8 8-bit weights"),
@@ -19,7 +21,7 @@ QUANT_METHODS = {
 }
 
 
-class QuantizationUnsupported(RuntimeError):
+class QuantizationUnsupported(TuneforgeError, RuntimeError):
     """The quantisation backend is missing or cannot run on this machine."""
 
 
@@ -62,7 +64,7 @@ def quantize_folder(merged_dir: Path, out_dir: Path, method: str, tokenizer: Any
         raise QuantizationUnsupported(problem)
     from transformers import AutoModelForCausalLM
 
-    from ..model.load import offline
+    from ..lm.load import offline
 
     offline()
     try:

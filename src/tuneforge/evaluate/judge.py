@@ -139,8 +139,8 @@ def openai_judge(base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY",
 
 def local_judge(path: str | Path, max_new_tokens: int = 8) -> Judge:
     """A judge from a local model folder, or a trained run directory, with its chat template."""
-    from ..model.load import load_model, load_tokenizer
-    from .generate import generate
+    from ..lm.generate import generate
+    from ..lm.load import load_model, load_tokenizer
 
     p = Path(path)
     if (p / "manifest.json").is_file():

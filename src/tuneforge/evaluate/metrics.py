@@ -40,9 +40,9 @@ def mean_loss(model: Any, tokenizer: Any, rows: list[dict], train_on: str = "ass
     """Token-weighted mean loss, perplexity and mean token accuracy over the label tokens of `rows`."""
     import torch
 
-    from ..data.template import tokenize_messages
-    from ..train.collator import PadCollator
-    from ..train.loss import labelled_logits
+    from ..lm.collator import PadCollator
+    from ..lm.loss import labelled_logits
+    from ..lm.template import tokenize_messages
 
     feats = [
         tokenize_messages(tokenizer, r["messages"], train_on)

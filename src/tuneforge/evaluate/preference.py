@@ -17,8 +17,8 @@ import time
 from typing import Any
 
 from ..data.formats import to_preference
-from ..data.template import tokenize_messages
 from ..io import atomic_write_json, atomic_write_text, read_jsonl
+from ..lm.template import tokenize_messages
 from ..run import RunDir
 
 
@@ -62,8 +62,8 @@ def completion_logps(
     """Sum of log p(completion tokens | prompt) per sample (only the completion's turns count)."""
     import torch
 
-    from ..data.template import IGNORE_INDEX
-    from ..train.loss import labelled_logits
+    from ..lm.loss import labelled_logits
+    from ..lm.template import IGNORE_INDEX
 
     encoded = []
     for prompt, completion in zip(prompts, completions):

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from ..data.validate import load_validated
+from ..gates import GatesFailed, check_gates
 from ..io import atomic_write_jsonl, read_jsonl
+from ..lm.generate import generate
 from ..model.load import load_trained
 from ..recipe import EvaluationConfig
 from ..run import RunDir
-from .gates import GatesFailed, check_gates
-from .generate import generate
 from .metrics import mean_loss
 from .plots import plot_loss, plot_metric_bars
 from .preference import append_markdown, evaluate_reward, pair_logps, pairs_from_rows, preference_report

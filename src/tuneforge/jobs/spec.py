@@ -17,6 +17,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, confloat, conint
 
+from ..errors import TuneforgeError
 from ..recipe import Recipe, load_recipe, recipe_from_dict
 
 SUFFIX_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -106,7 +107,7 @@ class CreateJobRequest(_Strict):
     integrations: Optional[list[Any]] = None
 
 
-class JobRequestError(ValueError):
+class JobRequestError(TuneforgeError, ValueError):
     """A create request that cannot run; `param` names the field (OpenAI's error `param`)."""
 
     def __init__(self, message: str, param: Optional[str], code: str = "invalid_request"):

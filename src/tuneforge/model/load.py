@@ -1,46 +1,11 @@
-"""Load a resolved model and its tokenizer from a local folder."""
+"""The model of a stage: the training model (strategy applied to the base) and a trained run."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from ..data.template import ensure_chat_template
-
-DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
-
-
-def offline() -> None:
-    """Forbid hub downloads for this process (a run must never fetch weights)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
-def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
-    offline()
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    return ensure_chat_template(tok)
-
-
-def load_model(path: str, dtype: str = "float32", trust_remote_code: bool = False) -> Any:
-    offline()
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=getattr(torch, DTYPES[dtype]), trust_remote_code=trust_remote_code
-    )
-    return model
-
-
-def set_threads(threads: int | None) -> None:
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
-
+from ..lm.load import load_model, load_tokenizer
+from .source import run_source
 
 # frozen base weights may be stored in bf16 for these adapters: autocast then has no per-step
 # weight casts to do, and PEFT keeps the adapter weights in fp32. Not for prefix/prompt (their
@@ -85,10 +50,8 @@ def load_trained(run: Any, quantized_base: bool = False) -> tuple[Any, Any, Any]
     what evaluation measures); `quantized_base=True` loads the 4-bit base it was trained
     on instead, to reproduce the training-time model exactly.
     """
-    from .sources import resolve
-
     recipe = run.recipe()
-    source = resolve(recipe.model.base, recipe.model.cache_dir)
+    source = run_source(run)  # recorded once at training time: no second resolve or hash
     result = run.result_dir
     if not result.is_dir():
         raise FileNotFoundError(f"{run.path}: no trained model (adapter/ or model/) — run `tuneforge train {run.path}`")

@@ -67,8 +67,8 @@ def load_quantized_base(
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
 
+    from ..lm.load import offline
     from .device import device_type
-    from .load import offline
 
     offline()
     dtype = compute_dtype(quant_compute_dtype)

@@ -15,10 +15,10 @@ import importlib.util
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..io import atomic_write_json, replace_dir, sha256_dir, sha256_file, staging_dir
+from .source import ModelSource, ModelSourceError
 
 BUILTIN = {
     "smollm2-135m-instruct": {
@@ -29,23 +29,6 @@ BUILTIN = {
     },
 }
 SOURCE_FILE = "tuneforge_source.json"
-
-
-class ModelSourceError(ValueError):
-    pass
-
-
-@dataclass
-class ModelSource:
-    id: str  # what the recipe said
-    kind: str  # builtin | gguf | folder | hub-cache | run
-    path: str  # local HF folder that transformers loads
-    sha256: str  # of the original weights (GGUF file or weight files; for a run: its trained result)
-    origin: str  # the file/folder the weights came from
-    parent_run: dict | None = None  # kind 'run': the parent's path, name, recipe hash, strategy, objective
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def default_cache_dir() -> Path:
@@ -231,11 +214,3 @@ def merged_run(run) -> tuple[Path, str]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target, key
-
-
-def record_lineage(run, source: ModelSource) -> None:
-    """Write the base model (and, when chained, the parent run) into the run's manifest."""
-    fields: dict = {"base_model": source.to_dict()}
-    if source.parent_run:
-        fields["parent_run"] = source.parent_run
-    run.update_manifest(**fields)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..errors import TuneforgeError
 from ..recipe import StrategyConfig
 
 ADAPTERS = ("lora", "qlora", "dora", "ia3", "prefix", "prompt")
@@ -24,7 +25,7 @@ MERGEABLE = ("lora", "qlora", "dora", "ia3")
 PROMPT_LEARNING = ("prefix", "prompt")
 
 
-class StrategyError(ValueError):
+class StrategyError(TuneforgeError, ValueError):
     pass
 
 

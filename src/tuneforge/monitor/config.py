@@ -17,8 +17,10 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..errors import TuneforgeError
 
-class MonitorConfigError(ValueError):
+
+class MonitorConfigError(TuneforgeError, ValueError):
     pass
 
 

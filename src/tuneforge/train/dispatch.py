@@ -27,7 +27,8 @@ OBJECTIVE_MODULES = {
 def train_run(run: RunDir, resume: bool = False, callbacks: list | None = None) -> dict[str, Any]:
     """Train `run` with the trainer of its recipe's objective."""
     kind = run.require().recipe().objective.kind
-    from .distributed import SINGLE_PROCESS_OBJECTIVES, DistributedError, world_size
+    from ..dist import world_size
+    from .distributed import SINGLE_PROCESS_OBJECTIVES, DistributedError
 
     if kind in SINGLE_PROCESS_OBJECTIVES and world_size() > 1:
         raise DistributedError(

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..errors import TuneforgeError
 from ..io import replace_dir, staging_dir
 
 # Objectives whose training loop is tuneforge's own (not the HF Trainer): nothing syncs their
@@ -26,26 +27,8 @@ from ..io import replace_dir, staging_dir
 SINGLE_PROCESS_OBJECTIVES = frozenset({"ppo"})
 
 
-class DistributedError(RuntimeError):
+class DistributedError(TuneforgeError, RuntimeError):
     """A run cannot train under the multi-process launch it was started with."""
-
-
-def world_rank() -> int:
-    """Global rank of this process (0 when not launched by a distributed launcher).
-
-    >>> world_rank() if "RANK" not in os.environ else 0
-    0
-    """
-    return int(os.environ.get("RANK", "0") or 0)
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1") or 1)
-
-
-def is_main_process() -> bool:
-    """True in the one process that writes the run directory (global rank 0)."""
-    return world_rank() == 0
 
 
 def save_trained(trainer: Any, tokenizer: Any, out_dir: Path) -> Path:

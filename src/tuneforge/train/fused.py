@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .loss import matmul_dtype
+from ..lm.loss import matmul_dtype
 
 
 # ----------------------------------------------------------------------------- LoRA linear

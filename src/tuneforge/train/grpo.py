@@ -12,7 +12,7 @@ read, e.g. `expected` for `contains_expected`.
 
 from __future__ import annotations
 
-from ..model.sources import record_lineage
+from ..model.source import record_lineage
 from ..recipe import Recipe
 from ..run import RunDir
 from .preference_common import (

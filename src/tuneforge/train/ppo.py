@@ -35,8 +35,9 @@ from typing import Any
 
 import torch
 
-from ..data.template import prompt_messages, render
+from ..errors import TuneforgeError
 from ..io import atomic_write_json, read_jsonl, replace_dir, staging_dir
+from ..lm.template import prompt_messages, render
 from ..model.strategies import PROMPT_LEARNING
 from ..run import RunDir
 from . import ppo_core as core
@@ -46,7 +47,7 @@ VALUE_HEAD_FILE = "value_head.safetensors"
 EVAL_PROMPTS = 32  # held-out prompts scored (greedy) before, during and after training
 
 
-class PPOError(ValueError):
+class PPOError(TuneforgeError, ValueError):
     pass
 
 
@@ -337,7 +338,7 @@ def check_recipe(recipe: Any) -> None:
             "training.early_stopping_patience is not supported by objective ppo (there is no validation "
             "loss; eval_reward is logged instead) — leave it unset"
         )
-    from .distributed import world_size
+    from ..dist import world_size
 
     if world_size() > 1:  # every rank would sample, train and write the same run directory
         problems.append(
@@ -360,9 +361,9 @@ def train(
     """
     from transformers import TrainerControl, TrainerState, TrainingArguments, get_scheduler
 
-    from ..evaluate.generate import stop_token_ids
+    from ..lm.generate import stop_token_ids
     from ..model.device import device_type
-    from ..model.sources import record_lineage
+    from ..model.source import record_lineage
     from ..model.strategies import is_adapter
     from .callbacks import MetricsJsonlCallback
     from .sft import setup_model, tracking_callbacks

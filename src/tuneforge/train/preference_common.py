@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from ..data.formats import to_kto, to_preference
-from ..data.template import prompt_messages
+from ..errors import TuneforgeError
 from ..io import read_jsonl, replace_dir, staging_dir
-from ..model.load import load_model
-from ..model.sources import record_lineage
+from ..lm.load import load_model
+from ..lm.template import prompt_messages
+from ..model.source import record_lineage
 from ..recipe import Recipe, TrainingConfig
 from ..run import RunDir
 from .callbacks import MetricsJsonlCallback
@@ -34,7 +35,7 @@ from .sft import ModelSetup, setup_model, tracking_callbacks, training_arguments
 from .trainer import TuneforgeTrainer, checkpoint_to_resume
 
 
-class ObjectiveDataError(ValueError):
+class ObjectiveDataError(TuneforgeError, ValueError):
     pass
 
 

@@ -13,14 +13,15 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from ..data.template import render
+from ..errors import TuneforgeError
 from ..io import read_jsonl
+from ..lm.collator import PadCollator
+from ..lm.template import render
 from ..run import RunDir
-from .collator import PadCollator
 from .sft import fit, setup_model
 
 
-class PretrainDataError(ValueError):
+class PretrainDataError(TuneforgeError, ValueError):
     pass
 
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..io import replace_dir, staging_dir
+from ..lm.load import load_tokenizer, offline, set_threads
 from ..model.device import use_bf16
-from ..model.load import load_tokenizer, offline, set_threads
-from ..model.sources import record_lineage, resolve
+from ..model.source import record_lineage
+from ..model.sources import resolve
 from ..model.strategies import StrategyError, apply_freeze, check_targets, linear_module_names, param_counts
 from ..recipe import Recipe
 from ..run import RunDir

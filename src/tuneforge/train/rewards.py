@@ -23,10 +23,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..errors import TuneforgeError
+
 RewardFn = Callable[..., list[float]]
 
 
-class RewardError(ValueError):
+class RewardError(TuneforgeError, ValueError):
     pass
 
 
@@ -168,7 +170,7 @@ class RewardModel:
         import torch
         from transformers import AutoModelForSequenceClassification
 
-        from ..model.load import load_tokenizer, offline
+        from ..lm.load import load_tokenizer, offline
 
         offline()
         folder = reward_model_dir(path)
@@ -188,7 +190,7 @@ class RewardModel:
         self.batch_size = batch_size
 
     def texts(self, prompts: list, completions: list) -> list[str]:
-        from ..data.template import render
+        from ..lm.template import render
 
         return [
             render(self.tokenizer, as_messages(p) + [{"role": "assistant", "content": completion_text(c)}])

@@ -17,22 +17,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..data.template import tokenize_messages
+from ..dist import is_main_process
+from ..errors import TuneforgeError
 from ..io import read_jsonl
+from ..lm.collator import PackedCollator, PadCollator
+from ..lm.load import load_tokenizer, set_threads
+from ..lm.template import tokenize_messages
 from ..model.device import device_type, use_bf16
-from ..model.load import load_for_training, load_tokenizer, set_threads
-from ..model.sources import ModelSource, record_lineage, resolve
+from ..model.load import load_for_training
+from ..model.source import ModelSource, record_lineage
+from ..model.sources import resolve
 from ..model.strategies import check_training_compat, is_adapter, param_counts
 from ..recipe import Recipe, TrainingConfig
 from ..run import RunDir
 from . import attention
 from .callbacks import MetricsJsonlCallback
-from .collator import PackedCollator, PadCollator
-from .distributed import is_main_process, process_info, save_trained, sum_over_processes
+from .distributed import process_info, save_trained, sum_over_processes
 from .trainer import ResumeError, TuneforgeTrainer, checkpoint_to_resume  # noqa: F401 (ResumeError: public here)
 
 
-class TrainingSetupError(ValueError):
+class TrainingSetupError(TuneforgeError, ValueError):
     """training.* options that cannot work together (or a tracker that is not installed)."""
 
 

@@ -26,7 +26,8 @@ import torch
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from .loss import label_positions_loss
+from ..errors import TuneforgeError
+from ..lm.loss import label_positions_loss
 
 STAGING = ".staging"
 
@@ -181,14 +182,14 @@ class TuneforgeTrainer(Trainer):
             )
 
 
-class ResumeError(RuntimeError):
+class ResumeError(TuneforgeError, RuntimeError):
     pass
 
 
 def checkpoint_to_resume(checkpoints_dir: Path, resume: bool, error: type[Exception] = ResumeError) -> str | None:
     """The checkpoint `--resume` continues from (`error` when there is none); without resume,
     the old checkpoints are cleared (by rank 0 only: it owns the run directory)."""
-    from .distributed import is_main_process
+    from ..dist import is_main_process
 
     if resume:
         checkpoint = last_checkpoint(str(checkpoints_dir))

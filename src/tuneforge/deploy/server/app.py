@@ -7,7 +7,7 @@
     GET  /metrics                Prometheus text
     GET|POST /admin/adapters, DELETE /admin/adapters/{name}   only with an admin dir
     POST /v1/feedback            rating / correction of a logged request (feedback.py)
-    /v1/files, /v1/fine_tuning/jobs/…   fine-tuning jobs API, only with settings.jobs (jobs_routes.py)
+    /v1/files, /v1/fine_tuning/jobs/…   fine-tuning jobs API, mounted by `tuneforge.jobs.routes.mount`
 
 Nothing happens at import; `create_app` builds everything from its arguments. (No
 `from __future__ import annotations` here: FastAPI reads the route signatures, whose
@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ...rag.serve import rag_apply
+from ...errors import APIError, error_body, status_type
+from ...monitor.requestlog import RequestLog, utc_now
 from . import schemas
 from .engine import AdapterError, Engine, Event, Job, ModelEntry, QueueFull, UnknownModel, adapter_folder
-from .limits import APIError, BodySizeLimit, Limits, check_prompt, check_request, error_body, status_type
+from .limits import BodySizeLimit, Limits, check_prompt, check_request
 from .metrics import Metrics
-from .requestlog import RequestLog, utc_now
+from .rag import rag_apply
 
 CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
 
@@ -42,8 +43,11 @@ class ServerSettings:
     log_content: bool = False  # also store prompts and completions in the request log
     admin_dir: Optional[str] = None  # enables /admin/adapters for folders under it
     disconnect_poll_s: float = 0.25  # how often a waiting request checks that its client is still there
-    rag: Optional[Any] = None  # tuneforge.rag.serve.RagRouter: retrieval per model (chat only)
-    jobs: Optional[Any] = None  # tuneforge.jobs.spec.JobsConfig: enables /v1/files + /v1/fine_tuning/jobs
+    rag: Optional[Any] = None  # tuneforge.deploy.server.rag.RagRouter: retrieval per model (chat only)
+    # factories (engine, require_key) -> APIRouter mounted after the built-in routes, and per-path
+    # body limits: how a layer above adds its API (the jobs API: `tuneforge.jobs.routes.mount`)
+    routers: tuple = ()
+    path_limits: Optional[dict] = None
 
 
 @dataclass
@@ -132,7 +136,7 @@ def create_app(engine: Engine, settings: ServerSettings, close_engine: bool = Fa
     app.add_middleware(
         BodySizeLimit,
         max_bytes=limits.max_body_bytes,  # uploads of training data are larger
-        path_limits={"/v1/files": settings.jobs.max_file_bytes} if settings.jobs else None,
+        path_limits=settings.path_limits,
     )
     app.state.engine, app.state.metrics, app.state.request_log, app.state.settings = engine, metrics, reqlog, settings
     keys = [k.encode() for k in settings.api_keys]
@@ -457,13 +461,11 @@ def create_app(engine: Engine, settings: ServerSettings, close_engine: bool = Fa
         return {"id": name, "object": "model", "deleted": True}
 
     app.include_router(api)
-    from .feedback import feedback_router  # stage 7: POST /v1/feedback, stored with the request log
+    from ...monitor.feedback_api import feedback_router  # stage 7: POST /v1/feedback, stored with the request log
 
     app.include_router(feedback_router(settings, reqlog, require_key))
-    if settings.jobs is not None:  # the fine-tuning jobs API (jobs_routes.py); its lifespan runs the worker
-        from .jobs_routes import jobs_router
-
-        app.include_router(jobs_router(engine, settings.jobs, require_key))
+    for make_router in settings.routers:  # e.g. the fine-tuning jobs API; its lifespan runs the worker
+        app.include_router(make_router(engine, require_key))
     return app
 
 

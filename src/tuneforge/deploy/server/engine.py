@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from ...errors import TuneforgeError
+
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 _ids = itertools.count(1)
@@ -41,7 +43,7 @@ class UnknownModel(KeyError):
     pass
 
 
-class AdapterError(ValueError):
+class AdapterError(TuneforgeError, ValueError):
     pass
 
 
@@ -173,7 +175,7 @@ class Engine:
         config: EngineConfig = EngineConfig(),
         step_hook: Optional[Callable[[list], None]] = None,
     ):
-        from ...evaluate.generate import stop_token_ids
+        from ...lm.generate import stop_token_ids
 
         self.model, self.tokenizer, self.config = model, tokenizer, config
         self.step_hook = step_hook  # called each decoding step with the batch's jobs (tests use it to pause)
@@ -210,7 +212,7 @@ class Engine:
         dtype: str = "float32",
         trust_remote_code: bool = False,
     ) -> Engine:
-        from ...model.load import load_model, load_tokenizer
+        from ...lm.load import load_model, load_tokenizer
 
         tokenizer = load_tokenizer(base_path, trust_remote_code)
         model = load_model(base_path, dtype, trust_remote_code)
@@ -301,8 +303,8 @@ class Engine:
         base = self._entries[self.base_name]
         if not (folder / "tokenizer_config.json").is_file():
             return base.chat_template, base.stop_ids
-        from ...evaluate.generate import stop_token_ids
-        from ...model.load import load_tokenizer
+        from ...lm.generate import stop_token_ids
+        from ...lm.load import load_tokenizer
 
         tok = load_tokenizer(str(folder))
         if len(tok) != len(self.tokenizer):

@@ -148,7 +148,7 @@ def serve(
 ) -> None:
     import uvicorn
 
-    from ...model.load import set_threads
+    from ...lm.load import set_threads
     from .app import ServerSettings, create_app
     from .engine import Engine, EngineConfig
     from .limits import Limits
@@ -158,7 +158,7 @@ def serve(
     limits_kw = {k: v for k, v in settings_kw.pop("limits", {}).items() if v is not None}
     rag_kw = settings_kw.pop("rag", None)
     if rag_kw:  # open every knowledge index before any weights load: a bad path fails fast
-        from ...rag.serve import RagRouter
+        from .rag import RagRouter
 
         settings_kw["rag"] = RagRouter.from_specs(models=[p.base_name, *p.adapters], **rag_kw)
     settings = ServerSettings(api_keys=keys, limits=Limits(**limits_kw), **settings_kw)

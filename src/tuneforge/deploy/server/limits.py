@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from ...errors import APIError, error_body
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -20,41 +22,6 @@ class Limits:
     max_stop: int = 4  # stop sequences per request (OpenAI allows 4)
     max_body_bytes: int = 1 << 20  # request body size
     retry_after_s: int = 1  # `Retry-After` sent with a 429 when the queue is full
-
-
-class APIError(Exception):
-    """An error that becomes an HTTP response in OpenAI's shape."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        type: str = "invalid_request_error",
-        param: Optional[str] = None,
-        code: Optional[str] = None,
-        headers: Optional[dict] = None,
-    ):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
-        self.headers = headers or {}
-
-    def body(self) -> dict[str, Any]:
-        return error_body(self.message, self.type, self.param, self.code)
-
-
-def error_body(
-    message: str, type: str = "invalid_request_error", param: Optional[str] = None, code: Optional[str] = None
-) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type, "param": param, "code": code}}
-
-
-def status_type(status: int) -> str:
-    """OpenAI's error `type` for a bare HTTP status (404 from routing, 405, ...)."""
-    if status == 401:
-        return "authentication_error"
-    if status == 429:
-        return "rate_limit_error"
-    return "server_error" if status >= 500 else "invalid_request_error"
 
 
 def check_request(limits: Limits, n_choices: int, max_tokens: int, stops: list[str]) -> None:

@@ -90,7 +90,7 @@ class RagOptions(BaseModel):
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(..., min_length=1)
-    tuneforge_rag: Optional[RagOptions] = None  # extension: see tuneforge.rag.serve
+    tuneforge_rag: Optional[RagOptions] = None  # extension: see tuneforge.deploy.server.rag
     max_completion_tokens: Optional[int] = Field(None, ge=1)  # OpenAI's newer name for max_tokens
     tools: Optional[list[Any]] = None
     tool_choice: Any = None

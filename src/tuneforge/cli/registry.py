@@ -20,13 +20,13 @@ RegistryOpt = typer.Option(
 
 
 def _reg(path: Optional[Path]):
-    from .registry import Registry, default_path
+    from ..registry import Registry, default_path
 
     return Registry(path or default_path())
 
 
 def _call(fn, *args, **kwargs):
-    from .registry import RegistryError
+    from ..registry import RegistryError
 
     try:
         return fn(*args, **kwargs)
@@ -49,8 +49,8 @@ def register(
     registry: Optional[Path] = RegistryOpt,
 ):
     """Register a finished run as the next version of NAME (again: refresh its metrics)."""
-    from .registry import registry_name
-    from .run import RunDir
+    from ..registry import registry_name
+    from ..run import RunDir
 
     run = _call(RunDir(run_dir).require)
     row = _call(_reg(registry).register, run, name or registry_name(run))
@@ -87,7 +87,7 @@ def show(
     ref: str = typer.Argument(..., help="NAME, NAME@VERSION or NAME@ALIAS."), registry: Optional[Path] = RegistryOpt
 ):
     """Everything recorded about one version, and the model's alias history."""
-    from .registry import parse_ref
+    from ..registry import parse_ref
 
     reg = _reg(registry)
     row = _call(reg.resolve, ref)

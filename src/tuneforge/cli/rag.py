@@ -8,32 +8,18 @@ from typing import Optional
 
 import typer
 
+from . import common
+
 rag_app = typer.Typer(no_args_is_help=True, help="Knowledge index for retrieval-augmented generation (RAG).")
 
 
-def _errors() -> tuple[type[BaseException], ...]:
-    from .rag.chunk import UnsupportedDocument
-    from .rag.compare import UpdateFileError
-    from .rag.index import KnowledgeIndexError
-    from .rag.retrieve import RagTemplateError
-
-    return UnsupportedDocument, UpdateFileError, KnowledgeIndexError, RagTemplateError, ValueError
-
-
-def _call(fn, *args, **kwargs):
-    """Run with the CLI's known errors (exit code 2, message naming the fix) plus the RAG ones."""
-    from .cli import _fail, _guard
-
-    try:
-        return _guard(fn, *args, **kwargs)
-    except _errors() as exc:
-        _fail(exc)
+_call = common.guard  # the RAG errors are TuneforgeErrors: the one error path
 
 
 def read_template(path: Optional[Path]) -> Optional[str]:
     if path is None:
         return None
-    from .rag.retrieve import check_template
+    from ..rag.retrieve import check_template
 
     if not path.is_file():
         raise FileNotFoundError(f"--template {path}: no such file")
@@ -57,16 +43,15 @@ def index_cmd(
     rebuild: bool = typer.Option(False, "--rebuild", help="Start the index from scratch."),
 ):
     """Chunk, embed (all-MiniLM-L6-v2, offline) and store documents; re-runs update incrementally."""
-    from .cli import _fail, console
-    from .rag.index import KnowledgeIndex, rebuild_path
+    from ..rag.index import KnowledgeIndex, rebuild_path
 
     if not docs and not remove:
-        _fail(ValueError("give documents to index and/or --remove DOC"))
+        common.fail(ValueError("give documents to index and/or --remove DOC"))
     if rebuild:
         _call(rebuild_path, out)
     index = _call(KnowledgeIndex.open, out, None, True, max_chars)
     report = _call(index.update, docs or [], root, remove or [], prune)
-    console.print(
+    common.console.print(
         f"{out}: {report.summary()} — {index.info['documents']} document(s), {index.info['chunks']} chunks",
         highlight=False,
     )
@@ -84,8 +69,7 @@ def query_cmd(
     template: Optional[Path] = typer.Option(None, help="Prompt template file with {context} and {question}."),
 ):
     """The top-k passages for a question, with their citations (source, chunk, score)."""
-    from .cli import console
-    from .rag.retrieve import Retriever, render_prompt
+    from ..rag.retrieve import Retriever, render_prompt
 
     r = _call(Retriever.open, index, top_k, score_threshold, _call(read_template, template))
     passages = r.retrieve(question)
@@ -93,10 +77,12 @@ def query_cmd(
         print(json.dumps([{**p.citation(), "text": p.text} for p in passages], ensure_ascii=False, indent=2))
     else:
         for i, p in enumerate(passages, 1):
-            console.print(f"[bold][{i}][/] {p.source} #{p.chunk} (id {p.chunk_id}) score {p.score:.3f} — {p.heading}")
-            console.print(f"    {p.text[:300]}", markup=False, highlight=False)
+            common.console.print(
+                f"[bold][{i}][/] {p.source} #{p.chunk} (id {p.chunk_id}) score {p.score:.3f} — {p.heading}"
+            )
+            common.console.print(f"    {p.text[:300]}", markup=False, highlight=False)
         if not passages:
-            console.print("no passage above the score threshold")
+            common.console.print("no passage above the score threshold")
     if prompt:
         print(render_prompt(question, passages, r.template))
 
@@ -133,20 +119,19 @@ def compare_approaches_cmd(
 ):
     """Base prompt-only, few-shot, RAG, fine-tuned and fine-tuned + RAG on the test split: accuracy,
     latency and prompt tokens per request, a knowledge-update check and a recommendation."""
-    from .cli import _fail, _run_dir, console
-    from .model.load import set_threads
-    from .rag.compare import compare_approaches
+    from ..evaluate.approaches import compare_approaches
+    from ..lm.load import set_threads
 
     if volatility not in ("low", "high", "unknown"):
-        _fail(ValueError(f"--volatility {volatility!r}: use low, high or unknown"))
+        common.fail(ValueError(f"--volatility {volatility!r}: use low, high or unknown"))
     if run_dir is None:
         if recipe.is_dir():
             run_dir = recipe
         else:
-            from .recipe import load_recipe
+            from ..recipe import load_recipe
 
             run_dir = _call(load_recipe, recipe, []).run_path()
-    run = _run_dir(run_dir)
+    run = common.run_dir(run_dir)
     set_threads(threads)
     report = _call(
         compare_approaches,
@@ -162,13 +147,13 @@ def compare_approaches_cmd(
         _call(read_template, template),
         volatility,
         citations,
-        lambda m: console.print(m, highlight=False),
+        lambda m: common.console.print(m, highlight=False),
         batch_size=batch_size,
         latency_requests=latency_requests,
     )
     folder = out or run.path / "compare-approaches"
-    console.print((folder / "report.md").read_text(), markup=False, highlight=False)
-    console.print(
+    common.console.print((folder / "report.md").read_text(), markup=False, highlight=False)
+    common.console.print(
         f"report: {folder}/report.md (+ report.json, approaches.png, samples.jsonl) — "
         f"recommended: {report['recommendation']['choice']}",
         highlight=False,

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from . import common
+
+# the command groups: Typer apps only, no heavy imports (those stay inside each command)
+from .jobs import jobs_app as _jobs_app
+from .monitor import app as _monitor_app
+from .monitor import from_feedback_cmd as _from_feedback
+from .rag import compare_approaches_cmd as _compare_approaches
+from .rag import rag_app as _rag_app
+from .registry import app as _registry_app
+
 app = typer.Typer(
+    cls=common.ErrorGroup,
     add_completion=False,
     no_args_is_help=True,
     help="tuneforge: prepare data, fine-tune, evaluate, export and chat — one run directory per run.",
@@ -22,75 +31,17 @@ app.add_typer(recipe_app, name="recipe")
 app.add_typer(data_app, name="data")
 review_app = typer.Typer(no_args_is_help=True, help="Blind human A/B review of two runs' answers.")
 app.add_typer(review_app, name="review")
-from .cli_monitor import app as _monitor_app  # noqa: E402
-from .cli_monitor import from_feedback_cmd as _from_feedback  # noqa: E402
-from .cli_registry import app as _registry_app  # noqa: E402 (typer apps only; no heavy imports)
 
 app.add_typer(_registry_app, name="registry")
 app.add_typer(_monitor_app, name="monitor")
 data_app.command("from-feedback")(_from_feedback)
-from .cli_rag import compare_approaches_cmd as _compare_approaches  # noqa: E402
-from .cli_rag import rag_app as _rag_app  # noqa: E402
 
 app.add_typer(_rag_app, name="rag")
-from .cli_jobs import jobs_app as _jobs_app  # noqa: E402 (fine-tuning jobs queue: worker, list, events, cancel)
 
 app.add_typer(_jobs_app, name="jobs")
 app.command("compare-approaches")(_compare_approaches)
-console = Console()
-err = Console(stderr=True, soft_wrap=True)
-
-
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from .data.load import DataFileError
-    from .data.template import TemplateError
-    from .data.validate import DataValidationError
-    from .deploy.export import ExportError, ExportMismatch
-    from .evaluate.gates import GatesFailed
-    from .model.sources import ModelSourceError
-    from .model.strategies import StrategyError
-    from .recipe import RecipeError
-    from .train.distributed import DistributedError
-    from .train.ppo import PPOError
-    from .train.pretrain import PretrainDataError
-    from .train.sft import ResumeError, TrainingSetupError
-
-    return (
-        RecipeError,
-        DataValidationError,
-        DataFileError,
-        TemplateError,
-        ModelSourceError,
-        StrategyError,
-        ExportMismatch,
-        ExportError,
-        ResumeError,
-        FileNotFoundError,
-        FileExistsError,
-        GatesFailed,
-        TrainingSetupError,
-        PretrainDataError,
-        PPOError,
-        DistributedError,
-    )
-
-
-def _fail(exc: BaseException) -> None:
-    err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
-    raise typer.Exit(code=2)
-
-
-def _guard(fn, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except _known_errors() as exc:
-        _fail(exc)
-
-
-def _run_dir(path: Path):
-    from .run import RunDir
-
-    return _guard(RunDir(path).require)
+console, err = common.console, common.err
+_fail, _guard, _run_dir = common.fail, common.guard, common.run_dir
 
 
 @app.command()
@@ -100,8 +51,8 @@ def run(
     overwrite: bool = typer.Option(False, help="Start over if the run directory exists with another recipe."),
 ):
     """Run every stage: prepare → train → evaluate → export."""
-    from .pipeline import run_all
-    from .recipe import load_recipe
+    from ..pipeline import run_all
+    from ..recipe import load_recipe
 
     r = _guard(load_recipe, recipe, overrides or [])
     summary = _guard(run_all, r, overwrite, console.print)
@@ -154,8 +105,8 @@ def prepare(
     overwrite: bool = typer.Option(False, help="Start over if the run directory exists with another recipe."),
 ):
     """Stage 1: validate, split and check the data; creates the run directory."""
-    from .pipeline import prepare_stage
-    from .recipe import load_recipe
+    from ..pipeline import prepare_stage
+    from ..recipe import load_recipe
 
     r = _guard(load_recipe, recipe, overrides or [])
     run_, card = _guard(prepare_stage, r, overwrite)
@@ -175,8 +126,9 @@ def train(
     ),
 ):
     """Stages 3-4: fine-tune the run's model on its prepared data."""
-    from .train.dispatch import train_run as _train
-    from .train.distributed import is_main_process, launch
+    from ..dist import is_main_process
+    from ..train.dispatch import train_run as _train
+    from ..train.distributed import launch
 
     if accelerate_config is not None:
         raise typer.Exit(code=_guard(launch, accelerate_config, _run_dir(run_dir).path, resume))
@@ -192,13 +144,13 @@ def evaluate(
     compare: Optional[Path] = typer.Option(None, "--compare", help="Another run to compare with, side by side."),
 ):
     """Stage 5: every suite, base vs tuned; writes eval/report.md; exits 1 when a gate is unmet."""
-    from .evaluate.compare import compare_runs
-    from .evaluate.runner import evaluate as _evaluate
+    from ..evaluate.compare import compare_runs
+    from ..evaluate.runner import evaluate as _evaluate
 
     run_ = _run_dir(run_dir)
     other = _run_dir(compare) if compare is not None else None
     report = _guard(_evaluate, run_, None, base, False)
-    from .registry import maybe_register
+    from ..registry import maybe_register
 
     maybe_register(run_, log=lambda msg: err.print(msg, highlight=False))  # new metrics and gate status
     console.print((Path(run_dir) / "eval" / "report.md").read_text())
@@ -233,7 +185,7 @@ def review_export(
     limit: Optional[int] = typer.Option(None, help="At most this many items."),
 ):
     """Write a blind A/B review page (self-contained HTML) and a CSV of two runs' answers."""
-    from .evaluate.review import export_review
+    from ..evaluate.review import export_review
 
     try:
         res = _guard(export_review, run_a, run_b, out, seed, tuple(suite or ["task"]), limit)
@@ -250,8 +202,8 @@ def review_import(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the result as JSON."),
 ):
     """Unblind ratings and report A's win rate with a 95% Wilson confidence interval."""
-    from .evaluate.review import import_ratings, render_result
-    from .io import atomic_write_json
+    from ..evaluate.review import import_ratings, render_result
+    from ..io import atomic_write_json
 
     try:
         res = _guard(import_ratings, ratings, key)
@@ -273,7 +225,7 @@ def review_judge(
     limit: Optional[int] = typer.Option(None, help="At most this many pairs."),
 ):
     """LLM-as-judge: every pair judged in both orders; A's win rate with a 95% Wilson interval."""
-    from .evaluate.judge import judge_runs, local_judge, openai_judge
+    from ..evaluate.judge import judge_runs, local_judge, openai_judge
 
     if (endpoint is None) == (local is None):
         _fail(ValueError("give exactly one judge: --endpoint URL (OpenAI-compatible) or --local PATH"))
@@ -300,10 +252,10 @@ def export(
     force: bool = typer.Option(False, "--force", help="Export even a run whose evaluation gates failed."),
 ):
     """Stage 6: write export artefacts and load each back; fails if it behaves differently."""
-    from .deploy.export import ExportError
-    from .deploy.export import export as _export
-    from .deploy.gguf_export import GGUFExportError
-    from .deploy.quantize import QuantizationUnsupported
+    from ..deploy.export import ExportError
+    from ..deploy.export import export as _export
+    from ..deploy.gguf_export import GGUFExportError
+    from ..deploy.quantize import QuantizationUnsupported
 
     try:
         out = _guard(_export, _run_dir(run_dir), None, fmt, force)
@@ -324,12 +276,12 @@ def chat(
     score_threshold: float = typer.Option(0.0, help="Drop passages with a lower cosine score (with --rag)."),
 ):
     """Talk to a trained run (interactive, or one shot with --prompt)."""
-    from .cli_rag import _call
-    from .deploy.chat import ChatSession, format_citations
+    from ..deploy.chat import ChatSession, format_citations
+    from .rag import _call
 
     retriever = None
     if rag is not None:
-        from .rag.retrieve import Retriever
+        from ..rag.retrieve import Retriever
 
         retriever = _call(Retriever.open, rag, top_k, score_threshold)
     session = _guard(ChatSession, _run_dir(run_dir), None, max_new_tokens, retriever)
@@ -396,9 +348,9 @@ def serve(
     ),
 ):
     """Stage 6: OpenAI-compatible server for a base model and many LoRA adapters."""
-    from .deploy.server.engine import AdapterError
-    from .deploy.server.launch import api_keys
-    from .deploy.server.launch import serve as _serve
+    from ..deploy.server.engine import AdapterError
+    from ..deploy.server.launch import api_keys
+    from ..deploy.server.launch import serve as _serve
 
     keys, _ = api_keys(api_key, lambda msg: err.print(msg, highlight=False))
     settings = {
@@ -413,7 +365,7 @@ def serve(
         },
     }
     if rag:
-        from .cli_rag import _call, read_template
+        from .rag import _call, read_template
 
         settings["rag"] = {
             "specs": rag,
@@ -422,13 +374,16 @@ def serve(
             "template": _call(read_template, rag_template),
         }
     if jobs is not None:
-        from .jobs.spec import JobsConfig
+        from ..jobs.routes import mount
+        from ..jobs.spec import JobsConfig
 
-        settings["jobs"] = JobsConfig(
-            root=str(jobs),
-            recipe=str(jobs_recipe) if jobs_recipe else None,
-            overrides=tuple(jobs_set or ()),
-            worker=jobs_worker,
+        settings |= mount(
+            JobsConfig(
+                root=str(jobs),
+                recipe=str(jobs_recipe) if jobs_recipe else None,
+                overrides=tuple(jobs_set or ()),
+                worker=jobs_worker,
+            )
         )
     engine = {"max_queue": max_queue, "max_batch_size": max_batch_size, "batch_window_ms": batch_window_ms}
     try:
@@ -456,7 +411,7 @@ def recipe_validate(
     overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides."),
 ):
     """Check a recipe; every problem is listed with its fix."""
-    from .recipe import load_recipe
+    from ..recipe import load_recipe
 
     r = _guard(load_recipe, recipe, overrides or [])
     console.print(f"[green]ok[/]: {recipe} — run directory {r.run_path()}")
@@ -465,7 +420,7 @@ def recipe_validate(
 @recipe_app.command("explain")
 def recipe_explain():
     """Every recipe field with its type, default and meaning."""
-    from .recipe import explain
+    from ..recipe import explain
 
     t = Table("key", "type", "default", "meaning")
     for row in explain():
@@ -487,10 +442,13 @@ def data_inspect(
     ),
 ):
     """Format, row count, token statistics and every problem found in a data file."""
-    from .data.inspect import inspect_file
+    from ..data.inspect import inspect_file
 
     try:
-        report = _guard(inspect_file, path, format, None if no_tokens else model, max_length, None, estimate)
+        timer = None
+        if estimate:
+            from ..train.estimate import estimate_time as timer
+        report = _guard(inspect_file, path, format, None if no_tokens else model, max_length, None, timer)
     except ValueError as exc:
         _fail(exc)
     print(report["text"])
@@ -506,8 +464,8 @@ def data_redact(
     allow: Optional[list[str]] = typer.Option(None, "--allow", help="A string never to redact (repeatable)."),
 ):
     """Replace emails, phones, cards, IBANs, IPs, SSNs, secrets and names with <TYPE> placeholders."""
-    from .data.pii import TYPES
-    from .data.redact import redact_file
+    from ..data.pii import TYPES
+    from ..data.redact import redact_file
 
     bad = [t for t in types or [] if t.upper() not in TYPES]
     if bad:
@@ -553,7 +511,7 @@ def data_augment(
     only_new: bool = typer.Option(False, "--only-new", help="Write only the generated rows."),
 ):
     """Synthetic rows from a teacher: validated, deduplicated against the data, tagged with provenance."""
-    from .data.augment import AugmentError, augment_file, endpoint_teacher, local_teacher, render_report
+    from ..data.augment import AugmentError, augment_file, endpoint_teacher, local_teacher, render_report
 
     if (teacher is None) == (endpoint is None):
         _fail(ValueError("give exactly one teacher: --teacher MODEL (loaded locally) or --endpoint URL"))
@@ -565,11 +523,3 @@ def data_augment(
     except AugmentError as exc:
         _fail(exc)
     console.print(render_report(report), highlight=False, markup=False, soft_wrap=True)
-
-
-def main() -> None:  # pragma: no cover
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Callable
 from typing import Any
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -54,7 +55,7 @@ def measure_step(model: Any, batch: dict, bf16: bool, steps: int = 2, warmup: in
     """Time `steps` training steps (forward, backward, AdamW) on one collated batch."""
     import torch
 
-    from ..train.loss import label_positions_loss
+    from ..lm.loss import label_positions_loss
 
     device = next(model.parameters()).device
     inputs = {k: v.to(device) for k, v in batch.items()}
@@ -110,14 +111,14 @@ def estimate_time(
     `strategy` (a StrategyConfig) defaults to the recipe default (LoRA); `epochs` defaults to
     the suggested epoch count. Rows over `max_length` are left out, as prepare drops them.
     """
+    from ..data.card import suggested_epochs
+    from ..lm.collator import PadCollator
+    from ..lm.load import load_model, load_tokenizer
+    from ..lm.template import tokenize_messages
     from ..model.device import device_type, use_bf16
-    from ..model.load import load_model, load_tokenizer
     from ..model.sources import resolve
     from ..model.strategies import apply_strategy
     from ..recipe import StrategyConfig, TrainingConfig
-    from ..train.collator import PadCollator
-    from .card import suggested_epochs
-    from .template import tokenize_messages
 
     strategy = strategy or StrategyConfig()
     batch_size = batch_size or TrainingConfig().batch_size
@@ -169,23 +170,26 @@ def estimate_time(
     }
 
 
-def describe(t: dict) -> str:
-    """One line for `data inspect` and the data card."""
-    return (
-        f"~{_duration(t['seconds'])} on this machine ({t['device']}, "
-        f"{'bf16 autocast' if t['bf16_autocast'] else 'fp32'}): {t['basis']} at {t['tokens_per_second']:,} tok/s, "
-        f"measured over {t['measured_steps']} step(s) of batch {t['batch_size']} on {t['model']} + {t['strategy']}"
-    )
+def recipe_time_estimate(recipe: Any, tokenizer: Any) -> Callable[[list[dict]], dict]:
+    """rows → the training time of this recipe (model, strategy, precision, batch, epochs), from
+    2 measured steps: what `prepare` puts in the data card when `data.estimate_time` is on."""
+    t, d = recipe.training, recipe.data
 
+    def estimate(rows: list[dict]) -> dict:
+        return estimate_time(
+            rows,
+            recipe.model.base,
+            strategy=recipe.strategy,
+            precision=t.precision,
+            batch_size=t.batch_size,
+            max_length=d.max_length,
+            train_on=d.train_on,
+            epochs=t.epochs,
+            max_steps=t.max_steps,
+            gradient_accumulation=t.gradient_accumulation,
+            dtype=recipe.model.dtype,
+            cache_dir=recipe.model.cache_dir,
+            tokenizer=tokenizer,
+        )
 
-def _duration(seconds: float) -> str:
-    """A duration as people read it.
-
-    >>> _duration(42), _duration(150), _duration(7260)
-    ('42 s', '2.5 min', '2.0 h')
-    """
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
+    return estimate

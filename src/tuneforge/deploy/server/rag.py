@@ -22,7 +22,7 @@ import asyncio
 from pathlib import Path
 from typing import Any, Optional
 
-from .retrieve import Retriever
+from ...rag.retrieve import Retriever
 
 ALL = "*"
 MAX_TOP_K = 20  # a request cannot make the prompt arbitrarily long
@@ -82,7 +82,7 @@ class RagRouter:
 
     def apply(self, model: str, messages: list[dict], options: Any = None) -> tuple[list[dict], Optional[list[dict]]]:
         """(messages to generate from, citations or None when the model has no index / RAG is off)."""
-        from ..deploy.server.limits import APIError
+        from ...errors import APIError
 
         retriever = self.for_model(model)
         enabled = getattr(options, "enabled", None)

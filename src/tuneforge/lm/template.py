@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import TuneforgeError
+
 IGNORE_INDEX = -100
 
 # Used only when a tokenizer ships without a chat template (tiny/test or base models).
@@ -13,7 +15,7 @@ CHATML_TEMPLATE = (
 )
 
 
-class TemplateError(ValueError):
+class TemplateError(TuneforgeError, ValueError):
     pass
 
 

@@ -29,9 +29,9 @@ def _check(
     since_hours: Optional[float],
     embedder: Optional[str],
 ) -> dict:
-    from .embed import EmbedderUnavailable
-    from .monitor.check import run_check
-    from .monitor.config import MonitorConfigError, load_config
+    from ..lm.embed import EmbedderUnavailable
+    from ..monitor.check import run_check
+    from ..monitor.config import MonitorConfigError, load_config
 
     try:
         cfg = load_config(config, {"windows.since_hours": since_hours, "drift.embedder": embedder})
@@ -127,15 +127,15 @@ def report(
     out: Path = typer.Option(Path("monitor-report.html"), "--out", "-o", help="HTML file to write."),
 ):
     """Write a self-contained HTML report (tables + plots) of the same checks."""
-    from .monitor.report import write_report
+    from ..monitor.report import write_report
 
     res = _check(log, run, config, adapter, since_hours, embedder)
     lengths = None
     if run is not None and res["drift"] and not res["drift"].get("skipped"):
-        from .io import read_jsonl
-        from .monitor.drift import training_prompts
-        from .monitor.stats import load_requests, prompt_text
-        from .run import RunDir
+        from ..io import read_jsonl
+        from ..monitor.drift import training_prompts
+        from ..monitor.stats import load_requests, prompt_text
+        from ..run import RunDir
 
         ref = training_prompts(read_jsonl(RunDir(run).split_file("train")))
         recent = [t for r in load_requests(log, None, adapter) if r["status"] < 400 and (t := prompt_text(r["prompt"]))]
@@ -156,7 +156,7 @@ def from_feedback_cmd(
     allow: Optional[list[str]] = typer.Option(None, "--allow", help="A string never to redact (repeatable)."),
 ):
     """Feedback in the request log → SFT rows (corrections) + preference pairs; PII-redacted, deduplicated."""
-    from .monitor.feedback_data import from_feedback
+    from ..monitor.feedback_data import from_feedback
 
     try:
         res = from_feedback(log, output, pairs, run, against or [], threshold, pii_allow=allow or [])

@@ -12,7 +12,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .limits import APIError
+from ..errors import APIError
 
 
 class FeedbackRequest(BaseModel):

@@ -23,20 +23,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
-from ..data.template import prompt_messages, render
-from ..evaluate.generate import generate
-from ..evaluate.runner import _base_context, _merged
-from ..evaluate.suites import score_task, spread_sample
-from ..evaluate.text_metrics import contains_all, expected_of, question_of, reference_of
+from ..errors import TuneforgeError
 from ..io import atomic_write_jsonl, read_jsonl
+from ..lm.generate import generate
+from ..lm.template import prompt_messages, render
+from ..rag.index import KnowledgeIndex
+from ..rag.retrieve import Passage, Retriever, augment_messages
 from ..run import RunDir
-from .index import KnowledgeIndex
-from .retrieve import Passage, Retriever, augment_messages
+from .runner import _base_context, _merged
+from .suites import score_task, spread_sample
+from .text_metrics import contains_all, expected_of, question_of, reference_of
 
 APPROACHES = ("base", "base+few-shot", "base+rag", "fine-tuned", "fine-tuned+rag")
 
 
-class UpdateFileError(ValueError):
+class UpdateFileError(TuneforgeError, ValueError):
     pass
 
 
@@ -159,7 +160,8 @@ def load_variants(run: RunDir) -> tuple[dict[str, tuple[Any, Callable]], Any]:
 
     An adapter run answers as the base model with its adapter switched off (one copy of
     the weights); a full fine-tune loads the base model separately."""
-    from ..model.load import load_model, load_trained
+    from ..lm.load import load_model
+    from ..model.load import load_trained
 
     model, tok, source = load_trained(run)
     if hasattr(model, "disable_adapter"):
@@ -204,7 +206,7 @@ def updated_index(index_path: Path, changes: list[dict], out: Path) -> tuple[Pat
     index = KnowledgeIndex.open(dst)
     texts: dict[str, tuple[str, str]] = {}
     hits = {c["old"]: 0 for c in changes}
-    from .chunk import read_document
+    from ..rag.chunk import read_document
 
     for doc in index.documents():
         src = index.source_path(doc["doc"])
@@ -264,14 +266,14 @@ def compare_approaches(
     latency_requests: Optional[int] = None,
 ) -> dict:
     """Run all five approaches on the run's test split; write out/report.{md,json}, approaches.png."""
-    from .report import write_compare_report
+    from ..rag.report import write_compare_report
 
     run.require()
     if update_file is not None:
         changes = load_update_file(update_file)  # fail before any model is loaded
     test = [r for r in read_jsonl(run.split_file("test")) if expected_of(r)]
     if not test:
-        raise ValueError(f"{run.split_file('test')}: no test rows with an expected answer to grade")
+        raise UpdateFileError(f"{run.split_file('test')}: no test rows with an expected answer to grade")
     rows = spread_sample(test, limit) if limit else test
     cfg = run.recipe().evaluation
     max_new = max_new_tokens or cfg.max_new_tokens

@@ -24,8 +24,8 @@ ROOT_HELP = "Jobs folder (jobs.db, files/, runs/) — the one given to `tuneforg
 
 
 def _store(root: Path):
-    from .jobs.spec import JobsConfig
-    from .jobs.store import Store
+    from ..jobs.spec import JobsConfig
+    from ..jobs.store import Store
 
     cfg = JobsConfig(root=str(root))
     if not cfg.db_path.is_file():
@@ -55,8 +55,8 @@ def worker(
     max_attempts: int = typer.Option(3, help="Runs of one job before it is failed."),
 ):
     """Run queued fine-tuning jobs, one at a time; a killed worker's job is resumed from its checkpoint."""
-    from .jobs.spec import JobsConfig
-    from .jobs.worker import Worker
+    from ..jobs.spec import JobsConfig
+    from ..jobs.worker import Worker
 
     _store(root)
     cfg = JobsConfig(root=str(root), poll_s=poll, stale_after_s=stale_after, max_attempts=max_attempts)

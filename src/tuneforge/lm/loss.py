@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ..data.template import IGNORE_INDEX
+from .template import IGNORE_INDEX
 
 
 def labelled_logits(model: Any, inputs: dict[str, Any], labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..data.template import IGNORE_INDEX
+from .template import IGNORE_INDEX
 
 
 @dataclass

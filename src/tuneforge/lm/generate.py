@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..data.template import prompt_messages, render
+from .template import prompt_messages, render
 
 
 def stop_token_ids(tokenizer: Any, model: Any) -> list[int]:

@@ -23,6 +23,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .errors import TuneforgeError
+
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq}
 _GATE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|==|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(%?)\s*$")
 
@@ -93,7 +95,7 @@ def parse_gate(text: str) -> Gate:
     metric, op, num, pct = m.groups()
     if metric not in METRICS:
         guess = difflib.get_close_matches(metric, list(METRICS), n=1, cutoff=0.6)
-        hint = f"did you mean '{guess[0]}'?" if guess else "see `tuneforge.evaluate.gates.METRICS` for the names"
+        hint = f"did you mean '{guess[0]}'?" if guess else "see `tuneforge.gates.METRICS` for the names"
         raise ValueError(f"gate {text!r}: unknown metric '{metric}' — {hint}")
     value = float(num) / (100 if pct else 1)
     return Gate(metric, op, value, text.strip())
@@ -161,7 +163,7 @@ def check_gates(texts: list[str], report: dict) -> dict[str, Any]:
     return {"passed": all(r["passed"] for r in results), "results": results}
 
 
-class GatesFailed(RuntimeError):
+class GatesFailed(TuneforgeError, RuntimeError):
     """Evaluation finished but some gates were not met; the run is marked rejected."""
 
     def __init__(self, run: str, gates: dict, report: dict | None = None):

@@ -16,7 +16,7 @@ LOCKS   := locks/requirements.lock locks/nodeps.lock
 LATEST  := .venv-latest
 PYTEST  := -q -p no:cacheprovider
 
-.PHONY: demo test test-fast test-latest lint format lock venv clean data
+.PHONY: demo test test-fast test-latest test-reliability lint format lock venv clean data
 
 $(STAMP): $(LOCKS) pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -38,6 +38,10 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest $(PYTEST) tests
 
 # the unit tier: toy tensors and pure functions, no training run (≤ 2 min on 2 cores)
+# the fault/kill/load tests at their full counts (SIGKILL during checkpoints x50, ...), not in CI
+test-reliability: $(STAMP)
+	TUNEFORGE_KILLS=50 $(BIN)/python -m pytest $(PYTEST) -m reliability tests
+
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST) -m "not smoke and not real_model and not gpu" tests
 

@@ -83,6 +83,8 @@ def tiny_recipe(tmp_path: Path, model_dir: Path, files: dict[str, Path], name: s
         "export": {"golden_count": 2, "golden_max_new_tokens": 8},
     }
     for key, val in sections.items():
+        if key == "strategy" and val.get("kind", "lora") not in ("lora", "dora", "qlora"):
+            base[key] = {}  # the tiny rank applies to LoRA kinds only
         base.setdefault(key, {}).update(val)
     return recipe_from_dict(base)
 

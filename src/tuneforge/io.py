@@ -1,7 +1,16 @@
-"""Crash-safe file helpers: every file is written aside, then renamed into place."""
+"""Crash-safe file helpers: every file is written aside, fsynced, then renamed into place.
+
+A folder (an adapter, an export, a checkpoint) is written into a staging folder beside its
+final place; `replace_dir` fsyncs every file and folder in it and swaps it in. On Linux the
+swap is one `renameat2(RENAME_EXCHANGE)`: at every instant the final path holds either the
+complete old version or the complete new one, never nothing. Elsewhere it is two renames, and
+`recover_dir` puts the old version back if a crash fell between them.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import json
 import os
@@ -10,6 +19,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from .errors import TuneforgeError
 
 
 def _umask() -> int:
@@ -34,6 +45,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp, path)
+        fsync_dir(path.parent)  # the rename itself must survive a power cut
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -55,18 +67,120 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Flush a folder's entries (names created, renamed or removed in it) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: str | os.PathLike) -> None:
+    """fsync every file and folder under `root` (a staging folder before it is swapped in)."""
+    for folder, _, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(folder)
+
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2); False where the system cannot."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):  # kernel or file system without it
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _old(final_dir: Path) -> Path:
+    return final_dir.with_name(f".{final_dir.name}.old")
+
+
 def replace_dir(tmp_dir: Path, final_dir: Path) -> Path:
-    """Move a fully written folder into place, replacing any previous version."""
+    """Move a fully written folder into place, replacing any previous version, crash-safely.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for text in ("v1", "v2"):
+    ...     tmp = staging_dir(root / "adapter")
+    ...     _ = (tmp / "w.txt").write_text(text)
+    ...     _ = replace_dir(tmp, root / "adapter")
+    >>> (root / "adapter" / "w.txt").read_text(), sorted(p.name for p in root.iterdir())
+    ('v2', ['adapter'])
+    """
     final_dir = Path(final_dir)
+    fsync_tree(tmp_dir)
+    recover_dir(final_dir)
     if final_dir.exists():
-        old = final_dir.with_name(f".{final_dir.name}.old")
+        if _exchange(Path(tmp_dir), final_dir):
+            fsync_dir(final_dir.parent)
+            shutil.rmtree(tmp_dir, ignore_errors=True)  # holds the old version now
+            return final_dir
+        old = _old(final_dir)
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final_dir, old)
-        os.replace(tmp_dir, final_dir)
+        os.replace(tmp_dir, final_dir)  # a crash before this line: recover_dir restores `old`
+        fsync_dir(final_dir.parent)
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp_dir, final_dir)
+        fsync_dir(final_dir.parent)
     return final_dir
+
+
+def recover_dir(final_dir: str | os.PathLike) -> None:
+    """After a crash between the two renames of the fallback swap: put the old version back."""
+    final_dir = Path(final_dir)
+    old = _old(final_dir)
+    if old.is_dir():
+        if final_dir.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(old, final_dir)
+
+
+class DiskFullError(TuneforgeError, OSError):
+    """A write ran out of space; what was written before (the previous version) is untouched."""
+
+
+# how the libraries report a full disk: OSError(ENOSPC) from Python, RuntimeError("iostream
+# error" / "unexpected pos") from torch.save's zip writer, Exception("... (os error 28)") from safetensors
+_FULL = ("no space left", "os error 28", "iostream error", "unexpected pos", "disk quota")
+
+
+def disk_full(path: str | os.PathLike, exc: BaseException, min_free: int = 1 << 20) -> bool:
+    """Whether `exc`, raised while writing under `path`, is the disk running full."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:
+        return False
+    return free < min_free and any(s in str(exc).lower() for s in _FULL)
+
+
+def maybe_disk_full(path: str | os.PathLike, exc: BaseException, what: str, kept: str) -> None:
+    """Raise `DiskFullError` naming `path` when `exc` is a full disk (else return: the caller re-raises)."""
+    if disk_full(path, exc):
+        free = shutil.disk_usage(path).free
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"disk full while writing {what} ({free:,} bytes free) — free some space, then {kept}",
+            str(path),
+        ) from exc
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -26,8 +26,10 @@ def prepare_stage(recipe: Recipe, overwrite: bool = False) -> tuple[RunDir, dict
         if recipe.data.estimate_time:
             from .train.estimate import recipe_time_estimate
 
-            estimate = recipe_time_estimate(recipe, tok)
-        card = prepare(recipe.data, run, tok, time_estimate=estimate)
+            estimate = recipe_time_estimate(recipe, tok, source)  # resolved above: no second hash
+        # KTO learns from its undesirable rows too (they carry no SFT loss, which would drop them)
+        keep = recipe.objective.kind == "kto"
+        card = prepare(recipe.data, run, tok, time_estimate=estimate, keep_undesirable=keep)
     except BaseException as exc:
         run.stage_finished("prepare", "failed", error=f"{type(exc).__name__}: {exc}")
         raise

@@ -6,15 +6,16 @@ its fix (the closest valid key for a typo). CLI overrides use dotted keys.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
+import re
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
+from . import config
 from .errors import TuneforgeError
 from .gates import parse_gates
 
@@ -42,7 +43,9 @@ class ModelConfig(_Section):
         "float32", description="Dtype the base weights are loaded in (trainable weights stay float32)."
     )
     trust_remote_code: bool = Field(
-        False, description="Allow custom modelling code from the model folder (off: safer)."
+        False,
+        description="A request, never a grant: custom modelling code (auto_map) runs only when whoever runs the "
+        "command passes --trust-remote-code (or TUNEFORGE_TRUST_REMOTE_CODE=1).",
     )
     cache_dir: Optional[str] = Field(
         None, description="Where GGUF models are converted to safetensors once (default ~/.cache/tuneforge/models)."
@@ -144,18 +147,43 @@ class DataConfig(_Section):
     )
 
 
-class StrategyConfig(_Section):
-    kind: Literal["lora", "qlora", "dora", "full", "freeze", "prefix", "prompt", "ia3"] = Field(
-        "lora",
-        description="What is trained: lora / qlora (4-bit NF4 base) / dora adapters, full (all weights), "
-        "freeze (only the last layers or named modules), prefix / prompt (virtual tokens), ia3 (learned rescaling).",
-    )
+# --------------------------------------------------------------------------- strategy: what is trained
+# One class per kind (a discriminated union on `kind`): a key of another kind is an error that
+# says which kinds have it, and `recipe explain` lists each key with the kinds it applies to.
+STRATEGY_KIND_HELP = (
+    "What is trained: lora / qlora (4-bit NF4 base) / dora adapters, full (all weights), freeze (only the "
+    "last layers or named modules), prefix / prompt (virtual tokens), ia3 (learned rescaling)."
+)
+TARGETS_HELP = "Modules that get adapters: 'all-linear' or module names."
+
+
+class LoraStrategy(_Section):
+    kind: Literal["lora", "dora"] = Field("lora", description=STRATEGY_KIND_HELP)
     r: int = Field(16, gt=0, description="LoRA/QLoRA/DoRA rank.")
     alpha: int = Field(32, gt=0, description="LoRA alpha (scale = alpha / r).")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout.")
-    target_modules: Union[Literal["all-linear"], list[str]] = Field(
-        "all-linear", description="Modules that get adapters (lora/qlora/dora/ia3): 'all-linear' or module names."
+    target_modules: Union[Literal["all-linear"], list[str]] = Field("all-linear", description=TARGETS_HELP)
+
+
+class QloraStrategy(LoraStrategy):
+    kind: Literal["qlora"] = Field("qlora", description=STRATEGY_KIND_HELP)
+    quant_compute_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="qlora: dtype the 4-bit weights are dequantised to for matmuls (auto: bf16 where supported).",
     )
+
+
+class IA3Strategy(_Section):
+    kind: Literal["ia3"] = Field("ia3", description=STRATEGY_KIND_HELP)
+    target_modules: Union[Literal["all-linear"], list[str]] = Field("all-linear", description=TARGETS_HELP)
+
+
+class FullStrategy(_Section):
+    kind: Literal["full"] = Field("full", description=STRATEGY_KIND_HELP)
+
+
+class FreezeStrategy(_Section):
+    kind: Literal["freeze"] = Field("freeze", description=STRATEGY_KIND_HELP)
     train_layers: Optional[int] = Field(
         2, gt=0, description="freeze: train only the last N transformer layers (with the final norm)."
     )
@@ -163,34 +191,120 @@ class StrategyConfig(_Section):
         default_factory=list,
         description="freeze: names (substrings) of modules to train as well, e.g. [lm_head, embed_tokens].",
     )
+
+
+class PrefixStrategy(_Section):
+    kind: Literal["prefix"] = Field("prefix", description=STRATEGY_KIND_HELP)
     num_virtual_tokens: int = Field(16, gt=0, description="prefix/prompt: number of learned virtual tokens.")
+
+
+class PromptStrategy(PrefixStrategy):
+    kind: Literal["prompt"] = Field("prompt", description=STRATEGY_KIND_HELP)
     prompt_init_text: Optional[str] = Field(
         None, description="prompt: initialise the soft prompt from the embeddings of this text (random when unset)."
     )
-    quant_compute_dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto",
-        description="qlora: dtype the 4-bit weights are dequantised to for matmuls (auto: bf16 where supported).",
-    )
 
 
-class ObjectiveConfig(_Section):
-    kind: Literal["sft", "pretrain", "dpo", "kto", "orpo", "reward", "ppo", "grpo"] = Field(
-        "sft",
-        description="What the model is trained for: sft (instruction tuning), pretrain (raw text, packed), "
-        "dpo / kto / orpo (preferences), reward (a reward model on pairs), ppo / grpo (RL against a reward).",
-    )
-    beta: float = Field(0.1, gt=0, description="dpo/kto/orpo: strength of the preference term (TRL's beta).")
-    loss_type: str = Field("sigmoid", description="dpo: TRL loss type (sigmoid, ipo, hinge, ...).")
+StrategyConfig = Annotated[
+    Union[LoraStrategy, QloraStrategy, IA3Strategy, FullStrategy, FreezeStrategy, PrefixStrategy, PromptStrategy],
+    Field(discriminator="kind"),
+]
+
+
+# --------------------------------------------------------------------------- objective: what it is trained for
+OBJECTIVE_KIND_HELP = (
+    "What the model is trained for: sft (instruction tuning), pretrain (raw text, packed), dpo / kto / orpo "
+    "(preferences), reward (a reward model on pairs), ppo / grpo (RL against a reward)."
+)
+# TRL's loss names (trl DPOConfig.loss_type / KTOConfig.loss_type of the locked version)
+DPO_LOSSES = (
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
+)
+
+
+def dpo_loss_types(value: str) -> list[str]:
+    """`objective.loss_type` as TRL's list: one name, or several joined by commas (combined losses).
+
+    >>> dpo_loss_types("sigmoid, sft")
+    ['sigmoid', 'sft']
+    >>> dpo_loss_types("sigmod")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'sigmod' is not a DPO loss — use one of sigmoid, hinge, ... (or several joined by commas)
+    """
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names or any(n not in DPO_LOSSES for n in names):
+        raise ValueError(
+            f"{value!r} is not a DPO loss — use one of {', '.join(DPO_LOSSES)} (or several joined by commas)"
+        )
+    return names
+
+
+class _Objective(_Section):
+    pass
+
+
+class SftObjective(_Objective):
+    kind: Literal["sft"] = Field("sft", description=OBJECTIVE_KIND_HELP)
+
+
+class PretrainObjective(_Objective):
+    kind: Literal["pretrain"] = Field("pretrain", description=OBJECTIVE_KIND_HELP)
     block_size: int = Field(512, gt=8, description="pretrain: tokens per packed training block.")
+
+
+class DpoObjective(_Objective):
+    kind: Literal["dpo"] = Field("dpo", description=OBJECTIVE_KIND_HELP)
+    beta: float = Field(0.1, gt=0, description="dpo/kto/orpo: strength of the preference term (TRL's beta).")
+    loss_type: str = Field(
+        "sigmoid", description="dpo: TRL loss type (sigmoid, ipo, hinge, ...; several joined by commas)."
+    )
+
+    @field_validator("loss_type")
+    @classmethod
+    def _loss(cls, v: str) -> str:
+        dpo_loss_types(v)
+        return v
+
+
+class KtoObjective(_Objective):
+    kind: Literal["kto"] = Field("kto", description=OBJECTIVE_KIND_HELP)
+    beta: float = Field(0.1, gt=0, description="dpo/kto/orpo: strength of the preference term (TRL's beta).")
+    # 'sigmoid' (the DPO default, which older recipes carry) means KTO's own loss
+    loss_type: Literal["kto", "apo_zero_unpaired", "sigmoid"] = Field("kto", description="kto: TRL's KTO loss type.")
+
+
+class OrpoObjective(_Objective):
+    kind: Literal["orpo"] = Field("orpo", description=OBJECTIVE_KIND_HELP)
+    beta: float = Field(0.1, gt=0, description="dpo/kto/orpo: strength of the preference term (TRL's beta).")
+
+
+class RewardObjective(_Objective):
+    kind: Literal["reward"] = Field("reward", description=OBJECTIVE_KIND_HELP)
+
+
+class _RLObjective(_Objective):
     reward_model: Optional[str] = Field(
         None, description="ppo/grpo: run directory of a trained reward model (objective.kind=reward)."
     )
     reward_functions: list[str] = Field(
         default_factory=list,
-        description="grpo: built-in reward functions (e.g. contains_expected, brevity) used "
-        "with or instead of reward_model.",
+        description="ppo/grpo: built-in reward functions (e.g. contains_expected, brevity) used with or instead of reward_model.",
     )
-    num_generations: int = Field(4, gt=1, description="grpo: completions sampled per prompt (the group).")
     max_new_tokens: int = Field(48, gt=0, description="ppo/grpo: tokens sampled per rollout.")
     temperature: float = Field(1.0, gt=0, description="ppo/grpo: sampling temperature of rollouts.")
     kl_coef: float = Field(
@@ -201,10 +315,38 @@ class ObjectiveConfig(_Section):
     clip_range: float = Field(
         0.2, gt=0, description="ppo/grpo: clip range of the policy ratio (ppo: also of the value update)."
     )
+
+
+class PpoObjective(_RLObjective):
+    kind: Literal["ppo"] = Field("ppo", description=OBJECTIVE_KIND_HELP)
     vf_coef: float = Field(0.1, ge=0, description="ppo: weight of the value-head loss.")
     gamma: float = Field(1.0, gt=0, le=1, description="ppo: discount factor.")
     lam: float = Field(0.95, ge=0, le=1, description="ppo: GAE lambda.")
     ppo_epochs: int = Field(2, gt=0, description="ppo: optimisation passes over each rollout batch.")
+
+
+class GrpoObjective(_RLObjective):
+    kind: Literal["grpo"] = Field("grpo", description=OBJECTIVE_KIND_HELP)
+    num_generations: int = Field(4, gt=1, description="grpo: completions sampled per prompt (the group).")
+
+
+ObjectiveConfig = Annotated[
+    Union[
+        SftObjective,
+        PretrainObjective,
+        DpoObjective,
+        KtoObjective,
+        OrpoObjective,
+        RewardObjective,
+        PpoObjective,
+        GrpoObjective,
+    ],
+    Field(discriminator="kind"),
+]
+DEFAULT_KIND = {"strategy": "lora", "objective": "sft"}
+# strategies that learn virtual tokens (no weight deltas: nothing to merge, no packing)
+PROMPT_LEARNING = ("prefix", "prompt")
+REWARD_STRATEGIES = ("lora", "dora", "full", "freeze")  # a sequence-classification head + these
 
 
 class TrainingConfig(_Section):
@@ -352,11 +494,21 @@ class Recipe(_Section):
     )
     model: ModelConfig = Field(default_factory=ModelConfig, description="Stage 2: the base model.")
     data: DataConfig = Field(default_factory=DataConfig, description="Stage 1: data preparation.")
-    strategy: StrategyConfig = Field(default_factory=StrategyConfig, description="What is trained.")
-    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig, description="What it is trained for.")
+    strategy: StrategyConfig = Field(default_factory=LoraStrategy, description="What is trained.")
+    objective: ObjectiveConfig = Field(default_factory=SftObjective, description="What it is trained for.")
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="Stage 3-4: the training loop.")
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="Stage 5: evaluation.")
     export: ExportConfig = Field(default_factory=ExportConfig, description="Stage 6: export.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_kinds(cls, data: Any) -> Any:
+        # a section without `kind` is the default kind (lora, sft), as before the union
+        if isinstance(data, dict):
+            for section, kind in DEFAULT_KIND.items():
+                if isinstance(data.get(section), dict) and "kind" not in data[section]:
+                    data = {**data, section: {"kind": kind, **data[section]}}
+        return data
 
     @field_validator("name")
     @classmethod
@@ -377,54 +529,79 @@ class Recipe(_Section):
     def sha256(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
-
-# --------------------------------------------------------------------------- errors
-
-
-def _model_at(loc: tuple) -> type[BaseModel] | None:
-    """The pydantic model class that owns the field at `loc` (for key suggestions)."""
-    cls: Any = Recipe
-    for part in loc[:-1]:
-        field = cls.model_fields.get(part) if isinstance(part, str) else None
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
-            return None
-        cls = field.annotation
-    return cls
-
-
-def _describe(err: dict) -> str:
-    loc = tuple(p for p in err["loc"] if not str(p).startswith(("function-", "literal[")))
-    # pydantic reports a union mismatch once per member; the first member is enough here
-    loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("list[")))
-    key = ".".join(str(p) for p in loc) or "(top level)"
-    typ, given = err["type"], err.get("input")
-    if typ == "extra_forbidden":
-        owner = _model_at(loc)
-        valid = list(owner.model_fields) if owner else []
-        guess = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
-        hint = (
-            f"did you mean '{'.'.join(map(str, loc[:-1] + (guess[0],)))}'?"
-            if guess
-            else f"valid keys: {', '.join(valid)}"
-        )
-        return f"{key}: unknown key — {hint}"
-    if typ == "literal_error":
-        return f"{key}: {given!r} is not allowed — {err['msg'].replace('Input should be', 'use')}"
-    if typ == "missing":
-        return f"{key}: required — add it to the recipe"
-    return f"{key}: {err['msg'].lower()} (got {given!r}) — fix the value"
-
-
-def _problems(exc: ValidationError) -> list[str]:
-    seen, out = set(), []
-    for err in exc.errors():
-        msg = _describe(err)
-        k = msg.split(":", 1)[0]
-        if k in seen:  # one line per key, even when a union produced several
-            continue
-        seen.add(k)
-        out.append(msg)
-    return out
+    def check(self) -> list[str]:
+        """Every rule across sections, each a problem with its fix: run at load time, before any
+        data or model is touched (kind-specific fields are already checked by the union)."""
+        s, o, t, x = self.strategy, self.objective, self.training, self.export
+        out = []
+        if s.kind in PROMPT_LEARNING and t.packing:
+            out.append(
+                f"training.packing=true with strategy.kind={s.kind}: packed rows keep examples apart through "
+                f"position-id restarts, which virtual tokens break — set training.packing=false (or leave it unset)"
+            )
+        if t.early_stopping_patience and not (
+            t.eval_strategy != "no"
+            and t.eval_strategy == t.save_strategy
+            and (t.save_strategy == "epoch" or t.save_steps % t.eval_steps == 0)
+        ):
+            out.append(
+                "training.early_stopping_patience needs training.eval_strategy (not 'no') equal to "
+                "training.save_strategy, and save_steps a multiple of eval_steps — align them or unset the patience"
+            )
+        if o.kind == "kto" and t.batch_size < 2:
+            out.append(
+                "training.batch_size: KTO needs at least 2 rows per batch (its KL estimate pairs each prompt "
+                "with another row's completion) — set training.batch_size=2 or more"
+            )
+        if o.kind == "reward" and s.kind not in REWARD_STRATEGIES:
+            out.append(
+                f"strategy.kind={s.kind}: a reward model trains with one of {', '.join(REWARD_STRATEGIES)} "
+                f"(a score head on top of the model) — change strategy.kind"
+            )
+        if o.kind in ("ppo", "grpo") and not o.reward_model and not o.reward_functions:
+            out.append(
+                f"objective.kind={o.kind} has no reward: set objective.reward_model (a reward run directory) "
+                f"and/or objective.reward_functions"
+            )
+        if o.kind == "ppo":
+            if s.kind in PROMPT_LEARNING:
+                out.append(
+                    f"strategy.kind={s.kind} is not supported by objective ppo: virtual tokens shift the positions "
+                    f"the value head and log-probs are read from — use lora, qlora, dora, ia3, freeze or full"
+                )
+            if t.gradient_checkpointing:
+                out.append(
+                    "training.gradient_checkpointing is not supported by objective ppo (its passes run in eval "
+                    "mode, where HF checkpointing is off) — set it to false"
+                )
+            if t.early_stopping_patience:
+                out.append(
+                    "training.early_stopping_patience is not supported by objective ppo (there is no validation "
+                    "loss; eval_reward is logged instead) — leave it unset"
+                )
+        if o.kind == "grpo" and (t.batch_size * t.gradient_accumulation) % o.num_generations:
+            out.append(
+                f"training.batch_size × gradient_accumulation = {t.batch_size * t.gradient_accumulation} "
+                f"completions per generation batch must be a multiple of objective.num_generations="
+                f"{o.num_generations} — e.g. training.batch_size={o.num_generations}"
+            )
+        formats = [f for f in x.formats if x.merged or f != "merged"]
+        if x.enabled and o.kind != "reward" and not formats:
+            out.append(
+                "export.formats: nothing to export (empty, or only 'merged' with export.merged=false) — "
+                "choose from adapter, merged, gguf, quantized, or set export.enabled=false"
+            )
+        elif x.enabled and s.kind in PROMPT_LEARNING and "adapter" not in formats:
+            out.append(
+                f"export.formats={formats}: a {s.kind}-tuning adapter cannot be merged into the weights — "
+                f"add 'adapter' to export.formats (serve it with PEFT on the base model)"
+            )
+        if s.kind == "freeze" and s.train_layers is None and not s.trainable_modules:
+            out.append(
+                "strategy.kind=freeze trains nothing: set strategy.train_layers (last N layers) and/or "
+                "strategy.trainable_modules"
+            )
+        return out
 
 
 # --------------------------------------------------------------------------- loading
@@ -444,62 +621,123 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    data = json.loads(json.dumps(data))  # deep copy of plain YAML data
+    data = config.deep_copy(data)
     for item in overrides:
         keys, value = parse_override(item)
-        node = data
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise RecipeError([f"override {item!r}: '{k}' is not a section"], "command line")
-        node[keys[-1]] = value
+        problem = config.set_dotted(data, ".".join(keys), value)
+        if problem:
+            raise RecipeError([f"override {item!r}: {problem}"], "command line")
     return data
 
 
 def recipe_from_dict(data: Any, source: str = "recipe") -> Recipe:
+    """The recipe, validated field by field and then across sections (`Recipe.check`): every
+    problem at once, before anything is run."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise RecipeError([f"top level: expected a mapping of sections, got {type(data).__name__}"], source)
     try:
-        return Recipe.model_validate(data)
+        recipe = Recipe.model_validate(data)
     except ValidationError as exc:
-        raise RecipeError(_problems(exc), source) from None
+        raise RecipeError(config.problems(Recipe, exc), source) from None
+    problems = recipe.check()
+    if problems:
+        raise RecipeError(problems, source)
+    return recipe
 
 
-def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:
-    """Load a YAML recipe (or the embedded defaults when `path` is None) and apply overrides."""
+def drop_other_kinds(data: dict) -> dict:
+    """A resolved recipe written before `strategy`/`objective` had one class per kind held every
+    key of every kind: keep those of its own kind (the others never applied).
+
+    >>> drop_other_kinds({"strategy": {"kind": "full", "r": 16}})
+    {'strategy': {'kind': 'full'}}
+    """
+    data = dict(data)
+    for name, default in DEFAULT_KIND.items():
+        sec = data.get(name)
+        if isinstance(sec, dict):
+            cls = config.member_for(Recipe.model_fields[name].annotation, sec.get("kind", default))
+            if cls is not None:
+                data[name] = {k: v for k, v in sec.items() if k in cls.model_fields}
+    return data
+
+
+def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None, resolved: bool = False) -> Recipe:
+    """Load a YAML recipe (or the embedded defaults when `path` is None) and apply overrides.
+
+    `resolved`: the file is a run directory's resolved recipe (see `drop_other_kinds`)."""
     data: Any = {}
     source = "defaults"
     if path is not None:
         source = str(path)
-        p = Path(path)
-        if not p.is_file():
-            raise RecipeError([f"{path}: file not found — pass the path of a recipe YAML (see recipes/)"], source)
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
-            raise RecipeError([f"invalid YAML at {where}: {getattr(exc, 'problem', exc)}"], source) from None
+        data, problem = config.read_yaml(path)
+        if problem:
+            hint = " — pass the path of a recipe YAML (see recipes/)" if "not found" in problem else ""
+            raise RecipeError([problem + hint], source)
+        if resolved and isinstance(data, dict):
+            data = drop_other_kinds(data)
     if overrides:
         data = apply_overrides(data or {}, overrides)
     return recipe_from_dict(data, source)
 
 
-def explain() -> list[tuple[str, str, str, str]]:
-    """Every field as (dotted key, type, default, help)."""
-    rows = []
+def kinds(kind_section: str) -> list[str]:
+    """Every `kind` of the strategy or objective section.
 
-    def walk(cls: type[BaseModel], prefix: str) -> None:
+    >>> kinds("objective")
+    ['sft', 'pretrain', 'dpo', 'kto', 'orpo', 'reward', 'ppo', 'grpo']
+    """
+    return [k for m in config.union_members(Recipe.model_fields[kind_section].annotation) for k in config.kinds_of(m)]
+
+
+def section(kind_section: str, **fields: Any) -> Any:
+    """One strategy or objective section from keyword fields (the default kind when none is given).
+
+    >>> section("strategy", kind="qlora").quant_compute_dtype, section("objective").kind
+    ('auto', 'sft')
+    """
+    annotation = Recipe.model_fields[kind_section].annotation
+    return TypeAdapter(annotation).validate_python({"kind": DEFAULT_KIND[kind_section], **fields})
+
+
+def explain() -> list[tuple[str, str, str, str]]:
+    """Every field as (dotted key, type, default, help); a key of some kinds only says which."""
+    rows: list[tuple[str, str, str, str]] = []
+    seen: dict[str, int] = {}
+
+    def walk(cls: type[BaseModel], prefix: str, kinds: str = "") -> None:
         for name, f in cls.model_fields.items():
-            ann = f.annotation
-            if isinstance(ann, type) and issubclass(ann, BaseModel):
-                walk(ann, f"{prefix}{name}.")
+            members = config.union_members(f.annotation)
+            if len(members) > 1:  # a section with one class per kind
+                for m in members:
+                    walk(m, f"{prefix}{name}.", "/".join(config.kinds_of(m)))
                 continue
+            if len(members) == 1 and members[0] is f.annotation:
+                walk(members[0], f"{prefix}{name}.")
+                continue
+            key = prefix + name
+            if key in seen:  # the same key in several kinds: one row naming them all
+                k, typ, default, help_ = rows[seen[key]]
+                if kinds and name != "kind":
+                    rows[seen[key]] = (k, typ, default, help_.replace("]", f", {kinds}]", 1))
+                continue
+            ann = f.annotation
             default = f.default_factory() if f.default_factory else f.default
             typ = ann.__name__ if isinstance(ann, type) else str(ann).replace("typing.", "")
-            rows.append((prefix + name, typ, json.dumps(default), f.description or ""))
+            help_ = f.description or ""
+            if kinds and name != "kind":  # "[ppo, grpo] ..." replaces the description's own "ppo/grpo: "
+                help_ = f"[{kinds}] " + re.sub(r"^[a-z0-9/]+: ", "", help_)
+            elif name == "kind":
+                default = DEFAULT_KIND.get(prefix.rstrip("."), default)
+                typ = "one of " + ", ".join(
+                    k
+                    for m in config.union_members(Recipe.model_fields[prefix.rstrip(".")].annotation)
+                    for k in config.kinds_of(m)
+                )
+            seen[key] = len(rows)
+            rows.append((key, typ, json.dumps(default), help_))
 
     walk(Recipe, "")
     return rows

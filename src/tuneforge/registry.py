@@ -20,7 +20,8 @@ Schema (SQLite, version in `PRAGMA user_version`):
 
 Registering the same run directory again updates its version in place (metrics after a
 re-evaluation), so registration is idempotent. Readers (the server polling an alias) only
-ever run one indexed SELECT; writers are short transactions, in WAL mode.
+ever run one indexed SELECT; writers are short transactions, in WAL mode, that wait for each
+other (`BUSY_TIMEOUT_S`) instead of failing with "database is locked".
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
@@ -56,6 +58,34 @@ CREATE TABLE IF NOT EXISTS alias_events (
 );
 """
 JSON_FIELDS = ("data_sha256", "metrics", "gates_unmet")
+BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another's transaction
+
+
+def is_locked(exc: BaseException) -> bool:
+    """Whether an SQLite error is another connection holding the database (worth waiting for).
+
+    >>> is_locked(sqlite3.OperationalError("database is locked")), is_locked(sqlite3.OperationalError("no such table"))
+    (True, False)
+    """
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+
+def enable_wal(conn: sqlite3.Connection, within_s: float = BUSY_TIMEOUT_S) -> None:
+    """Put an SQLite file in WAL mode (the file keeps it: readers never block the writer).
+
+    Two connections switching a new file at once can deadlock on its lock, and SQLite then answers
+    "database is locked" at once instead of waiting: retried here. The one SQLite helper of the
+    registry, the request log and the jobs store, which all open a file that others may be creating.
+    """
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if not is_locked(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 class RegistryError(TuneforgeError, ValueError):
@@ -148,7 +178,7 @@ class Registry:
                     f"RUN --name NAME`), or point --registry / ${ENV} at the right file"
                 )
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(self.path), timeout=10.0)
+        conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S)
         conn.row_factory = sqlite3.Row
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
@@ -157,8 +187,8 @@ class Registry:
                 f"{self.path}: registry schema v{version} is newer than this tuneforge's "
                 f"(v{SCHEMA_VERSION}) — upgrade tuneforge"
             )
-        if version < SCHEMA_VERSION:
-            conn.execute("PRAGMA journal_mode=WAL")
+        if version < SCHEMA_VERSION:  # a new file (maybe being created by another process right now)
+            enable_wal(conn)
             conn.executescript(SCHEMA)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         return conn

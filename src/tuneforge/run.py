@@ -119,7 +119,7 @@ class RunDir:
         return self
 
     def recipe(self) -> Recipe:
-        return load_recipe(self.recipe_file)
+        return load_recipe(self.recipe_file, resolved=True)
 
     def manifest(self) -> dict[str, Any]:
         return json.loads(self.manifest_file.read_text(encoding="utf-8"))

@@ -15,7 +15,7 @@ def test_serve_jobs_options_reach_the_server_settings(monkeypatch, tmp_path):
     monkeypatch.setattr(
         launch,
         "serve",
-        lambda target, adapters, host, port, keys, settings, *a, **kw: seen.update(target=target, settings=settings),
+        lambda target, adapters, host, port, settings, *a, **kw: seen.update(target=target, settings=settings),
     )
     res = CliRunner().invoke(
         app,
@@ -32,7 +32,7 @@ def test_serve_jobs_options_reach_the_server_settings(monkeypatch, tmp_path):
         ],
     )
     assert res.exit_code == 0, res.output
-    cfg = seen["settings"]["routers"][0].cfg  # the jobs API, mounted by the CLI (jobs.routes.mount)
+    cfg = seen["settings"].routers[0].cfg  # the jobs API, mounted by the CLI (jobs.routes.mount)
     assert isinstance(cfg, JobsConfig) and cfg.root == str(tmp_path / "q") and cfg.worker is False
     assert cfg.overrides == ("training.threads=2",) and cfg.base_recipe().training.threads == 2
 

@@ -1,8 +1,10 @@
-"""Killing the worker mid-job: the next worker resumes the job from its last checkpoint.
-Plus the queue's guarantees (one owner per job, give up after max_attempts) on the store alone."""
+"""Killing the worker mid-job: the next worker resumes the job from its last checkpoint once the
+killed worker's lease has run out. Plus the queue's guarantees (one owner per job, give up after
+max_attempts) on the store alone."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -41,8 +43,10 @@ def test_killed_worker_job_resumes_from_its_checkpoint(jobs_server, tmp_path, jo
     wait_for(client, job.id, ("queued",))
 
     # the worker runs in a forked process (it inherits the imported libraries, so it starts at once)
-    # and is SIGKILLed as soon as it has written a checkpoint: no chance to clean up after itself
-    proc = multiprocessing.get_context("fork").Process(target=_work, args=(jobs_cfg,), daemon=True)
+    # and is SIGKILLed as soon as it has written a checkpoint: no chance to clean up after itself.
+    # Its lease is short (3 s; a heartbeat every 0.2 s), so the job can be taken over soon after.
+    killed_cfg = dataclasses.replace(jobs_cfg, stale_after_s=3.0)
+    proc = multiprocessing.get_context("fork").Process(target=_work, args=(killed_cfg,), daemon=True)
     proc.start()
     try:
         deadline = time.monotonic() + 60
@@ -61,8 +65,12 @@ def test_killed_worker_job_resumes_from_its_checkpoint(jobs_server, tmp_path, jo
         e.data["step"] for e in client.fine_tuning.jobs.list_events(job.id, limit=100) if e.type == "metrics"
     )
     assert steps_before < 32  # killed mid-job (32 rows / batch 2 × 2 epochs = 32 steps)
+    # nobody takes the job over while its lease runs: a live worker may hold it
+    assert store.recover(jobs_cfg.max_attempts, now=killed["lease_until"] - 0.5) == []
+    while time.time() <= killed["lease_until"]:
+        time.sleep(0.05)
 
-    # a new worker (`tuneforge jobs worker`) sees the dead owner, re-queues the job, resumes it
+    # a new worker (`tuneforge jobs worker`) sees the expired lease, re-queues the job, resumes it
     res = CliRunner().invoke(app, ["jobs", "worker", "--root", jobs_cfg.root, "--once", "--poll", "0.05"])
     assert res.exit_code == 0, res.output
     assert f"{job.id}: succeeded → ft:tiny:resumed:" in res.output
@@ -138,18 +146,19 @@ def test_a_job_whose_worker_keeps_dying_fails_with_the_reason(tmp_path):
     store = Store(tmp_path / "jobs.db")
     jid = _queued_job(store)
     for attempt in (1, 2):
-        assert store.claim(f"host:1:w{attempt}")["attempts"] == attempt
-        [(_, what)] = store.recover(stale_after_s=60, max_attempts=2, gone=lambda w: True)
+        job = store.claim(f"host:1:w{attempt}", lease_s=60)
+        assert job["attempts"] == attempt
+        [(_, what)] = store.recover(max_attempts=2, now=job["lease_until"] + 1)  # the lease ran out
         assert what == ("requeued" if attempt == 1 else "failed")
     row = store.get_job(jid)
     assert row["status"] == "failed" and row["error"]["code"] == "worker_lost"
     assert "giving up after 2 attempt(s)" in row["error"]["message"]
-    # a live worker's job with a recent heartbeat is left alone
+    # a live worker's job, within its lease, is left alone
     jid2 = _queued_job(store, "ftjob-000000000000000000000002")
-    store.claim("host:1:alive")
-    assert store.recover(stale_after_s=60, max_attempts=2, gone=lambda w: False) == []
+    alive = store.claim("host:1:alive", lease_s=60)
+    assert store.recover(max_attempts=2, now=alive["lease_until"] - 1) == []
     assert store.get_job(jid2)["status"] == "running"
     # a cancelled job cannot be written by the worker that still runs it
     assert store.cancel(jid2)
-    assert not store.update_owned(jid2, "host:1:alive", status="succeeded")
+    assert not store.update_owned(jid2, alive["token"], status="succeeded")
     assert store.get_job(jid2)["status"] == "cancelled"

@@ -190,7 +190,11 @@ def test_own_loop_objectives_refuse_a_multi_process_launch(tmp_path, monkeypatch
     from tuneforge.train.dispatch import train_run
     from tuneforge.train.distributed import DistributedError
 
-    run = RunDir.create(recipe_from_dict({"name": "ppo", "output_dir": str(tmp_path), "objective": {"kind": "ppo"}}))
+    run = RunDir.create(
+        recipe_from_dict(
+            {"name": "ppo", "output_dir": str(tmp_path), "objective": {"kind": "ppo", "reward_functions": ["brevity"]}}
+        )
+    )
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(DistributedError, match="as one process"):
         train_run(run)

@@ -242,7 +242,7 @@ def test_fused_ops_survive_gradient_checkpointing(tmp_path, tiny_model_dir, demo
 
 
 def test_packing_defaults_on_except_for_virtual_token_strategies(tiny_model_dir):
-    from tuneforge.train.sft import resolve_packing
+    from tuneforge.train.setup import resolve_packing
 
     model = lora_model(tiny_model_dir)
     assert resolve_packing(None, "lora", model) is True

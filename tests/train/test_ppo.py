@@ -119,7 +119,8 @@ def space_share(prompts, completions, **_):
     return [c.count(" ") / PPO_SECTION["max_new_tokens"] for c in completions]
 
 
-PPO_SECTION = {"kind": "ppo", "max_new_tokens": 8, "kl_coef": 0.01, "ppo_epochs": 2}
+# the recipe must name a reward (checked at load time); the tests pass their own reward_fns in code
+PPO_SECTION = {"kind": "ppo", "max_new_tokens": 8, "kl_coef": 0.01, "ppo_epochs": 2, "reward_functions": ["brevity"]}
 TRAINING = {
     "max_steps": 20,
     "batch_size": 8,
@@ -356,14 +357,14 @@ def test_reward_model_and_named_functions_from_the_recipe(trained, tiny_model_di
 
 
 def test_clear_errors(trained, tiny_model_dir):
+    from tuneforge.recipe import RecipeError
     from tuneforge.train import ppo
 
-    run = _like(trained, "no-reward", training={"max_steps": 1})
-    with pytest.raises(ppo.PPOError, match="objective.reward_model"):
-        ppo.train(run)
-    run = _like(trained, "prompt-tuning", strategy={"kind": "prompt"})
-    with pytest.raises(ppo.PPOError, match="not supported by objective ppo"):
-        ppo.train(run, reward_fns=[space_share])
+    # both are refused when the recipe loads, before any data or model is touched
+    with pytest.raises(RecipeError, match="objective.reward_model"):
+        _like(trained, "no-reward", objective={"reward_functions": []}, training={"max_steps": 1})
+    with pytest.raises(RecipeError, match="not supported by objective ppo"):
+        _like(trained, "prompt-tuning", strategy={"kind": "prompt"})
     with pytest.raises(ppo.PPOError, match="no complete checkpoint"):
         ppo.train(_like(trained, "fresh"), resume=True, reward_fns=[space_share])
 

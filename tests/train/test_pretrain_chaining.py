@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -67,7 +68,8 @@ def test_pretrain_on_handbook_text(tmp_path, tiny_model_dir, tiny_tokenizer, dem
     assert src.parent_run["objective"] == "pretrain"
 
 
-def test_sft_run_chains_into_a_second_run(tmp_path, tiny_model_dir, demo_subset):
+def test_sft_run_chains_into_a_second_run(tmp_path, tiny_model_dir, demo_subset, monkeypatch):
+    monkeypatch.setenv("TUNEFORGE_CACHE", str(tmp_path / "cache"))  # the merged parent is cached there
     training = {"max_steps": 4, "eval_strategy": "no", "batch_size": 8, "threads": 1}
     parent, _ = prepare_stage(
         tiny_recipe(tmp_path, tiny_model_dir, demo_subset, name="sft", data=FAST, training=training)
@@ -78,10 +80,12 @@ def test_sft_run_chains_into_a_second_run(tmp_path, tiny_model_dir, demo_subset)
     parent_model, _, _ = load_trained(parent)
     parent_logits = _logits(parent_model)
 
+    before = sorted((p, p.stat().st_mtime_ns) for p in parent.path.rglob("*"))
     child, _ = prepare_stage(
         tiny_recipe(tmp_path, parent.path, demo_subset, name="dpo-like", data=FAST, training=training)
     )
-    merged = parent.path / MERGED_CACHE
+    merged = Path(child.manifest()["base_model"]["path"])
+    assert merged.parent == tmp_path / "cache" / "models" / MERGED_CACHE
     assert json.loads((merged / SOURCE_FILE).read_text())["run"] == str(parent.path)
     from transformers import AutoModelForCausalLM
 
@@ -91,6 +95,7 @@ def test_sft_run_chains_into_a_second_run(tmp_path, tiny_model_dir, demo_subset)
     stamp = os.stat(merged / "model.safetensors").st_mtime_ns
     train_run(child)
     assert os.stat(merged / "model.safetensors").st_mtime_ns == stamp  # merged once, then reused
+    assert sorted((p, p.stat().st_mtime_ns) for p in parent.path.rglob("*")) == before  # the parent is only read
 
     m = child.manifest()
     assert m["base_model"]["kind"] == "run" and m["base_model"]["path"] == str(merged)

@@ -24,7 +24,8 @@ from safetensors.torch import load_file
 
 from tuneforge.lm import collator as collator_mod
 from tuneforge.pipeline import prepare_stage
-from tuneforge.train.trainer import STAGING, TuneforgeTrainer, last_checkpoint
+from tuneforge.train.checkpoint import write_manifest
+from tuneforge.train.trainer import STAGING, ResumeError, TuneforgeTrainer, last_checkpoint
 
 N = 8
 HALF = N // 2
@@ -157,17 +158,26 @@ def test_without_saved_rng_state_the_resume_differs(files, tiny_model_dir, strai
     run = _run(files, tiny_model_dir, "no-rng")
     with pytest.raises(_Stop):
         train(run, callbacks=[_stop_after_save(HALF)])
-    (run.checkpoints_dir / f"checkpoint-{HALF}" / "rng_state.pth").unlink()
+    ckpt = run.checkpoints_dir / f"checkpoint-{HALF}"
+    (ckpt / "rng_state.pth").unlink()
+    with pytest.raises(ResumeError):  # a checkpoint without its RNG state is not resumed silently
+        train(run, resume=True)
+    # another checkpoint's (valid) RNG state, re-verified: the resume runs, with other dropout masks
+    import shutil
+
+    shutil.copy(ref.checkpoints_dir / f"checkpoint-{N}" / "rng_state.pth", ckpt / "rng_state.pth")
+    write_manifest(ckpt)
     train(run, resume=True)
     la, lb = _losses(ref), _losses(run)
     assert all(la[s] == lb[s] for s in range(1, HALF + 1))
     assert any(la[s] != lb[s] for s in range(HALF + 1, N + 1))  # other dropout masks after the resume
 
 
-def _assert_previous_checkpoint_survives(run):
+def _assert_previous_checkpoint_survives(run, killed: bool = True):
     ckpts = run.checkpoints_dir
     assert not (ckpts / f"checkpoint-{N}").exists()  # never a half-written checkpoint under its final name
-    assert (ckpts / STAGING / f"checkpoint-{N}" / "adapter_model.safetensors").is_file()  # the crash was mid-save
+    if killed:  # the crash was mid-save (an exception clears the staging folder itself)
+        assert (ckpts / STAGING / f"checkpoint-{N}" / "adapter_model.safetensors").is_file()
     assert last_checkpoint(str(ckpts)) == str(ckpts / f"checkpoint-{HALF}")
     # the previous checkpoint loads: weights, optimiser, scheduler, RNG, trainer state
     prev = ckpts / f"checkpoint-{HALF}"
@@ -196,7 +206,7 @@ def test_exception_while_writing_checkpoint_keeps_previous(files, tiny_model_dir
     monkeypatch.undo()
     assert run.manifest()["stages"]["train"]["status"] == "failed"
     assert not run.adapter_dir.exists()
-    _assert_previous_checkpoint_survives(run)
+    _assert_previous_checkpoint_survives(run, killed=False)
 
     info = train(run, resume=True)
     assert info["resumed_from"].endswith(f"checkpoint-{HALF}")

@@ -15,7 +15,7 @@ from conftest import ASSETS, ParamSnapshot, tiny_recipe
 from tuneforge.model.load import load_trained
 from tuneforge.model.strategies import StrategyError
 from tuneforge.pipeline import prepare_stage
-from tuneforge.train.sft import TrainingSetupError
+from tuneforge.train.setup import TrainingSetupError
 
 PROBE = torch.tensor([[5, 17, 42, 99, 7, 250, 31, 8]])
 
@@ -150,16 +150,16 @@ def test_strategy_validation_errors(strategy, match, tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     from tuneforge.model.strategies import apply_strategy
-    from tuneforge.recipe import StrategyConfig
+    from tuneforge.recipe import section
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     with pytest.raises(StrategyError, match=match):
-        apply_strategy(model, StrategyConfig(**strategy), str(tiny_model_dir))
+        apply_strategy(model, section("strategy", **strategy), str(tiny_model_dir))
 
 
 def test_qlora_errors(tiny_model_dir, monkeypatch):
     from tuneforge.model import quantize
-    from tuneforge.recipe import ModelConfig, StrategyConfig
+    from tuneforge.recipe import ModelConfig, section
 
     with pytest.raises(StrategyError, match=r"multiples of 64 .*self_attn.q_proj \(32×32\)"):
         quantize.load_quantized_base(str(tiny_model_dir), "float32")
@@ -170,13 +170,14 @@ def test_qlora_errors(tiny_model_dir, monkeypatch):
     from tuneforge.model.load import load_for_training
 
     with pytest.raises(StrategyError, match="needs bitsandbytes"):
-        load_for_training(ModelConfig(base=str(tiny_model_dir)), StrategyConfig(kind="qlora"), str(tiny_model_dir))
+        load_for_training(ModelConfig(base=str(tiny_model_dir)), section("strategy", kind="qlora"), str(tiny_model_dir))
 
 
 def test_training_setup_errors(tmp_path, tiny_model_dir, demo_subset, monkeypatch):
-    from tuneforge.train import sft
+    from tuneforge.recipe import RecipeError
+    from tuneforge.train import setup
 
-    run, _ = prepare_stage(
+    with pytest.raises(RecipeError, match="training.packing=false"):  # refused when the recipe loads
         tiny_recipe(
             tmp_path,
             tiny_model_dir,
@@ -185,22 +186,29 @@ def test_training_setup_errors(tmp_path, tiny_model_dir, demo_subset, monkeypatc
             data={"plots": False},
             training={"packing": True, "threads": 1},
         )
+    run, _ = prepare_stage(
+        tiny_recipe(
+            tmp_path,
+            tiny_model_dir,
+            demo_subset,
+            strategy={"kind": "prompt"},
+            data={"plots": False},
+            training={"threads": 1},
+        )
     )
-    with pytest.raises(StrategyError, match="training.packing=false"):
-        sft.train(run)
     cfg = run.recipe().training.model_copy(update={"early_stopping_metric": "accuracy", "packing": False})
     with pytest.raises(TrainingSetupError, match=r"logs only \['eval_loss'\]"):
-        sft.training_arguments(cfg, tmp_path / "ck", True, metrics=("eval_loss",))
-    assert sft.best_metric(cfg) == ("eval_accuracy", True)
-    args = sft.training_arguments(cfg.model_copy(update={"early_stopping_metric": "loss"}), tmp_path / "ck", True)
+        setup.training_arguments(cfg, tmp_path / "ck", True, metrics=("eval_loss",))
+    assert setup.best_metric(cfg) == ("eval_accuracy", True)
+    args = setup.training_arguments(cfg.model_copy(update={"early_stopping_metric": "loss"}), tmp_path / "ck", True)
     assert (args.metric_for_best_model, args.greater_is_better) == ("eval_loss", False)
-    real = sft.importlib.util.find_spec
+    real = setup.importlib.util.find_spec
     monkeypatch.setattr(
-        sft.importlib.util, "find_spec", lambda n, *a: None if n in ("mlflow", "wandb") else real(n, *a)
+        setup.importlib.util, "find_spec", lambda n, *a: None if n in ("mlflow", "wandb") else real(n, *a)
     )
     with pytest.raises(TrainingSetupError, match=r"\['mlflow', 'wandb'\] not installed — `pip install mlflow wandb`"):
-        sft.tracking_callbacks(run, cfg.model_copy(update={"tracking": ["tensorboard", "mlflow", "wandb"]}))
-    assert sft.tracking_callbacks(run, cfg.model_copy(update={"tracking": []})) == []
+        setup.tracking_callbacks(run, cfg.model_copy(update={"tracking": ["tensorboard", "mlflow", "wandb"]}))
+    assert setup.tracking_callbacks(run, cfg.model_copy(update={"tracking": []})) == []
 
 
 @pytest.mark.parametrize("kind", ["prefix", "prompt"])
@@ -211,10 +219,10 @@ def test_label_only_loss_with_virtual_tokens(kind, tiny_model_dir):
 
     from tuneforge.lm.loss import label_positions_loss
     from tuneforge.model.strategies import apply_strategy
-    from tuneforge.recipe import StrategyConfig
+    from tuneforge.recipe import section
 
     model = apply_strategy(
-        AutoModelForCausalLM.from_pretrained(tiny_model_dir), StrategyConfig(kind=kind, num_virtual_tokens=3)
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), section("strategy", kind=kind, num_virtual_tokens=3)
     ).eval()
     ids = torch.randint(3, 600, (2, 12), generator=torch.Generator().manual_seed(0))
     labels = ids.clone()

@@ -8,6 +8,7 @@ is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import typer
@@ -30,11 +31,19 @@ def fail(exc: BaseException | str) -> None:
 
 
 def guard(fn, *args, **kwargs):
-    """fn(*args, **kwargs), a user error turned into `fail`."""
+    """fn(*args, **kwargs), a user error (or a full disk) turned into `fail`."""
     try:
         return fn(*args, **kwargs)
     except USER_ERRORS as exc:
         fail(exc)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = exc.filename or "the run directory"
+        # every stage writes aside and renames: what was there before this write is still whole
+        fail(
+            f"disk full while writing {where} — free some space and run the command again (nothing that was already written was replaced)"
+        )
 
 
 def run_dir(path: Path):

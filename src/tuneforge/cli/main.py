@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -25,6 +26,23 @@ app = typer.Typer(
     no_args_is_help=True,
     help="tuneforge: prepare data, fine-tune, evaluate, export and chat — one run directory per run.",
 )
+
+
+@app.callback()
+def _root(
+    trust_remote_code: bool = typer.Option(
+        False,
+        "--trust-remote-code",
+        help="Allow a model folder's custom code (config auto_map) to run on load — read that code first. "
+        "Never taken from a recipe; same as TUNEFORGE_TRUST_REMOTE_CODE=1 (which child processes inherit).",
+    ),
+):
+    if trust_remote_code:
+        from ..lm.load import REMOTE_CODE_ENV
+
+        os.environ[REMOTE_CODE_ENV] = "1"
+
+
 recipe_app = typer.Typer(no_args_is_help=True, help="Validate and explain recipes.")
 data_app = typer.Typer(no_args_is_help=True, help="Inspect, prepare, redact and augment data.")
 app.add_typer(recipe_app, name="recipe")
@@ -321,7 +339,11 @@ def serve(
     max_prompt_tokens: Optional[int] = typer.Option(None, help="Longest prompt in tokens (2048)."),
     max_n: Optional[int] = typer.Option(None, help="Most choices per request (4)."),
     max_body_bytes: Optional[int] = typer.Option(None, help="Largest request body (1 MiB)."),
-    dtype: Optional[str] = typer.Option(None, help="float32 | bfloat16 | float16 (default: the recipe's)."),
+    max_prompts: Optional[int] = typer.Option(None, help="Most prompts in one /v1/completions request (64)."),
+    max_stop_chars: Optional[int] = typer.Option(None, help="Longest stop sequence in characters (256)."),
+    dtype: Optional[str] = typer.Option(
+        None, help="float32 | bfloat16 | float16 (or fp32, bf16, fp16; default: the recipe's)."
+    ),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
     rag: Optional[list[str]] = typer.Option(
         None,
@@ -343,66 +365,72 @@ def serve(
         help="With --jobs: also run a worker thread here (else only `tuneforge jobs worker` processes train).",
     ),
     jobs_recipe: Optional[Path] = typer.Option(None, help="With --jobs: recipe every job starts from."),
+    jobs_lease: float = typer.Option(
+        60.0,
+        help="With --jobs: seconds a worker's claim on a job lasts without a heartbeat (a killed server's job resumes after it).",
+    ),
     jobs_set: Optional[list[str]] = typer.Option(
         None, "--jobs-set", help="With --jobs: recipe override for every job, e.g. training.threads=2 (repeatable)."
     ),
 ):
     """Stage 6: OpenAI-compatible server for a base model and many LoRA adapters."""
-    from ..deploy.server.engine import AdapterError
-    from ..deploy.server.launch import api_keys
+    from ..deploy.server.app import ServerSettings
+    from ..deploy.server.engine import EngineConfig
+    from ..deploy.server.launch import RagOptions, api_keys
     from ..deploy.server.launch import serve as _serve
+    from ..deploy.server.limits import Limits
+    from ..lm.load import dtype_name
 
     keys, _ = api_keys(api_key, lambda msg: err.print(msg, highlight=False))
-    settings = {
-        "request_log": None if no_request_log else str(request_log),
-        "log_content": log_content,
-        "admin_dir": str(allow_admin_dir) if allow_admin_dir else None,
-        "limits": {
-            "max_tokens": max_tokens,
-            "max_prompt_tokens": max_prompt_tokens,
-            "max_n": max_n,
-            "max_body_bytes": max_body_bytes,
-        },
+    given = {
+        "max_tokens": max_tokens,
+        "max_prompt_tokens": max_prompt_tokens,
+        "max_n": max_n,
+        "max_prompts": max_prompts,
+        "max_stop_chars": max_stop_chars,
     }
-    if rag:
-        from .rag import _call, read_template
-
-        settings["rag"] = {
-            "specs": rag,
-            "top_k": rag_top_k,
-            "score_threshold": rag_score_threshold,
-            "template": _call(read_template, rag_template),
-        }
+    limits = Limits(**{k: v for k, v in {**given, "max_body_bytes": max_body_bytes}.items() if v is not None})
+    mounted: dict = {}
     if jobs is not None:
         from ..jobs.routes import mount
         from ..jobs.spec import JobsConfig
 
-        settings |= mount(
-            JobsConfig(
-                root=str(jobs),
-                recipe=str(jobs_recipe) if jobs_recipe else None,
-                overrides=tuple(jobs_set or ()),
-                worker=jobs_worker,
-            )
+        cfg = JobsConfig(
+            root=str(jobs),
+            recipe=str(jobs_recipe) if jobs_recipe else None,
+            overrides=tuple(jobs_set or ()),
+            worker=jobs_worker,
+            stale_after_s=jobs_lease,
         )
-    engine = {"max_queue": max_queue, "max_batch_size": max_batch_size, "batch_window_ms": batch_window_ms}
-    try:
-        _guard(
-            _serve,
-            target,
-            adapter or [],
-            host,
-            port,
-            keys,
-            settings,
-            engine,
-            threads,
-            dtype,
-            console.print,
-            str(registry) if registry else None,
-        )
-    except (AdapterError, ValueError) as exc:
-        _fail(exc)
+        mounted = mount(cfg)
+    settings = ServerSettings(
+        api_keys=keys,
+        limits=limits,
+        request_log=None if no_request_log else str(request_log),
+        log_content=log_content,
+        admin_dir=str(allow_admin_dir) if allow_admin_dir else None,
+        **mounted,
+    )
+    rag_opts = None
+    if rag:
+        from .rag import read_template
+
+        rag_opts = RagOptions(rag, rag_top_k, rag_score_threshold, _guard(read_template, rag_template))
+    engine = EngineConfig(max_queue=max_queue, max_batch_size=max_batch_size, batch_window_ms=batch_window_ms)
+    _guard(
+        _serve,
+        target,
+        adapter or [],
+        host,
+        port,
+        settings,
+        engine,
+        rag_opts,
+        threads,
+        _guard(dtype_name, dtype) if dtype else None,  # checked before anything loads
+        console.print,
+        str(registry) if registry else None,
+    )
 
 
 @recipe_app.command("validate")

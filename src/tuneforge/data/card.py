@@ -198,6 +198,11 @@ def render_card(card: dict) -> str:
             f"{t.get('total', 0)} | {s['trained_tokens']} | {s['dropped_too_long'] + s.get('dropped_too_short', 0)} |"
         )
         lines += _problem_lines(s["problems"])
+        if s.get("dropped_too_long_rejected"):
+            lines.append(
+                f"  - of those over max_length, {s['dropped_too_long_rejected']} pair(s) only on the rejected "
+                "side (a preference trainer would have cut it silently)"
+            )
     est = card.get("estimate")
     if est:
         lines += [

@@ -3,8 +3,9 @@
 Pattern entities are validated, not just matched: credit cards pass Luhn and carry a
 card-network prefix, IBANs pass ISO 13616 mod-97 with their country's length, IPs parse
 with `ipaddress`, secrets match a vendor prefix or sit after `key=`-style words with a
-high-entropy value. Person names are a heuristic (titles, "my name is", first-name list
-+ capitalised surname): measured precision/recall live in bench/pii_eval.py.
+high-entropy value. Person names are a heuristic (pii_persons.py: titles, introductions,
+role labels, a first-name list): measured precision/recall live in bench/pii_eval.py and, on
+held-out sets, in tests/test_security_pii.py.
 
 >>> redact_text("Mail jane.doe@example.com or call +44 20 7946 0958.")[0]
 'Mail <EMAIL> or call <PHONE>.'
@@ -20,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .pii_names import FIRST_NAMES, NOT_SURNAMES
+from .pii_persons import find_persons as person_spans
 
 TYPES = ("EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "IP_ADDRESS", "SSN", "SECRET", "PERSON")
 PATTERN_TYPES = TYPES[:-1]  # validated by format/checksum; PERSON is a heuristic
@@ -58,7 +59,11 @@ def is_luhn_valid(digits: str) -> bool:
 
 
 # card networks by prefix: a Luhn-valid 16-digit order number starting with 1 or 9 is not a card
-_CARD_PREFIX = re.compile(r"^(4|5[1-5]|2[2-7]|3[47]|3[068]|35|6011|64[4-9]|65|62)")
+_CARD_PREFIX = re.compile(
+    r"^(4|5[1-5]|2[2-7]|3[47]|3[068]|35|6011|64[4-9]|65|62"
+    r"|50[0-9]{2}|5[6-8]|6[0-9]{3}"  # Maestro (5018, 6759 ...), RuPay (60, 6521 ...), other 6xxx debit
+    r"|220[0-4]|8[12])"  # Mir, RuPay 81/82
+)
 
 IBAN_LENGTHS = {
     "AD": 24,
@@ -180,7 +185,8 @@ def find_emails(text: str) -> list[Entity]:
     return [Entity("EMAIL", m.start(), m.end(), m.group()) for m in _EMAIL.finditer(text)]
 
 
-_CARD = re.compile(r"(?<![\w.,-])\d(?:[ -]?\d){12,18}(?![\w.,]?\d)")
+# not after a digit and a dot or comma (1.4111... is a number), but "card no.4111..." is a card
+_CARD = re.compile(r"(?<![\w,-])(?<!\d[.,])\d(?:[ -]?\d){12,18}(?![\w.,]?\d)")
 
 
 def find_credit_cards(text: str) -> list[Entity]:
@@ -217,7 +223,9 @@ def find_ibans(text: str) -> list[Entity]:
 
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
 _IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{0,4}|(?:\d{1,3}\.){3}\d{1,3})(?![\w:])")
-_VERSION_BEFORE = re.compile(r"(?i)\b(?:v|version|release|build|firmware|ver\.?)\s*$")
+_VERSION_BEFORE = re.compile(
+    r"(?i)\b(?:v|version|release|build|firmware|ver\.?|update|patch|upgrade|rev(?:ision)?|section|chapter|clause)\s*$"
+)
 
 
 def find_ips(text: str) -> list[Entity]:
@@ -248,9 +256,10 @@ def find_ips(text: str) -> list[Entity]:
 
 
 _SSN = re.compile(r"(?<![\w-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\w-])")
+# a cue (SSN, social security, soc. sec., SS#) and, a few words on, 9 digits in any grouping
 _SSN_CONTEXT = re.compile(
-    r"(?i)\b(?:ssn|social security(?: number| no\.?)?|ss#)\s*(?:is|:|#|number)?\s*"
-    r"((?!000|666|9\d\d)\d{3}[ ]?(?!00)\d{2}[ ]?(?!0000)\d{4})\b"
+    r"(?i)(?<![a-z])(?:ssns?|social[ -]security|soc\.? ?sec\.?|ss ?#|ss no\.?|social(?= *[:#]))(?![a-z])[^0-9\n]{0,25}?"
+    r"(?<![\w-])((?!000|666|9\d\d)\d{3}[ -]?(?!00)\d{2}[ -]?(?!0000)\d{4})(?![\w-])"
 )
 
 
@@ -265,13 +274,25 @@ _PHONE_PATTERNS = [
     re.compile(r"(?<![\w+])(?:\+|\b00)[1-9]\d{0,2}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,5}){2,6}(?!\w|[.,]\d)"),
     # North American: (415) 555-2671, 415-555-2671, 415.555.2671, 1-800-555-0199
     re.compile(r"(?<![\w+.-])(?:1[ .-])?(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4}(?![\w-]|[.,]\d)"),
-    # national with trunk prefix 0: 020 7946 0958, 030-1234567, 01 42 68 53 00, 06-12345678
-    re.compile(r"(?<![\w+.,-])0\d{1,4}(?:[ -]\d{2,8}){1,4}(?![\w-]|[.,]\d)"),
+    # national with trunk prefix 0: 020 7946 0958, (020) 7946 0958, 030-1234567, 01 42 68 53 00
+    re.compile(r"(?<![\w+.,-])(?:0\d{1,4}|\(0\d{1,4}\))(?:[ -]\d{2,8}){1,4}(?![\w-]|[.,]\d)"),
+    # a local number without area code (555-0134): only after a phone word
+    re.compile(r"(?<![\w+.-])(?<!\d )\d{3}[ .-]\d{4}(?![\w-]|[.,]?\d| \d)"),
 ]
-_PHONE_CONTEXT = re.compile(
-    r"(?i)\b(?:phone|tel|telephone|mobile|cell|call|fax|whatsapp|text me|ring|sms|"
-    r"number is|reach me (?:at|on))\b[^0-9+\n]{0,15}$"
+# a label that says the digits are something else ("part number 0451-203-118", "order 020-1234")
+_NOT_PHONE_CONTEXT = re.compile(
+    r"(?i)\b(?:part|order|invoice|ref(?:erence)?|serial|sku|model|item|ticket|case|tracking|isbn|lot|batch|"
+    r"po|product|article|art|id|code|pin|passcode|meeting)\b\.?(?: ?(?:no\.?|nr\.?|number|num|#|id|code))?"
+    r"(?: is)?[ :#.]*$"
 )
+_PHONE_CONTEXT = re.compile(
+    r"(?i)\b(?:phone|tel|telephone|mobile|mob|cell|call|fax|whatsapp|text me|ring|sms|dial|contact|"
+    r"hotline|helpline|landline|number|reach me (?:at|on)|reach us (?:at|on))\b[^0-9+\n]{0,25}$"
+)
+# "from 555-0162 to 555-0177": a number right after a phone is one too
+_AFTER_PHONE = re.compile(r"^(?:,| or| and| to| /|/)? ?$")
+# without a trunk 0 or country code (Spain 91 555 01 23, Australia 1300 555 019): after a phone word
+_GROUPED_DIGITS = re.compile(r"(?<![\w+.,-])\d{2,4}(?:[ .-]\d{2,4}){2,4}(?![\w-]|[.,]\d)")
 _BARE_DIGITS = re.compile(r"(?<![\w+.-])\+?\d{8,15}(?![\w-]|[.,]\d)")
 
 
@@ -284,15 +305,27 @@ def find_phones(text: str) -> list[Entity]:
     for i, pat in enumerate(_PHONE_PATTERNS):
         for m in pat.finditer(text):
             n = _digits(m.group())
-            # national-format numbers are only phones with a phone-ish context or enough digits
-            if not 7 <= n <= 15 or (
-                i == 2 and n < 9 and not _PHONE_CONTEXT.search(text[max(0, m.start() - 40) : m.start()])
-            ):
+            before = text[max(0, m.start() - 40) : m.start()]
+            # national-format numbers are only phones with a phone-ish context or enough digits;
+            # a local number needs the context
+            if not 7 <= n <= 15 or ((i == 3 or i == 2 and n < 9) and not _PHONE_CONTEXT.search(before)):
+                continue
+            if i >= 1 and _NOT_PHONE_CONTEXT.search(before):
                 continue
             out.append(Entity("PHONE", m.start(), m.end(), m.group()))
-    for m in _BARE_DIGITS.finditer(text):  # 4155552671 is a phone only after "call", "tel", ...
-        if _PHONE_CONTEXT.search(text[max(0, m.start() - 40) : m.start()]):
-            out.append(Entity("PHONE", m.start(), m.end(), m.group()))
+    for pat in (_BARE_DIGITS, _GROUPED_DIGITS):  # 4155552671 is a phone only after "call", "tel", ...
+        for m in pat.finditer(text):
+            before = text[max(0, m.start() - 40) : m.start()]
+            if (
+                8 <= _digits(m.group()) <= 15
+                and _PHONE_CONTEXT.search(before)
+                and not _NOT_PHONE_CONTEXT.search(before)
+            ):
+                out.append(Entity("PHONE", m.start(), m.end(), m.group()))
+    for pat in _PHONE_PATTERNS[1:] + [_GROUPED_DIGITS]:
+        for m in pat.finditer(text):
+            if 7 <= _digits(m.group()) <= 15 and any(_AFTER_PHONE.match(text[e.end : m.start()]) for e in out):
+                out.append(Entity("PHONE", m.start(), m.end(), m.group()))
     return out
 
 
@@ -306,74 +339,51 @@ _VENDOR_SECRETS = re.compile(
     r"|glpat-[A-Za-z0-9_-]{20}"  # GitLab
     r"|hf_[A-Za-z0-9]{30,}"  # Hugging Face
     r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"  # JWT
+    r"|SG\.[A-Za-z0-9_-]{16,32}\.[A-Za-z0-9_-]{16,64}"  # SendGrid
+    r"|npm_[A-Za-z0-9]{36}"  # npm
     r")(?![\w-])"
 )
 _PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----")
 _KEY_VALUE = re.compile(
     r"(?i)(?<![A-Za-z0-9])(?:api[_-]?key|apikey|secret(?:[_-]?key)?|access[_-]?(?:key|token)|auth[_-]?token|token|password|passwd|"
-    r"pwd|client[_-]?secret|private[_-]?key|bearer)(?![A-Za-z0-9])[\"']?\s*(?:[:=]|\bis\b|\s)\s*[\"']?([^\s\"',;<>()]{6,})"
+    r"pwd|client[_-]?secret|private[_-]?key|bearer|passphrase|pre-?shared[ _-]?key|psk|pass(?=\s*[:=]))"
+    r"(?![A-Za-z0-9])[\"']?\s*(?:[:=]|\b(?:is|to|was)\b|\s)\s*[\"']?([^\s\"',;<>()]{6,})"
 )
-_PASSWORD_WORD = re.compile(r"(?i)pass(?:word|wd)|pwd")
+_PASSWORD_WORD = re.compile(r"(?i)pass|pwd|pre-?shared|psk")
+# "my password for the router: X", "the wifi password, don't share it: X"
+_PASSWORD_PHRASE = re.compile(
+    r"(?i)\b(?:pass(?:word|wd|phrase)|pwd|pin(?: code)?)\b[^:\n.!?]{0,40}:\s*[\"']?([^\s\"',;<>()]{4,})"
+)
+# credentials in a URL: scheme://user:password@host
+_URL_PASSWORD = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://[^\s:/@]+:([^\s@/]{3,})@[\w.-]")
 
 
 def find_secrets(text: str) -> list[Entity]:
     out = [Entity("SECRET", m.start(), m.end(), m.group()) for m in _VENDOR_SECRETS.finditer(text)]
     out += [Entity("SECRET", m.start(), m.end(), m.group()) for m in _PEM.finditer(text)]
-    for m in _KEY_VALUE.finditer(text):
+    pos = 0
+    while (m := _KEY_VALUE.search(text, pos)) is not None:
         value = m.group(1).rstrip(".")
-        # passwords are secrets even when short and plain; keys/tokens must look random
+        # passwords are secrets even when short and plain; keys/tokens must look random; a value
+        # ending in ':' is the next label ("Bearer token: X", "Password reset: ...")
         is_password = bool(_PASSWORD_WORD.match(m.group())) and len(value) >= 6 and not value.isalpha()
-        if is_password or is_secret_like(value):
+        if not value.endswith(":") and (is_password or is_secret_like(value)):
             out.append(Entity("SECRET", m.start(1), m.start(1) + len(value), value))
+            pos = m.end()
+        else:  # the value may be the next key word: search on from it
+            pos = m.start(1)
+    for m in _PASSWORD_PHRASE.finditer(text):
+        value = m.group(1).rstrip(".")
+        if not value.isalpha() and not value.endswith(":"):
+            out.append(Entity("SECRET", m.start(1), m.start(1) + len(value), value))
+    out += [Entity("SECRET", m.start(1), m.end(1), m.group(1)) for m in _URL_PASSWORD.finditer(text)]
     return out
-
-
-_TITLE = re.compile(
-    r"\b(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof|Sir|Dame|Madam|Mme|Herr|Frau)\.? +"
-    r"((?:[A-Z][a-z]+(?:[-'][A-Z][a-z]+)?)(?: [A-Z][a-z]+(?:[-'][A-Z][a-z]+)?)?)"
-)
-_INTRO = re.compile(
-    r"(?i:\bmy name is|\bi am|\bi'm|\bthis is|\bsigned,?|\bregards,?|\bsincerely,?|\bthanks,?|"
-    r"\bcontact|\bask for|\bspeak to|\bspoke (?:to|with)|\bassigned to|\bcc:?|\bfrom:) *\n?"
-    r"([A-Z][a-z]+(?:[-'][A-Z][a-z]+)?(?: [A-Z][a-z]+(?:[-'][A-Z][a-z]+)?)?)"
-)
-# a lookahead so overlapping pairs are all tried ("Customer Maria Garcia" -> "Maria Garcia")
-_CAP_PAIR = re.compile(r"\b(?=(([A-Z][a-z]+)(?: [A-Z]\.)?( [A-Z][a-z]+(?:[-'][A-Z][a-z]+)?))\b)")
-# after these words one capitalised word is a name even when it is not in FIRST_NAMES
-_STRONG_INTRO = re.compile(
-    r"(?i:my name is|signed,?|regards,?|sincerely,?|my (?:husband|wife|partner|son|daughter|"
-    r"colleague|manager|friend|brother|sister|mother|father)) *\n?"
-    r"([A-Z][a-z]+(?:[-'][A-Z][a-z]+)?)\b"
-)
-
-
-def _trim_name(name: str) -> str:
-    """Drop trailing words that are not surnames ("Anna Support" -> "Anna")."""
-    parts = name.split(" ")
-    while len(parts) > 1 and parts[-1] in NOT_SURNAMES:
-        parts.pop()
-    return " ".join(parts)
 
 
 def find_persons(text: str) -> list[Entity]:
-    """Heuristic: a title, an introduction, or a known first name followed by a capitalised word."""
-    out = []
-    for m in _TITLE.finditer(text):
-        name = _trim_name(m.group(1))
-        out.append(Entity("PERSON", m.start(1), m.start(1) + len(name), name))
-    for m in _INTRO.finditer(text):
-        name = _trim_name(m.group(1))
-        first = name.split(" ")[0]
-        if first in FIRST_NAMES or (" " in name and first not in NOT_SURNAMES):
-            out.append(Entity("PERSON", m.start(1), m.start(1) + len(name), name))
-    for m in _STRONG_INTRO.finditer(text):
-        if m.group(1) not in NOT_SURNAMES:
-            out.append(Entity("PERSON", m.start(1), m.end(1), m.group(1)))
-    for m in _CAP_PAIR.finditer(text):
-        first, last = m.group(2), m.group(3).strip()
-        if first in FIRST_NAMES and last not in NOT_SURNAMES:
-            out.append(Entity("PERSON", m.start(1), m.end(1), m.group(1)))
-    return out
+    """Heuristic (pii_persons.py): a title, a cue (introduction, sign-off, role label, hand-off), a
+    known first name, or a list after a name."""
+    return [Entity("PERSON", s, e, text[s:e]) for s, e in person_spans(text)]
 
 
 DETECTORS = {

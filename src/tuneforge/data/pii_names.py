@@ -30,7 +30,7 @@ Jurgen Matteo Chiara Aleksandra Piotr Tomasz Marek Zofia Bogdan Irina Anastasia 
 
 NOT_SURNAMES = frozenset(
     """
-Street St Road Rd Avenue Ave Lane Drive Boulevard Square Place Court Park Way Hall House Building Tower Centre
+Street St Road Rd Avenue Ave Lane Drive Boulevard Square Place Court Way Hall House Building Tower Centre
 Center Team Support Service Services Desk Office Department Group Inc Ltd LLC GmbH Corp Company Co Bank Hospital
 University College School Airport Station Hotel Museum Foundation Institute Street Monday Tuesday Wednesday
 Thursday Friday Saturday Sunday January February March April May June July August September October November
@@ -40,5 +40,7 @@ When Where Why How What Who Which Today Tomorrow Yesterday Pro Max Plus Mini Ult
 North South East West New Old Great Little Big Saint San Santa Los Las City County River Lake Mountain Island
 Valley Bay Beach Hill Hills Airlines Air Express Foods Motors Labs Systems Software Cloud Online Store Shop Market
 Cafe Restaurant Bar Club Award Prize Act Law Day Night Morning Evening Week Weekend Year Month
+Customer Customers Client Clients Sir Madam Everyone Everybody All Folks Guys Friends Colleagues Valued Again
+Us Me Him Them Admin Sales Billing Accounts Reception Management Staff
 """.split()
 )

@@ -15,6 +15,7 @@ from .balance import balance_train, check_balance_config, distribution, maybe_wa
 from .card import category_counts, render_card, suggested_epochs, write_plots
 from .clean import CleanConfig, clean_rows
 from .dedup import dedup_rows, remove_leaks
+from .formats import to_preference
 from .pii import apply_pii_policy
 from .problems import Problem, summarise
 from .split import split_rows
@@ -45,13 +46,35 @@ def token_stats(lengths: list[int]) -> dict[str, Any]:
     }
 
 
+def rejected_length(tokenizer: Any, row: dict, train_on: str = "assistant") -> int:
+    """Tokens of prompt + rejected answer after the chat template (0 for a row without one).
+
+    A preference trainer sees both sides of a pair, so both must fit `data.max_length`.
+
+    >>> rejected_length(None, {"messages": [{"role": "user", "content": "q"}]})
+    0
+    """
+    if "rejected" not in row:  # a prepared pair carries its rejected answer (formats._from_preference)
+        return 0
+    pair = to_preference(row)
+    return len(tokenize_messages(tokenizer, pair["prompt"] + pair["rejected"], train_on)["input_ids"])
+
+
 def length_check(
-    rows: list[dict], tokenizer: Any, cfg: DataConfig, split: str, keep_long: bool = False
+    rows: list[dict],
+    tokenizer: Any,
+    cfg: DataConfig,
+    split: str,
+    keep_long: bool = False,
+    keep_undesirable: bool = False,
 ) -> tuple[list[dict], dict]:
     """Drop (and count) rows over max_length or under min_tokens; never truncate. Also token statistics.
 
+    A preference pair is over-long when either side is: prompt + chosen or prompt + rejected.
+
     `keep_long`: raw text for continued pretraining is cut into blocks at training time, so a
-    long document is kept whole instead of dropped.
+    long document is kept whole instead of dropped. `keep_undesirable`: a KTO row labelled false
+    carries no SFT loss, but it is half of what KTO learns from: keep it for objective.kind=kto.
     """
     kept, dropped, lengths, trained = [], [], [], []
     min_tokens = getattr(cfg, "min_tokens", 0)
@@ -64,13 +87,19 @@ def length_check(
         if n > cfg.max_length and not keep_long:
             dropped.append(Problem(r.get("_line", 0), "too_long", "", f"{n} tokens > data.max_length={cfg.max_length}"))
             continue
+        n_rejected = rejected_length(tokenizer, r, cfg.train_on)
+        if n_rejected > cfg.max_length and not keep_long:
+            # DPO/ORPO/KTO trainers cut prompt+rejected to max_length without a word: drop the pair instead
+            why = f"prompt + rejected answer: {n_rejected} tokens > data.max_length={cfg.max_length}"
+            dropped.append(Problem(r.get("_line", 0), "too_long", "rejected", why))
+            continue
         if n < min_tokens:
             dropped.append(
                 Problem(r.get("_line", 0), "too_few_tokens", "", f"{n} tokens < data.min_tokens={min_tokens}")
             )
             continue
         n_trained = sum(1 for x in enc["labels"] if x != -100)
-        if split != "test" and n_trained == 0:
+        if split != "test" and n_trained == 0 and not (keep_undesirable and r.get("label") is False):
             why = (
                 "an undesirable (label false) KTO completion: SFT does not learn it"
                 if r.get("label") is False
@@ -85,6 +114,7 @@ def length_check(
         "tokens": token_stats(lengths),
         "trained_tokens": sum(trained),
         "dropped_too_long": sum(p.code == "too_long" for p in dropped),
+        "dropped_too_long_rejected": sum(p.code == "too_long" and p.field == "rejected" for p in dropped),
         "dropped_too_short": sum(p.code == "too_few_tokens" for p in dropped),
         "problems": dropped,
         "lengths": lengths,
@@ -116,13 +146,15 @@ def prepare(
     tokenizer: Any,
     log: Callable[[str], Any] | None = None,
     time_estimate: Callable[[list[dict]], dict] | None = None,
+    keep_undesirable: bool = False,
 ) -> dict:
     """Load, validate, clean, screen for PII, deduplicate, split, leak-check and length-check the
     data; write the splits, data_card.{md,json} and plots into `run`.
 
     `time_estimate(train_rows)`: the training-time estimate for the card (`data.estimate_time`);
     the caller builds it from the training setup (`train.estimate.recipe_time_estimate`), so the
-    data stage needs nothing of training."""
+    data stage needs nothing of training. `keep_undesirable`: keep KTO rows labelled false (the
+    caller passes `recipe.objective.kind == "kto"`)."""
     check_balance_config(cfg.stratify_by, cfg.max_per_label, cfg.balance)
     loaded = {"train": _load(cfg.train, cfg, require_assistant=True)}
     for split in ("validation", "test"):
@@ -159,11 +191,12 @@ def prepare(
     hashes, lengths, written = {}, {}, {}
     raw_text = {s for s in ("train", "validation") if loaded.get(s, loaded["train"]).format == "text"}
     for split in SPLITS:
-        rows, stats = length_check(parts.get(split, []), tokenizer, cfg, split, keep_long=split in raw_text)
+        opts = {"keep_long": split in raw_text, "keep_undesirable": keep_undesirable}
+        rows, stats = length_check(parts.get(split, []), tokenizer, cfg, split, **opts)
         if split == "train" and cfg.balance == "upsample":
             # after the length check, so no over-long row is copied; re-checked for the card's totals
             rows, card["balance"]["upsampled"] = upsample_rows(rows, cfg.stratify_by, cfg.seed)
-            rows, stats = length_check(rows, tokenizer, cfg, split, keep_long=split in raw_text)
+            rows, stats = length_check(rows, tokenizer, cfg, split, **opts)
         if split == "train" and not rows:
             raise ValueError(
                 f"{cfg.train}: no training rows left after cleaning, deduplication and length checks "

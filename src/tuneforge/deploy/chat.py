@@ -11,11 +11,20 @@ from ..run import RunDir
 
 
 class ChatSession:
-    def __init__(self, run: RunDir, system: str | None = None, max_new_tokens: int = 128, retriever: Any = None):
+    def __init__(
+        self,
+        run: RunDir,
+        system: str | None = None,
+        max_new_tokens: int = 128,
+        retriever: Any = None,
+        trust_remote_code: bool | None = None,
+    ):
+        """`trust_remote_code`: the opt-in of whoever runs `chat` to the model's custom code (the
+        CLI's --trust-remote-code; None: TUNEFORGE_TRUST_REMOTE_CODE), never the run's recipe."""
         run.require()
         self.retriever = retriever  # tuneforge.rag.retrieve.Retriever: context for each question (--rag)
         self.citations: list[dict] = []  # the passages behind the last answer
-        self.model, self.tokenizer, _ = load_trained(run)
+        self.model, self.tokenizer, _ = load_trained(run, trust_remote_code=trust_remote_code)
         self.system = system or run.recipe().data.system_prompt
         self.max_new_tokens = max_new_tokens
         self.history: list[dict[str, Any]] = []

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TuneforgeError
-from ..io import atomic_write_json, atomic_write_text, read_jsonl, replace_dir, staging_dir
+from ..io import atomic_write_json, atomic_write_text, maybe_disk_full, read_jsonl, replace_dir, staging_dir
 from ..lm.generate import greedy_token_ids, stop_token_ids
-from ..lm.load import load_model, load_tokenizer, offline
+from ..lm.load import load_adapter, load_model, load_tokenizer, offline, remote_code_opt_in
 from ..model.load import load_trained
 from ..recipe import ExportConfig
 from ..run import RunDir
@@ -207,16 +207,17 @@ class Reference:
 # -- artefacts ---------------------------------------------------------------------------------
 
 
-def export_adapter(model: Any, tok: Any, ref: Reference, base_path: str, dtype: str, final: Path) -> dict:
-    """The PEFT adapter as trained (PEFT, vLLM --lora-modules, LoRAX), checked on a fresh base."""
-    from peft import PeftModel
-
+def export_adapter(
+    model: Any, tok: Any, ref: Reference, base_path: str, dtype: str, final: Path, opt_in: bool | None = None
+) -> dict:
+    """The PEFT adapter as trained (PEFT, vLLM --lora-modules, LoRAX), checked on a fresh base.
+    `opt_in`: the operator's opt-in to the base's custom code (`lm.load.decide_remote_code`)."""
     tmp = staging_dir(final)
     try:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        loaded = PeftModel.from_pretrained(load_model(base_path, dtype), str(tmp))
-        check = ref.verify(loaded, load_tokenizer(str(tmp)), "adapter")
+        loaded = load_adapter(load_model(base_path, dtype, opt_in=opt_in), str(tmp))
+        check = ref.verify(loaded, load_tokenizer(str(tmp), opt_in=opt_in), "adapter")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -297,18 +298,32 @@ def export_quantized(merged_dir: Path, tok: Any, ref: Reference, method: str, fi
 
 
 def export(
-    run: RunDir, cfg: ExportConfig | None = None, formats: Iterable[str] | None = None, force: bool = False
+    run: RunDir,
+    cfg: ExportConfig | None = None,
+    formats: Iterable[str] | None = None,
+    force: bool = False,
+    trust_remote_code: bool | None = None,
 ) -> dict:
-    """Write the requested artefacts under run/export and check each; see the module docstring."""
+    """Write the requested artefacts under run/export and check each; see the module docstring.
+
+    `trust_remote_code`: the operator's opt-in to the base model's custom code (the CLI's
+    --trust-remote-code; None: TUNEFORGE_TRUST_REMOTE_CODE); the run's recipe.yaml grants none."""
     run.require()
     cfg = cfg or run.recipe().export
     chosen = resolve_formats(formats, cfg)
     refuse_rejected(run, force)
     run.stage_started("export")
     try:
-        out = _export(run, cfg, chosen)
-    except BaseException:
-        run.stage_finished("export", "failed")
+        out = _export(run, cfg, chosen, remote_code_opt_in(trust_remote_code))
+    except BaseException as exc:
+        run.stage_finished("export", "failed", error=f"{type(exc).__name__}: {exc}")
+        # every artefact is written into a staging folder and swapped in: the previous ones are whole
+        maybe_disk_full(
+            run.export_dir,
+            exc,
+            f"the export under {run.export_dir}",
+            "export again (the earlier artefacts are untouched)",
+        )
         raise
     run.stage_finished("export", artefacts=out["artefacts"], golden_check=out["golden_check"])
     return out
@@ -321,10 +336,10 @@ def _timed(out: dict, key: str, fn, *args) -> Any:
     return res
 
 
-def _export(run: RunDir, cfg: ExportConfig, formats: list[str]) -> dict:
+def _export(run: RunDir, cfg: ExportConfig, formats: list[str], opt_in: bool) -> dict:
     offline()
     recipe = run.recipe()
-    model, tok, source = load_trained(run)
+    model, tok, source = load_trained(run, trust_remote_code=opt_in)
     prompts = golden_prompts(run, cfg)
     ref = Reference(
         tok,
@@ -363,7 +378,16 @@ def _export(run: RunDir, cfg: ExportConfig, formats: list[str]) -> dict:
         out["notes"].append("adapter: skipped, the run trained the full model (export 'merged' instead)")
     if "adapter" in formats and is_adapter:
         out["checks"]["adapter"] = _timed(
-            out, "adapter", export_adapter, model, tok, ref, source.path, recipe.model.dtype, export_dir / "adapter"
+            out,
+            "adapter",
+            export_adapter,
+            model,
+            tok,
+            ref,
+            source.path,
+            recipe.model.dtype,
+            export_dir / "adapter",
+            opt_in,
         )
         out["artefacts"]["adapter"] = "export/adapter"
     if not {"merged", "gguf", "quantized"} & set(formats):
@@ -376,7 +400,9 @@ def _export(run: RunDir, cfg: ExportConfig, formats: list[str]) -> dict:
                 out,
                 "merged",
                 lambda: ref.verify(
-                    load_model(str(merged_tmp), recipe.model.dtype), load_tokenizer(str(merged_tmp)), "merged model"
+                    load_model(str(merged_tmp), recipe.model.dtype, opt_in=opt_in),
+                    load_tokenizer(str(merged_tmp), opt_in=opt_in),
+                    "merged model",
                 ),
             )
         if "gguf" in formats:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from ..train.callbacks import read_metrics
 
 
 def _pyplot() -> Any:
@@ -43,7 +44,7 @@ def plot_loss(metrics_file: Path, out: Path) -> Path | None:
     """Train and validation loss against step; the overfitting point (or best step) is marked."""
     if not metrics_file.is_file():
         return None
-    rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+    rows = read_metrics(metrics_file)  # a torn last line (killed mid-append) is skipped
     train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
     val = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
     if not train and not val:

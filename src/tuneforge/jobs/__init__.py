@@ -2,10 +2,11 @@
 and workers that run each job through the pipeline's stages (prepare → train).
 
     spec.py     JobsConfig, the create-job request, the recipe a job runs, the file check
-    store.py    the SQLite queue (files, jobs, events, checkpoints); atomic claims, recovery
+    store.py    the SQLite queue (files, jobs, events, checkpoints); leases with fencing tokens, recovery
     service.py  upload / create / validate / cancel, apart from HTTP
-    worker.py   the worker loop, its Trainer callback, resume after a killed worker
+    worker.py   the worker loop, its Trainer callback and heartbeat, resume after a killed worker
     objects.py  rows as OpenAI API objects
+    routes.py   the HTTP routes, mounted into the server (`mount`)
 
-The HTTP routes are in deploy/server/jobs_routes.py; the CLI in cli_jobs.py.
+The CLI is cli/jobs.py.
 """

@@ -29,6 +29,10 @@ from ..errors import APIError
 
 log = logging.getLogger(__name__)
 MAX_PAGE = 100
+# the multipart form around an uploaded file (boundaries, part headers, the purpose field): the body
+# limit leaves room for it, so a file of exactly `max_file_bytes` passes and a larger one is refused
+# by the upload itself, with a message naming the file
+MULTIPART_SLACK = 64 << 10
 
 
 class JobsMount:
@@ -47,11 +51,11 @@ def mount(cfg: Any) -> dict:
     >>> from tuneforge.jobs.spec import JobsConfig
     >>> fields = mount(JobsConfig(root="/tmp/jobs"))
     >>> fields["routers"][0].cfg.root, fields["path_limits"]
-    ('/tmp/jobs', {'/v1/files': 104857600})
+    ('/tmp/jobs', {'/v1/files': 104923136})
     """
     return {
         "routers": (JobsMount(cfg),),
-        "path_limits": {"/v1/files": cfg.max_file_bytes},  # uploads of training data are larger
+        "path_limits": {"/v1/files": cfg.max_file_bytes + MULTIPART_SLACK},  # uploads of training data are larger
     }
 
 

@@ -12,6 +12,7 @@ import os
 import random
 import tempfile
 import time
+import unicodedata
 from pathlib import Path
 from typing import BinaryIO, Optional
 
@@ -26,9 +27,40 @@ from .spec import (
     requested_method,
     resolve_hyperparameters,
 )
-from .store import Store, new_id, worker_id
+from .store import DEFAULT_LEASE_S, Store, new_id, worker_id
 
 UPLOAD_EXTENSIONS = (".jsonl",)  # as OpenAI: fine-tuning data is JSON Lines
+# characters that look like a path separator (NFKC already turns the full-width ones into ASCII)
+SLASH_LOOKALIKES = dict.fromkeys(map(ord, "\u2215\u2044\u29f8\u2216\u29f9"), "/")
+
+
+def upload_name(filename: str) -> str:
+    r"""The name an upload is listed under: its last path component, after Unicode compatibility
+    normalisation (full-width dots and slashes, U+2215 and other slash look-alikes count as what they
+    look like). The file itself is always stored as `<files>/<file id>.jsonl`; the name never
+    becomes a path. Control and invisible format characters (NUL, bidi overrides) are refused.
+
+    >>> upload_name("../../etc/train.jsonl"), upload_name("C:\\data\\train.jsonl")
+    ('train.jsonl', 'train.jsonl')
+    >>> upload_name("\uff0e\uff0e\u2215\uff0e\uff0e\u2215evil.jsonl")
+    'evil.jsonl'
+    >>> upload_name("a\x00.jsonl")
+    Traceback (most recent call last):
+    ...
+    tuneforge.jobs.spec.JobRequestError: file name 'a\x00.jsonl' holds a control or format character (U+0000)
+    """
+    bad = next((c for c in filename if unicodedata.category(c).startswith("C")), None)
+    if bad is not None:
+        raise JobRequestError(
+            f"file name {filename!r} holds a control or format character (U+{ord(bad):04X})",
+            "file",
+            "invalid_file_name",
+        )
+    flat = unicodedata.normalize("NFKC", filename).translate(SLASH_LOOKALIKES).replace("\\", "/")
+    name = flat.rsplit("/", 1)[-1].strip()
+    if not name.strip(".") or len(name.encode()) > 255:
+        raise JobRequestError(f"file name {filename!r} is not a usable file name", "file", "invalid_file_name")
+    return name
 
 
 class JobService:
@@ -43,7 +75,7 @@ class JobService:
     def add_file(self, filename: str, purpose: str, stream: BinaryIO) -> dict:
         if purpose != "fine-tune":
             raise JobRequestError(f"purpose {purpose!r} is not supported by this server; use 'fine-tune'", "purpose")
-        name = Path(filename or "").name
+        name = upload_name(filename or "")
         if not name.lower().endswith(UPLOAD_EXTENSIONS):
             raise JobRequestError(
                 f"file {name!r}: fine-tuning files must be JSON Lines (.jsonl)", "file", "invalid_file_format"
@@ -170,7 +202,7 @@ class JobService:
         return row
 
     def validate(self, job_id: Optional[str] = None) -> Optional[dict]:
-        return validate_job(self.store, self.id, job_id)
+        return validate_job(self.store, self.id, job_id, lease_s=self.cfg.stale_after_s)
 
     def cancel(self, job_id: str) -> dict:
         job = self.job(job_id)
@@ -183,13 +215,16 @@ class JobService:
         return self.job(job_id)
 
 
-def validate_job(store: Store, owner: str, job_id: Optional[str] = None) -> Optional[dict]:
+def validate_job(
+    store: Store, owner: str, job_id: Optional[str] = None, lease_s: float = DEFAULT_LEASE_S
+) -> Optional[dict]:
     """Check one waiting job's files with the data stage (the named one, else the oldest):
-    `queued` when they can train, `failed` with the bad lines named when not. None: nothing to do."""
-    job = store.claim(owner, "validating_files", job_id)
+    `queued` when they can train, `failed` with the bad lines named when not. None: nothing to do.
+    The job is held under a lease of `lease_s`; a validation that outlives it is refused its result."""
+    job = store.claim(owner, "validating_files", job_id, lease_s=lease_s)
     if job is None:
         return None
-    store.add_event(job["id"], "Validating training file: " + job["training_file"])
+    store.add_event(job["id"], "Validating training file: " + job["training_file"], token=job["token"])
     kind = job["method"]["type"]
     error = None
     for param in ("training_file", "validation_file"):
@@ -204,17 +239,19 @@ def validate_job(store: Store, owner: str, job_id: Optional[str] = None) -> Opti
     if error is None:
         store.update_owned(
             job["id"],
-            owner,
+            job["token"],
             status="queued",
             worker=None,
+            lease_until=None,
             events=[("Files validated, moving job to queued state", "info")],
         )
     else:
         store.update_owned(
             job["id"],
-            owner,
+            job["token"],
             status="failed",
             worker=None,
+            lease_until=None,
             error=error,
             finished_at=int(time.time()),
             events=[(error["message"], "error")],

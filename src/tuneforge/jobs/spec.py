@@ -18,7 +18,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, confloat, conint
 
 from ..errors import TuneforgeError
-from ..recipe import Recipe, load_recipe, recipe_from_dict
+from ..recipe import DpoObjective, Recipe, load_recipe, recipe_from_dict
 
 SUFFIX_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 SERVABLE_STRATEGIES = ("lora", "qlora", "dora")  # results must load next to the base model in the server
@@ -32,7 +32,7 @@ class JobsConfig:
     worker: bool = True  # run a worker thread inside the server
     poll_s: float = 1.0  # how often an idle worker looks for work (and the server for new models)
     heartbeat_s: float = 5.0  # how often a busy worker says it is alive
-    stale_after_s: float = 60.0  # a running job without a heartbeat for this long is taken over
+    stale_after_s: float = 60.0  # a job's lease: taken over once no heartbeat renewed it for this long
     max_attempts: int = 3  # runs of one job (a killed worker's job is resumed until then)
     max_file_bytes: int = 100 << 20  # largest upload
 
@@ -142,7 +142,8 @@ def resolve_hyperparameters(kind: str, hp: dict, base: Recipe) -> dict:
         "learning_rate_multiplier": 1.0,
     }
     if kind == "dpo":
-        out["beta"] = base.objective.beta
+        # the job defaults' beta when they train DPO, else DPO's own default
+        out["beta"] = base.objective.beta if base.objective.kind == "dpo" else DpoObjective().beta
     return {k: (out[k] if hp.get(k, "auto") == "auto" else hp[k]) for k in out}
 
 

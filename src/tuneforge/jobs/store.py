@@ -1,23 +1,30 @@
 """The persistent job queue: uploaded files, fine-tuning jobs, their events and checkpoints, in SQLite.
 
-Schema (version 1, in `PRAGMA user_version`; WAL mode, so the API, any number of workers
-and `tuneforge jobs list` read and write the same file at once):
+Schema (version 2, in `PRAGMA user_version`; WAL mode, so the API, any number of workers
+and `tuneforge jobs list` read and write the same file at once; an older file gets the new
+columns when it is opened):
 
     files        id (file-…), filename, purpose, bytes, sha256, path, created_at
     jobs         id (ftjob-…), status, model, base_path, training_file, validation_file,
                  method (JSON), hyperparameters (resolved, JSON), recipe (JSON: the run's recipe),
                  suffix, seed, metadata, error (JSON), fine_tuned_model, result_files,
                  run_dir, trained_tokens, created_at / started_at / finished_at,
-                 worker, heartbeat_at, attempts, resume
+                 worker, heartbeat_at, attempts, resume,
+                 lease_until (v2: the owner's lease ends then), token (v2: the fencing token)
     events       id (ftevent-…), job_id, created_at, level, type (message|metrics), message, data
     checkpoints  id (ftckpt-…), job_id, step, model, path, metrics, created_at
 
 Every `seq` column is the insertion order; lists are newest first with an `after` cursor,
-as OpenAI's are. A job is owned by the worker named in `worker` while it is
-`validating_files` or `running`; every change a worker makes is conditional on still
-owning the job (`WHERE worker = ?`), so a job cancelled or taken over in the meantime is
-never overwritten, and `claim` takes a job inside one write transaction, so two workers
-never run the same job.
+as OpenAI's are.
+
+Ownership is a lease. `claim` takes a job in one write transaction: it names the owner
+(`worker`, for people), sets `lease_until` and increments the job's `token`, a fencing token
+that changes on every claim and every takeover. The owner's heartbeat extends the lease only
+while the token is still its own, and every change a worker makes (status, result, events,
+checkpoints) is conditioned on that token (`WHERE token = ?`), so an owner whose job was
+cancelled or taken over has its writes refused, learns so, and stops. A job is taken over
+(`recover`) only once its lease has run out: nothing here guesses liveness from host names
+or process ids, which containers sharing a host name would confuse.
 """
 
 from __future__ import annotations
@@ -29,11 +36,14 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
-SCHEMA_VERSION = 1
+from ..registry import enable_wal
+
+SCHEMA_VERSION = 2
+DEFAULT_LEASE_S = 60.0  # JobsConfig.stale_after_s in the worker and the API
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, filename TEXT NOT NULL,
@@ -47,7 +57,7 @@ CREATE TABLE IF NOT EXISTS jobs (
   seed INTEGER NOT NULL, metadata TEXT, error TEXT, fine_tuned_model TEXT, result_files TEXT NOT NULL DEFAULT '[]',
   run_dir TEXT NOT NULL, trained_tokens INTEGER, created_at INTEGER NOT NULL, started_at INTEGER,
   finished_at INTEGER, worker TEXT, heartbeat_at REAL, attempts INTEGER NOT NULL DEFAULT 0,
-  resume INTEGER NOT NULL DEFAULT 0
+  resume INTEGER NOT NULL DEFAULT 0, lease_until REAL, token INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, seq);
 CREATE TABLE IF NOT EXISTS events (
@@ -61,6 +71,9 @@ CREATE TABLE IF NOT EXISTS checkpoints (
   UNIQUE (job_id, step)
 );
 """
+# columns added after version 1: an older jobs.db gets them (ALTER TABLE) when it is opened
+ADDED_COLUMNS = {"jobs": (("lease_until", "REAL"), ("token", "INTEGER NOT NULL DEFAULT 0"))}
+ACTIVE = ("validating_files", "running")  # the statuses in which a job has an owner
 JSON_COLUMNS = ("method", "hyperparameters", "recipe", "metadata", "error", "result_files", "data", "metrics")
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -70,25 +83,8 @@ def new_id(prefix: str) -> str:
 
 
 def worker_id() -> str:
-    """host:pid:random — the host and pid let a restarted worker see that a job's owner is gone."""
+    """host:pid:random — a name for people reading `jobs list` and the events; ownership is the token."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def owner_gone(worker: Optional[str]) -> bool:
-    """True when `worker` ran on this host and its process no longer exists."""
-    host, _, rest = (worker or "").partition(":")
-    pid = rest.partition(":")[0]
-    return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
 
 
 class Store:
@@ -96,16 +92,37 @@ class Store:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._conn() as db:
-            db.executescript(SCHEMA)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+                return  # created (WAL first, the version last) by this version or a later one
+            enable_wal(db)
+            db.execute("BEGIN IMMEDIATE")  # processes opening a new or older file at once: one upgrades it
+            try:
+                for stmt in filter(str.strip, SCHEMA.split(";")):
+                    db.execute(stmt)
+                for table, columns in ADDED_COLUMNS.items():
+                    have = {r["name"] for r in db.execute(f"PRAGMA table_info({table})")}
+                    for name, decl in columns:
+                        if name not in have:
+                            db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+                # jobs a version-1 worker holds: their lease is what its staleness rule gave them
+                db.execute(
+                    "UPDATE jobs SET lease_until = COALESCE(heartbeat_at, 0) + ? "
+                    "WHERE lease_until IS NULL AND worker IS NOT NULL",
+                    (DEFAULT_LEASE_S,),
+                )
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     @contextlib.contextmanager
     def _conn(self) -> Iterator[sqlite3.Connection]:
-        # one short-lived connection per operation: safe from any thread or process
+        # one short-lived connection per operation: safe from any thread or process; the busy
+        # timeout makes a writer wait for another's transaction instead of failing "database is locked"
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         db.row_factory = sqlite3.Row
         try:
-            db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA busy_timeout=30000")
             yield db
         finally:
@@ -246,10 +263,13 @@ class Store:
                 )
         return cur.rowcount == 1
 
-    def claim(self, worker: str, status: str = "queued", job_id: Optional[str] = None) -> Optional[dict]:
-        """Take the oldest job in `status` (or the named one) for `worker`, atomically.
+    def claim(
+        self, worker: str, status: str = "queued", job_id: Optional[str] = None, lease_s: float = DEFAULT_LEASE_S
+    ) -> Optional[dict]:
+        """Take the oldest job in `status` (or the named one) for `worker`, atomically, with a lease of
+        `lease_s` seconds; the row returned carries the new fencing `token` every later write names.
 
-        A `validating_files` job is taken for validation only while no live owner holds it.
+        A `validating_files` job is taken for validation only while nobody holds it.
         """
         now = time.time()
         with self._tx() as db:
@@ -264,78 +284,98 @@ class Store:
             started = ", started_at = COALESCE(started_at, ?), attempts = attempts + 1" if status == "queued" else ""
             new_status = "running" if status == "queued" else status
             db.execute(
-                f"UPDATE jobs SET status = ?, worker = ?, heartbeat_at = ?{started} WHERE id = ?",
-                (new_status, worker, now, *((int(now),) if started else ()), row["id"]),
+                "UPDATE jobs SET status = ?, worker = ?, heartbeat_at = ?, lease_until = ?, token = token + 1"
+                f"{started} WHERE id = ?",
+                (new_status, worker, now, now + lease_s, *((int(now),) if started else ()), row["id"]),
             )
-        return self.get_job(row["id"])
+            return self._row(db.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone())
 
-    def update_owned(self, job_id: str, owner: str, events: tuple = (), **fields: Any) -> bool:
-        """Change fields of a job only while `owner` still owns it (not cancelled, not taken over).
+    def _event_row(self, job_id: str, message: str, level: str) -> dict:
+        return {
+            "id": new_id("ftevent"),
+            "job_id": job_id,
+            "level": level,
+            "created_at": int(time.time()),
+            "type": "message",
+            "message": message,
+        }
+
+    def _update(
+        self, db: sqlite3.Connection, job_id: str, where: str, args: tuple, fields: dict, events: tuple, raw: str = ""
+    ) -> bool:
+        """UPDATE one job WHERE id and `where` hold (inside `db`'s transaction), with its events."""
+        fields = {k: (json.dumps(v) if k in JSON_COLUMNS and v is not None else v) for k, v in fields.items()}
+        sets = ", ".join([f"{k} = ?" for k in fields] + ([raw] if raw else []))
+        cur = db.execute(f"UPDATE jobs SET {sets} WHERE id = ? AND {where}", (*fields.values(), job_id, *args))
+        if cur.rowcount == 1:
+            for message, level in events:
+                self._insert(db, "events", self._event_row(job_id, message, level))
+        return cur.rowcount == 1
+
+    def update_owned(self, job_id: str, token: int, events: tuple = (), **fields: Any) -> bool:
+        """Change fields of a job only while the holder of fencing token `token` still owns it (not
+        cancelled, not taken over); False when the change was refused.
 
         `events` ((message, level) pairs) are added in the same transaction, so a client that sees
         the new status also sees why.
         """
-        fields = {k: (json.dumps(v) if k in JSON_COLUMNS and v is not None else v) for k, v in fields.items()}
-        sets = ", ".join(f"{k} = ?" for k in fields)
+        active = ", ".join("?" * len(ACTIVE))
         with self._tx() as db:
-            cur = db.execute(
-                f"UPDATE jobs SET {sets} WHERE id = ? AND worker = ? AND status IN ('validating_files', 'running')",
-                (*fields.values(), job_id, owner),
-            )
-            if cur.rowcount == 1:
-                for message, level in events:
-                    self._insert(
-                        db,
-                        "events",
-                        {
-                            "id": new_id("ftevent"),
-                            "job_id": job_id,
-                            "level": level,
-                            "created_at": int(time.time()),
-                            "type": "message",
-                            "message": message,
-                        },
-                    )
-        return cur.rowcount == 1
+            return self._update(db, job_id, f"token = ? AND status IN ({active})", (token, *ACTIVE), fields, events)
 
-    def owns(self, job_id: str, worker: str) -> bool:
+    def owns(self, job_id: str, token: int) -> bool:
         with self._conn() as db:
             r = db.execute(
-                "SELECT 1 FROM jobs WHERE id = ? AND worker = ? AND status IN ('validating_files', 'running')",
-                (job_id, worker),
+                f"SELECT 1 FROM jobs WHERE id = ? AND token = ? AND status IN ({', '.join('?' * len(ACTIVE))})",
+                (job_id, token, *ACTIVE),
             ).fetchone()
         return r is not None
 
-    def heartbeat(self, job_id: str, worker: str) -> bool:
-        return self.update_owned(job_id, worker, heartbeat_at=time.time())
+    def heartbeat(self, job_id: str, token: int, lease_s: float = DEFAULT_LEASE_S) -> Optional[float]:
+        """Extend the lease of token `token` to `lease_s` from now: the new end (by this clock, taken
+        before the write, so never later than the stored one), or None when the job is no longer its own."""
+        until = time.time() + lease_s
+        return until if self.update_owned(job_id, token, heartbeat_at=time.time(), lease_until=until) else None
 
-    def recover(
-        self,
-        stale_after_s: float,
-        max_attempts: int,
-        gone: Callable[[Optional[str]], bool] = owner_gone,
-    ) -> list[tuple[dict, str]]:
-        """Jobs whose worker died (process gone, or no heartbeat for `stale_after_s`): a running job
-        is re-queued to resume from its last checkpoint, or failed once it has used `max_attempts`;
-        a job left in validation is handed back for validation. Returns (job, what happened)."""
-        now, out = time.time(), []
+    def requeue(self, job_id: str, token: int, message: str) -> bool:
+        """Hand a running job back to the queue, to resume from its last checkpoint: a graceful stop
+        (shutdown, restart, Ctrl-C), so the attempt it was on does not count against `max_attempts`."""
+        with self._tx() as db:
+            return self._update(
+                db,
+                job_id,
+                "token = ? AND status = 'running'",
+                (token,),
+                {"status": "queued", "worker": None, "lease_until": None, "resume": 1},
+                ((message, "warn"),),
+                raw="attempts = MAX(attempts - 1, 0)",
+            )
+
+    def recover(self, max_attempts: int, now: Optional[float] = None) -> list[tuple[dict, str]]:
+        """Jobs whose owner's lease ran out (`now`, default the clock): a running job is re-queued to
+        resume from its last checkpoint, or failed once it has used `max_attempts`; a job left in
+        validation is handed back for validation. Each takeover changes the job's token, so the old
+        owner, should it still be running, is refused from then on. Returns (job, what happened)."""
+        now = time.time() if now is None else now
+        active = ", ".join("?" * len(ACTIVE))
         with self._conn() as db:
             rows = db.execute(
-                "SELECT * FROM jobs WHERE status IN ('running', 'validating_files') AND worker IS NOT NULL"
+                f"SELECT * FROM jobs WHERE status IN ({active}) AND worker IS NOT NULL AND lease_until < ?",
+                (*ACTIVE, now),
             ).fetchall()
+        out = []
         for r in rows:
             job = self._row(r)
-            if not (gone(job["worker"]) or now - (job["heartbeat_at"] or 0) > stale_after_s):
-                continue
-            msg = f"The worker running this job stopped ({job['worker']}); "
+            msg = f"The worker running this job stopped ({job['worker']}: no heartbeat within its lease); "
             if job["status"] == "validating_files":
-                fields, what = {"worker": None}, "revalidate"
+                fields, what = {"worker": None, "lease_until": None}, "revalidate"
                 msg += "validating again"
             elif job["attempts"] >= max_attempts:
                 what = "failed"
                 fields = {
                     "status": "failed",
                     "worker": None,
+                    "lease_until": None,
                     "finished_at": int(now),
                     "error": {
                         "code": "worker_lost",
@@ -344,39 +384,59 @@ class Store:
                         f"(last: {job['worker']}); giving up after {max_attempts} attempt(s)",
                     },
                 }
-                msg += "the job failed after " + f"{job['attempts']} attempt(s)"
+                msg += f"the job failed after {job['attempts']} attempt(s)"
             else:
-                fields, what = {"status": "queued", "worker": None, "resume": 1}, "requeued"
+                fields, what = {"status": "queued", "worker": None, "lease_until": None, "resume": 1}, "requeued"
                 msg += "re-queued to resume from its last checkpoint"
             level = "error" if what == "failed" else "warn"
-            if self.update_owned(job["id"], job["worker"], events=[(msg, level)], **fields):
+            with self._tx() as db:  # still the same owner, and still expired: a heartbeat since then wins
+                took = self._update(
+                    db,
+                    job["id"],
+                    f"token = ? AND status IN ({active}) AND lease_until < ?",
+                    (job["token"], *ACTIVE, now),
+                    fields,
+                    ((msg, level),),
+                    raw="token = token + 1",
+                )
+            if took:
                 out.append((job, what))
         return out
 
     # events and checkpoints ------------------------------------------------------------
+    @staticmethod
+    def _holds(db: sqlite3.Connection, job_id: str, token: Optional[int]) -> bool:
+        """No token: anyone may write (the API, recovery). A token: only while it is the job's."""
+        if token is None:
+            return True
+        return db.execute("SELECT 1 FROM jobs WHERE id = ? AND token = ?", (job_id, token)).fetchone() is not None
+
     def add_event(
-        self, job_id: str, message: str, level: str = "info", type: str = "message", data: Optional[dict] = None
-    ) -> None:
+        self,
+        job_id: str,
+        message: str,
+        level: str = "info",
+        type: str = "message",
+        data: Optional[dict] = None,
+        token: Optional[int] = None,
+    ) -> bool:
+        """Add an event; with `token` (a worker's) only while the job is still that worker's."""
         with self._tx() as db:
-            self._insert(
-                db,
-                "events",
-                {
-                    "id": new_id("ftevent"),
-                    "job_id": job_id,
-                    "created_at": int(time.time()),
-                    "level": level,
-                    "type": type,
-                    "message": message,
-                    "data": data,
-                },
-            )
+            if not self._holds(db, job_id, token):
+                return False
+            self._insert(db, "events", {**self._event_row(job_id, message, level), "type": type, "data": data})
+        return True
 
     def list_events(self, job_id: str, after: Optional[str], limit: int) -> tuple[list[dict], bool]:
         return self._page("events", "job_id = ?", (job_id,), after, limit)
 
-    def add_checkpoint(self, job_id: str, step: int, model: str, path: str, metrics: dict) -> None:
+    def add_checkpoint(
+        self, job_id: str, step: int, model: str, path: str, metrics: dict, token: Optional[int] = None
+    ) -> bool:
+        """Record a checkpoint; with `token` (a worker's) only while the job is still that worker's."""
         with self._tx() as db:
+            if not self._holds(db, job_id, token):
+                return False
             # a resumed job may save the same step again: the newer checkpoint replaces the row
             db.execute("DELETE FROM checkpoints WHERE job_id = ? AND step = ?", (job_id, step))
             self._insert(
@@ -392,6 +452,7 @@ class Store:
                     "created_at": int(time.time()),
                 },
             )
+        return True
 
     def list_checkpoints(self, job_id: str, after: Optional[str], limit: int) -> tuple[list[dict], bool]:
         return self._page("checkpoints", "job_id = ?", (job_id,), after, limit)

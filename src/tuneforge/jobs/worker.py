@@ -7,10 +7,13 @@ A job runs as an ordinary run directory (`<root>/runs/<job id>`): `prepare_stage
 objective's `train` (dispatch), exactly as `tuneforge run` does, with a Trainer callback that
 records metrics events and checkpoints and stops the job once it is cancelled.
 
-A worker that dies (killed, machine restarted) leaves its job `running`. The next worker
-to look sees that the owner's process is gone (same host) or that its heartbeat stopped
-(`stale_after_s`), re-queues the job and resumes it from its last complete checkpoint
-(`train(run, resume=True)`); after `max_attempts` runs it is failed with the reason.
+A worker holds its job under a lease of `stale_after_s` that its heartbeat (every
+`heartbeat_s`) extends, and names the job's fencing token in every write (store.py). A worker
+that dies (killed, machine restarted) leaves its job `running`; once the lease has run out,
+the next worker to look re-queues the job and resumes it from its last complete checkpoint
+(`train(run, resume=True)`); after `max_attempts` runs it is failed with the reason. A worker
+that stops on purpose (shutdown, Ctrl-C) hands its job back at once, without using up an attempt.
+A worker whose lease ran out or was taken over stops at its next step without writing anything.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -46,7 +48,7 @@ class JobCallback(TrainerCallback):
 
     def __init__(self, worker: Worker, job: dict, name: str):
         self.worker, self.job, self.name = worker, job, name
-        self.store = worker.store
+        self.store, self.token = worker.store, job["token"]
         self.tokens: Optional[int] = None
         self.step = 0
 
@@ -62,7 +64,11 @@ class JobCallback(TrainerCallback):
                 "epoch": round(state.epoch or 0, 4),
             }
             self.store.add_event(
-                self.job["id"], f"Step {step}/{total}: training loss={logs['loss']:.4f}", type="metrics", data=data
+                self.job["id"],
+                f"Step {step}/{total}: training loss={logs['loss']:.4f}",
+                type="metrics",
+                data=data,
+                token=self.token,
             )
         if "eval_loss" in logs:
             self.store.add_event(
@@ -70,6 +76,7 @@ class JobCallback(TrainerCallback):
                 f"Step {step}/{total}: validation loss={logs['eval_loss']:.4f}",
                 type="metrics",
                 data={"step": step, "total_steps": total, "valid_loss": logs["eval_loss"]},
+                token=self.token,
             )
 
     def on_save(self, args, state, control, **kwargs):
@@ -81,32 +88,55 @@ class JobCallback(TrainerCallback):
             if "eval_loss" in h and "valid_loss" not in metrics:
                 metrics["valid_loss"] = h["eval_loss"]
         path = Path(args.output_dir) / f"checkpoint-{step}"
-        self.store.add_checkpoint(self.job["id"], step, f"{self.name}:ckpt-step-{step}", str(path), metrics)
-        self.store.add_event(self.job["id"], f"Checkpoint created at step {step}", data={"step": step})
+        jid = self.job["id"]
+        if self.store.add_checkpoint(jid, step, f"{self.name}:ckpt-step-{step}", str(path), metrics, self.token):
+            self.store.add_event(jid, f"Checkpoint created at step {step}", data={"step": step}, token=self.token)
 
     def on_step_end(self, args, state, control, **kwargs):
         self.step = state.global_step
-        self.worker.check(self.job["id"])
+        self.worker.check(self.job)
 
     def on_train_end(self, args, state, control, **kwargs):
         self.tokens = state.num_input_tokens_seen  # restored from the checkpoint on resume: all attempts
 
 
 class _Heartbeat:
-    """Says the worker is alive while a job runs, whatever the length of one training step."""
+    """Extends the job's lease while it runs, whatever the length of one training step, and knows
+    when the lease is lost: refused (the job was taken over or cancelled) or run out by this clock
+    (heartbeats failed for a whole lease; another worker may take the job any moment)."""
 
-    def __init__(self, store: Store, job_id: str, worker: str, every_s: float):
+    def __init__(self, store: Store, job: dict, every_s: float, lease_s: float):
+        self.lost = threading.Event()
+        self.until = float(job["lease_until"] or 0)  # as `claim` set it
+        self._store, self._job_id, self._token = store, job["id"], job["token"]
+        self._every_s, self._lease_s = every_s, lease_s
         self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(store, job_id, worker, every_s), daemon=True, name=f"heartbeat-{job_id}"
-        )
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"heartbeat-{job['id']}")
 
-    def _run(self, store: Store, job_id: str, worker: str, every_s: float) -> None:
-        while not self._stop.wait(every_s):
-            try:
-                store.heartbeat(job_id, worker)
-            except Exception:  # a locked database for a moment: the next beat will do
-                pass
+    def _beat(self) -> Optional[bool]:
+        """One heartbeat: True when the lease was extended, False when refused, None when the database failed."""
+        try:
+            until = self._store.heartbeat(self._job_id, self._token, self._lease_s)
+        except Exception:  # a locked database for a moment: the next beat will do, within the lease
+            return None
+        if until is None:
+            self.lost.set()
+            return False
+        self.until = until
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every_s):
+            if self._beat() is False:
+                return
+
+    def held(self) -> bool:
+        return not self.lost.is_set() and time.time() < self.until
+
+    def renew(self) -> bool:
+        """Extend the lease now, when the beats did not get through in time. Safe however late: a
+        takeover changes the token, so this succeeds only while nobody has taken the job."""
+        return not self.lost.is_set() and self._beat() is True
 
     def __enter__(self) -> _Heartbeat:
         self._thread.start()
@@ -133,15 +163,17 @@ class Worker:
         self.id = worker_id()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._beat: Optional[_Heartbeat] = None  # the lease of the job running now
 
     # loop ----------------------------------------------------------------------------
     def run_once(self) -> Optional[dict]:
         """Do one piece of work (a validation or a job); the job row afterwards, None when idle."""
         self.recover()
-        job = validate_job(self.store, self.id)  # a validation the API did not get to, or lost in a crash
+        # a validation the API did not get to, or lost in a crash
+        job = validate_job(self.store, self.id, lease_s=self.cfg.stale_after_s)
         if job is not None:
             return job
-        job = self.store.claim(self.id)
+        job = self.store.claim(self.id, lease_s=self.cfg.stale_after_s)
         return self.run_job(job) if job is not None else None
 
     def run_forever(self, until_idle: bool = False) -> None:
@@ -168,63 +200,86 @@ class Worker:
             self._thread.join(timeout)
 
     def recover(self) -> None:
-        for job, what in self.store.recover(self.cfg.stale_after_s, self.cfg.max_attempts):
-            self.log(f"{job['id']}: its worker {job['worker']} stopped; {what}")
+        for job, what in self.store.recover(self.cfg.max_attempts):
+            self.log(f"{job['id']}: its worker {job['worker']} stopped (lease expired); {what}")
 
-    def check(self, job_id: str) -> None:
-        """Raise JobAborted when the job was cancelled (or taken over) or the worker is stopping."""
+    def check(self, job: dict) -> None:
+        """Raise JobAborted when the worker is stopping, the job was cancelled, or its lease is lost:
+        taken over (the token changed), or run out by this clock without a heartbeat getting through
+        and not renewable now (then another worker may already be preparing the same run directory)."""
         if self._stop.is_set():
             raise JobAborted("stopping")
-        if not self.store.owns(job_id, self.id):
-            raise JobAborted("cancelled")
+        beat = self._beat
+        held = beat is None or beat.held() or beat.renew()
+        if held and self.store.owns(job["id"], job["token"]):
+            return
+        row = self.store.get_job(job["id"]) or {}
+        mine = row.get("token") == job["token"]
+        raise JobAborted("cancelled" if mine and row.get("status") == "cancelled" else "lost")
 
     # one job ---------------------------------------------------------------------------
     def run_job(self, job: dict) -> dict:
+        """Train a claimed job and record how it ended; the job row afterwards."""
+        jid, token = job["id"], job["token"]
+        name = model_name(job["model"], job["suffix"], jid)
+        self.log(f"{jid}: running (attempt {job['attempts']})")
+        cb = JobCallback(self, job, name)
+        self._beat = _Heartbeat(self.store, job, self.cfg.heartbeat_s, self.cfg.stale_after_s)
+        trained = False
+        try:
+            with self._beat:  # held until the result is recorded: serving it may take a while
+                info = self._train(job, cb)
+                trained = True
+                self._succeed(job, name, info, cb.tokens)
+        except JobAborted as exc:
+            self._aborted(job, exc.reason, cb.step)
+        except Exception as exc:
+            self._fail(job, exc, trained)
+        except BaseException:  # Ctrl-C / SystemExit: hand the job back before going
+            self.store.requeue(
+                jid, token, "The worker was interrupted; job re-queued to resume from its last checkpoint"
+            )
+            raise
+        finally:
+            self._beat = None
+        return self.store.get_job(jid)
+
+    def _aborted(self, job: dict, reason: str, step: int) -> None:
+        jid = job["id"]
+        if reason == "cancelled":
+            self.store.add_event(
+                jid, f"Training stopped at step {step} (job cancelled)", data={"step": step}, token=job["token"]
+            )
+        elif reason == "stopping":
+            self.store.requeue(
+                jid, job["token"], "The worker is shutting down; job re-queued to resume from its last checkpoint"
+            )
+        else:  # the job is someone else's now: write nothing, not even an event
+            self.log(f"{jid}: stopped at step {step}: this worker's lease on the job ended (taken over or expired)")
+
+    def _fail(self, job: dict, exc: Exception, trained: bool) -> None:
         from ..data.load import DataFileError
         from ..data.validate import DataValidationError
 
         jid = job["id"]
-        name = model_name(job["model"], job["suffix"], jid)
-        self.log(f"{jid}: running (attempt {job['attempts']})")
-        cb = JobCallback(self, job, name)
-        try:
-            with _Heartbeat(self.store, jid, self.id, self.cfg.heartbeat_s):
-                info = self._train(job, cb)
-        except JobAborted as exc:
-            if exc.reason == "cancelled":
-                self.store.add_event(jid, f"Training stopped at step {cb.step} (job cancelled)", data={"step": cb.step})
-            elif exc.reason == "stopping":
-                self.store.update_owned(
-                    jid,
-                    self.id,
-                    status="queued",
-                    worker=None,
-                    resume=1,
-                    events=[("The worker is shutting down; job re-queued to resume from its last checkpoint", "warn")],
-                )
-            return self.store.get_job(jid)
-        except Exception as exc:
-            data_error = isinstance(exc, (DataValidationError, DataFileError))
-            error = {
-                "code": "invalid_training_file" if data_error else "training_failed",
-                "param": "training_file" if data_error else None,
-                "message": f"{type(exc).__name__}: {exc}",
-            }
-            self.store.update_owned(
-                jid,
-                self.id,
-                status="failed",
-                worker=None,
-                error=error,
-                finished_at=int(time.time()),
-                events=[(f"Fine-tuning job failed: {error['message']}", "error")],
-            )
-            self.log(f"{jid}: failed: {error['message']}")
-            return self.store.get_job(jid)
-        except BaseException:  # Ctrl-C / SystemExit: hand the job back before going
-            self.store.update_owned(jid, self.id, status="queued", worker=None, resume=1)
-            raise
-        return self._succeed(job, name, info, cb.tokens)
+        data_error = isinstance(exc, (DataValidationError, DataFileError))
+        error = {
+            "code": "invalid_training_file" if data_error else "training_failed",
+            "param": "training_file" if data_error else None,
+            "message": ("training finished, but recording its result failed: " if trained else "")
+            + f"{type(exc).__name__}: {exc}",
+        }
+        self.store.update_owned(
+            jid,
+            job["token"],
+            status="failed",
+            worker=None,
+            lease_until=None,
+            error=error,
+            finished_at=int(time.time()),
+            events=[(f"Fine-tuning job failed: {error['message']}", "error")],
+        )
+        self.log(f"{jid}: failed: {error['message']}")
 
     def _train(self, job: dict, cb: JobCallback) -> dict:
         from ..pipeline import prepare_stage
@@ -239,44 +294,61 @@ class Worker:
         ckpt = last_checkpoint(str(run.checkpoints_dir)) if job["resume"] and prepared else None
         if ckpt is None:
             recipe = recipe_from_dict(apply_overrides(job["recipe"], list(self.overrides)), f"job {jid}")
-            self.store.add_event(jid, "Preparing data")
+            self.store.add_event(jid, "Preparing data", token=job["token"])
+            self.check(job)  # the run directory is wiped next: only while the lease is held
             run, card = prepare_stage(recipe, overwrite=True)
             rows = ", ".join(f"{s}: {v['rows']}" for s, v in card["splits"].items() if v["rows"])
             self.store.add_event(
                 jid,
                 f"Data prepared ({rows} examples)",
                 data={"splits": {s: v["rows"] for s, v in card["splits"].items()}},
+                token=job["token"],
             )
-            self.check(jid)
-            self.store.add_event(jid, "Fine-tuning job started")
+            self.check(job)
+            self.store.add_event(jid, "Fine-tuning job started", token=job["token"])
         else:
             step = int(ckpt.rsplit("-", 1)[-1])
             self.store.add_event(
                 jid,
                 f"Resuming from the checkpoint at step {step} (attempt {job['attempts']})",
                 data={"step": step, "attempt": job["attempts"]},
+                token=job["token"],
             )
         return train_run(run, resume=ckpt is not None, callbacks=[cb])
 
-    def _succeed(self, job: dict, name: str, info: dict, tokens: Optional[int]) -> dict:
+    def _succeed(self, job: dict, name: str, info: dict, tokens: Optional[int]) -> None:
+        """Record a trained job as succeeded. What follows training (the result file, the registry,
+        loading the model for serving) cannot undo it: a failure there is a warning event on the job."""
+        from ..registry import maybe_register
         from ..run import RunDir
 
-        jid = job["id"]
+        jid, token = job["id"], job["token"]
         run = RunDir(job["run_dir"])
-        results = self._result_file(run)
-        from ..registry import maybe_register
 
-        maybe_register(run, log=self.log)  # a version of ft:<base>:<suffix>, with its lineage; never fails the job
+        def warn(what: str, exc: Exception) -> None:
+            self.store.add_event(jid, f"{what}: {type(exc).__name__}: {exc}", level="warn", token=token)
+            self.log(f"{jid}: {what}: {exc}")
+
+        results = None
+        try:
+            results = self._result_file(run)
+        except Exception as exc:
+            warn("The step metrics could not be written as a result file", exc)
+        try:
+            maybe_register(run, log=self.log)  # a version of ft:<base>:<suffix>, with its lineage
+        except Exception as exc:
+            warn("The model could not be registered", exc)
         if self.on_model is not None:
             try:  # served before the job says succeeded, so a client polling for it can use it at once
                 self.on_model(name, str(run.path))
             except Exception as exc:  # trained fine, but this server cannot serve it: say so, keep the result
-                self.store.add_event(jid, f"The model could not be loaded for serving: {exc}", level="warn")
+                warn("The model could not be loaded for serving", exc)
         if self.store.update_owned(
             jid,
-            self.id,
+            token,
             status="succeeded",
             worker=None,
+            lease_until=None,
             fine_tuned_model=name,
             finished_at=int(time.time()),
             trained_tokens=tokens or info.get("tokens_seen"),
@@ -284,28 +356,29 @@ class Worker:
             events=[(f"New fine-tuned model created: {name}", "info"), ("The job has successfully completed", "info")],
         ):
             self.log(f"{jid}: succeeded → {name}")
-        return self.store.get_job(jid)
+        else:
+            self.log(f"{jid}: trained, but the job is no longer this worker's (cancelled or taken over)")
 
     def _result_file(self, run: Any) -> Optional[str]:
         """The step metrics as a CSV file (OpenAI's `result_files`): step, train_loss, valid_loss, lr."""
+        from ..train.callbacks import read_metrics  # a torn last line (killed mid-append) is left out
+
         if not run.metrics_file.is_file():
             return None
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(["step", "epoch", "train_loss", "valid_loss", "learning_rate"])
-        for line in run.metrics_file.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                if "loss" in r or "eval_loss" in r:
-                    w.writerow(
-                        [
-                            r.get("step"),
-                            r.get("epoch"),
-                            r.get("loss", ""),
-                            r.get("eval_loss", ""),
-                            r.get("learning_rate", ""),
-                        ]
-                    )
+        for r in read_metrics(run.metrics_file):
+            if "loss" in r or "eval_loss" in r:
+                w.writerow(
+                    [
+                        r.get("step"),
+                        r.get("epoch"),
+                        r.get("loss", ""),
+                        r.get("eval_loss", ""),
+                        r.get("learning_rate", ""),
+                    ]
+                )
         data = buf.getvalue().encode()
         fid = new_id("file")
         self.cfg.files_dir.mkdir(parents=True, exist_ok=True)

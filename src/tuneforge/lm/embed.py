@@ -51,7 +51,7 @@ class Embedder:
     """Callable: list of texts -> float32 array [n, dim], each row L2-normalised (cosine = dot)."""
 
     def __init__(self, path: Path, device: str = "cpu", batch_size: int = 32, max_length: int | None = None):
-        from .load import offline
+        from .load import decide_remote_code, load_pretrained, offline
 
         offline()
         from transformers import AutoModel, AutoTokenizer
@@ -65,8 +65,9 @@ class Embedder:
         pooling = path / "1_Pooling" / "config.json"
         if pooling.is_file() and not json.loads(pooling.read_text()).get("pooling_mode_mean_tokens", True):
             raise EmbedderUnavailable(f"{pooling}: only mean pooling is implemented")
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
-        self.model = AutoModel.from_pretrained(str(path)).to(device).eval()
+        # the bundled folder has no custom code: decide_remote_code refuses any it grows
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=decide_remote_code(path))
+        self.model = load_pretrained(AutoModel, str(path)).to(device).eval()
         self.dim = int(self.model.config.hidden_size)
         # one forward pass at a time: the server calls this from several threads
         self._lock = threading.Lock()

@@ -60,24 +60,33 @@ def unsupported_shapes(model: Any) -> list[str]:
 
 
 def load_quantized_base(
-    path: str, quant_compute_dtype: str, trust_remote_code: bool = False, gradient_checkpointing: bool = False
+    path: str,
+    quant_compute_dtype: str,
+    requested: bool = False,
+    gradient_checkpointing: bool = False,
+    *,
+    opt_in: bool | None = None,
 ) -> Any:
-    """The base in NF4 (double quantisation), prepared for k-bit training (norms/embeddings fp32)."""
+    """The base in NF4 (double quantisation), prepared for k-bit training (norms/embeddings fp32).
+
+    `requested` (a recipe's model.trust_remote_code) grants nothing; `opt_in` is the opt-in of
+    whoever runs the command (see `lm.load.decide_remote_code`)."""
     require_bitsandbytes()
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
 
-    from ..lm.load import offline
+    from ..lm.load import load_pretrained
     from .device import device_type
 
-    offline()
     dtype = compute_dtype(quant_compute_dtype)
-    model = AutoModelForCausalLM.from_pretrained(
+    model = load_pretrained(
+        AutoModelForCausalLM,
         path,
+        requested,
+        opt_in=opt_in,
         quantization_config=bnb_config(dtype),
         dtype="auto",
         device_map=device_type(),
-        trust_remote_code=trust_remote_code,
     )
     if device_type() == "cpu":
         bad = unsupported_shapes(model)

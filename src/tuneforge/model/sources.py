@@ -110,7 +110,7 @@ def resolve(base: str, cache_dir: str | None = None) -> ModelSource:
         return ModelSource(base, "gguf", str(folder), digest, str(p))
     if p.is_dir():
         if (p / "manifest.json").is_file() and (p / "recipe.yaml").is_file():
-            return resolve_run(p, base)
+            return resolve_run(p, base, cache)
         if not (p / "config.json").is_file():
             raise ModelSourceError(f"model.base: folder {p} has no config.json — not a Hugging Face model folder")
         src = p / SOURCE_FILE
@@ -132,10 +132,10 @@ def resolve(base: str, cache_dir: str | None = None) -> ModelSource:
 
 # --------------------------------------------------------------------------- chaining from a run
 
-MERGED_CACHE = ".base_merged"
+MERGED_CACHE = "merged"  # under the model cache: a child run never writes into its parent's directory
 
 
-def resolve_run(p: Path, base: str) -> ModelSource:
+def resolve_run(p: Path, base: str, cache: Path | None = None) -> ModelSource:
     """A previous run as the base: its full model, or its adapter merged into its own base once."""
     from ..run import RunDir
     from .strategies import MERGEABLE
@@ -167,7 +167,7 @@ def resolve_run(p: Path, base: str) -> ModelSource:
                 f"model.base: run {p} trained a {recipe.strategy.kind} adapter (virtual tokens, no weight deltas), "
                 f"which cannot be merged into a base model to build on — chain from a lora/qlora/dora/ia3/full run"
             )
-        folder, digest = merged_run(run)
+        folder, digest = merged_run(run, cache or default_cache_dir())
     elif (run.model_dir / "config.json").is_file():
         folder, digest = run.model_dir, sha256_dir(run.model_dir)
     else:
@@ -177,11 +177,12 @@ def resolve_run(p: Path, base: str) -> ModelSource:
     return ModelSource(base, "run", str(folder), digest, str(p), parent_run=parent)
 
 
-def merged_run(run) -> tuple[Path, str]:
+def merged_run(run, cache: Path) -> tuple[Path, str]:
     """(folder, key) of the run's adapter merged into its base.
 
     Reuses export/merged when the export checked it against this very adapter; otherwise
-    merges once into <run>/.base_merged (written aside, then renamed). The key hashes the
+    merges once into <model cache>/merged/<run name>-<key> (written aside, then renamed; the
+    parent run's directory is only read). The key hashes the
     adapter and the base it was trained on, so a retrained parent is merged again.
     """
     base_sha = run.manifest().get("base_model", {}).get("sha256", "")
@@ -196,7 +197,8 @@ def merged_run(run) -> tuple[Path, str]:
         checks = json.loads(report.read_text()).get("golden_check", {}).get("per_artefact", {})
         if checks.get("merged") == "identical":
             return exported, key
-    target = run.path / MERGED_CACHE
+    target = cache / MERGED_CACHE / f"{run.path.resolve().name}-{key[:16]}"
+    target.parent.mkdir(parents=True, exist_ok=True)
     marker = target / SOURCE_FILE
     if marker.is_file() and json.loads(marker.read_text()).get("sha256") == key:
         return target, key

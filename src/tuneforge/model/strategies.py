@@ -16,13 +16,11 @@ import math
 from typing import Any
 
 from ..errors import TuneforgeError
-from ..recipe import StrategyConfig
+from ..recipe import PROMPT_LEARNING, StrategyConfig  # virtual-token adapters: no weight deltas
 
 ADAPTERS = ("lora", "qlora", "dora", "ia3", "prefix", "prompt")
 # adapters whose weight deltas fold into the base weights (export 'merged', chaining)
 MERGEABLE = ("lora", "qlora", "dora", "ia3")
-# virtual-token adapters: they add key/values or input embeddings, not weight deltas
-PROMPT_LEARNING = ("prefix", "prompt")
 
 
 class StrategyError(TuneforgeError, ValueError):
@@ -245,13 +243,3 @@ def apply_strategy(model: Any, cfg: StrategyConfig, tokenizer_path: str | None =
     if cfg.kind in PROMPT_LEARNING:
         _dry_run(peft_model, cfg.kind)
     return peft_model
-
-
-def check_training_compat(cfg: StrategyConfig, packing: bool) -> None:
-    """Strategy × training options that cannot work together, caught before the model is loaded."""
-    if cfg.kind in PROMPT_LEARNING and packing:
-        raise StrategyError(
-            f"strategy.kind={cfg.kind} with training.packing=true: packed rows keep examples apart through "
-            f"position-id restarts, which virtual tokens break (they would attend across examples) — set "
-            f"training.packing=false"
-        )

@@ -10,13 +10,12 @@ Unknown keys and wrong types are errors naming the key and the closest valid one
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .. import config
 from ..errors import TuneforgeError
 
 
@@ -102,49 +101,29 @@ class MonitorConfig(_Section):
     )
 
 
-def _describe(err: dict) -> str:
-    loc = [str(x) for x in err["loc"]]
-    key = ".".join(loc) or "top level"
-    if err["type"] == "extra_forbidden":
-        owner: Any = MonitorConfig
-        for part in loc[:-1]:
-            owner = owner.model_fields[part].annotation if part in owner.model_fields else owner
-        valid = list(getattr(owner, "model_fields", {}))
-        guess = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.5)
-        return f"{key}: unknown key — " + (
-            f"did you mean '{'.'.join(loc[:-1] + guess)}'?" if guess else f"valid keys: {', '.join(valid)}"
-        )
-    return f"{key}: {err['msg'].lower()} (got {err.get('input')!r}) — fix the value"
-
-
 def load_config(path: str | Path | None = None, overrides: Optional[dict[str, Any]] = None) -> MonitorConfig:
     """The config from YAML (or defaults), with `overrides` ({"drift.p_value": 0.05}) applied."""
     data: Any = {}
     source = "defaults"
     if path is not None:
         source = str(path)
-        if not Path(path).is_file():
-            raise MonitorConfigError(
-                f"{path}: file not found — write a monitor.yaml (see `tuneforge monitor check --help`)"
-            )
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise MonitorConfigError(f"{path}: invalid YAML: {exc}") from None
+        data, problem = config.read_yaml(path)
+        if problem:
+            hint = " — write a monitor.yaml (see `tuneforge monitor check --help`)" if "not found" in problem else ""
+            raise MonitorConfigError(problem + hint if hint else f"{path}: {problem}")
+        data = data or {}
         if not isinstance(data, dict):
             raise MonitorConfigError(f"{path}: expected a mapping of sections (windows, thresholds, drift)")
+    data = config.deep_copy(data)
     for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
-        node = data
-        *parents, last = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
+        if value is not None:
+            problem = config.set_dotted(data, dotted, value)
+            if problem:
+                raise MonitorConfigError(f"override {dotted}={value!r}: {problem}")
     try:
         return MonitorConfig.model_validate(data)
     except ValidationError as exc:
-        problems = [_describe(e) for e in exc.errors()]
+        problems = config.problems(MonitorConfig, exc)
         raise MonitorConfigError(
             f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  - {p}" for p in problems)
         ) from None

@@ -33,8 +33,10 @@ tables, never renames or drops them; an older file is upgraded in place when ope
       comment            TEXT                  free text from the client
 
 Rows are written by one background thread in WAL mode (readers never block the
-writer), so a slow disk or a locked database never delays or fails a request: a
-row that cannot be written is dropped and counted (`tuneforge_request_log_errors_total`).
+writer), so a slow disk or a locked database never delays or fails a request. A database
+locked by another writer (another server process, feedback, a retention job) is waited for,
+up to `locked_retry_s`, with the rows kept meanwhile; only a row that still cannot be written
+(or that finds the queue full) is dropped and counted (`tuneforge_request_log_errors_total`).
 """
 
 from __future__ import annotations
@@ -44,9 +46,12 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
+
+from ..registry import BUSY_TIMEOUT_S, enable_wal, is_locked
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +119,8 @@ def utc_now() -> str:
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(path), timeout=5.0)
-    conn.execute("PRAGMA journal_mode=WAL")
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S)
+    enable_wal(conn)  # several server processes may create the same log at once
     conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable on app crash, fast
     return conn
 
@@ -144,9 +149,12 @@ class RequestLog:
         log_content: bool = False,
         on_error: Optional[Callable[[], None]] = None,
         max_pending: int = 10_000,
+        locked_retry_s: float = 120.0,
     ):
+        """`locked_retry_s`: how long rows wait for a database another writer keeps locked."""
         self.path, self.log_content = Path(path), log_content
         self.on_error = on_error or (lambda: None)
+        self.locked_retry_s = locked_retry_s
         init_db(self.path)
         self._q: queue.Queue = queue.Queue(max_pending)
         self._thread = threading.Thread(target=self._run, name="tuneforge-request-log", daemon=True)
@@ -182,6 +190,27 @@ class RequestLog:
         conn.executemany(f"INSERT INTO requests ({','.join(COLUMNS)}) VALUES ({marks})", rows)
         conn.commit()
 
+    def _insert_waiting(self, conn: Optional[sqlite3.Connection], rows: list[tuple]) -> sqlite3.Connection:
+        """Insert `rows`, waiting (beyond the busy timeout, up to `locked_retry_s`) while another
+        writer holds the database; the connection used. Other errors are raised at once."""
+        deadline = time.monotonic() + self.locked_retry_s
+        while True:
+            try:
+                conn = conn or connect(self.path)
+                self._insert(conn, rows)
+                return conn
+            except sqlite3.OperationalError as exc:
+                if conn is not None:
+                    try:
+                        conn.rollback()
+                    except sqlite3.Error:
+                        conn.close()
+                        conn = None
+                if not is_locked(exc) or time.monotonic() > deadline:
+                    raise
+                log.info("request log: %s busy, %d row(s) waiting: %s", self.path, len(rows), exc)
+                time.sleep(0.05)
+
     def _run(self) -> None:
         conn: Optional[sqlite3.Connection] = None
         while True:
@@ -192,8 +221,7 @@ class RequestLog:
             rows = [r for r in batch if r is not _STOP]
             try:
                 if rows:
-                    conn = conn or connect(self.path)
-                    self._insert(conn, rows)
+                    conn = self._insert_waiting(conn, rows)
             except Exception as exc:  # a full disk or a locked database must not touch requests
                 log.warning("request log: %d row(s) not written to %s: %s", len(rows), self.path, exc)
                 self._failed(len(rows))
@@ -210,6 +238,20 @@ class RequestLog:
                 if conn is not None:
                     conn.close()
                 return
+
+
+def read_since(path: str | Path, since_iso: Optional[str] = None) -> list[dict[str, Any]]:
+    """Every row (from `since_iso` on, an ISO timestamp like the `ts` column), oldest first, read-only:
+    monitoring reads the log while the server writes it."""
+    conn = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True, timeout=5.0)
+    conn.row_factory = sqlite3.Row
+    try:
+        q, args = "SELECT * FROM requests", []
+        if since_iso is not None:
+            q, args = q + " WHERE ts >= ?", [since_iso]
+        return [dict(r) for r in conn.execute(q + " ORDER BY id", args)]
+    finally:
+        conn.close()
 
 
 def read_rows(path: str | Path, limit: int = 100) -> list[dict[str, Any]]:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Optional
+
+from .requestlog import read_since
 
 CANCELLED = 499  # the client went away: not the server's error
 
@@ -26,15 +27,7 @@ def load_requests(path: str | Path, since: Optional[_dt.datetime] = None, adapte
     """Request-log rows, oldest first, each with `served` (adapter name, or the base model's)."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no request log here — serve with `tuneforge serve --request-log {path}`")
-    conn = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True, timeout=5.0)
-    conn.row_factory = sqlite3.Row
-    try:
-        q, args = "SELECT * FROM requests", []
-        if since is not None:
-            q, args = q + " WHERE ts >= ?", [since.isoformat(timespec="milliseconds")]
-        rows = [dict(r) for r in conn.execute(q + " ORDER BY id", args)]
-    finally:
-        conn.close()
+    rows = read_since(path, since.isoformat(timespec="milliseconds") if since is not None else None)
     for r in rows:
         r["served"] = r["adapter"] or r["model"] or "unknown"
     return [r for r in rows if adapter is None or r["served"] == adapter]

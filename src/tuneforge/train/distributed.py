@@ -1,11 +1,12 @@
-"""Multi-process training: who writes the run directory, and how the result is saved.
+"""Multi-process training: who writes the run directory, and what the processes share.
 
 tuneforge never starts processes itself for training: `accelerate launch` (or `torchrun`,
 `deepspeed`) starts one process per device and each runs the same `tuneforge train RUN`.
 Every process trains, but the run directory has one writer, the global rank-0 process
 (manifest, metrics.jsonl, TensorBoard, the adapter/model folder); the others only read
 it. Collective steps (gathering ZeRO-3/FSDP shards, summing token counts) are run by
-every process, so these helpers are called on every rank.
+every process, so these helpers are called on every rank; the result is saved the same way
+by `train/fit.py`'s `save_result` (shards gathered on every rank, rank 0 writes).
 
 The launchers export RANK/WORLD_SIZE before Python starts, so the rank is known before
 any process group or Trainer exists (the run directory is touched before both).
@@ -20,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TuneforgeError
-from ..io import replace_dir, staging_dir
 
 # Objectives whose training loop is tuneforge's own (not the HF Trainer): nothing syncs their
 # gradients across processes, so N launched copies would train N unrelated models into one run.
@@ -29,26 +29,6 @@ SINGLE_PROCESS_OBJECTIVES = frozenset({"ppo"})
 
 class DistributedError(TuneforgeError, RuntimeError):
     """A run cannot train under the multi-process launch it was started with."""
-
-
-def save_trained(trainer: Any, tokenizer: Any, out_dir: Path) -> Path:
-    """Write the trained model (adapter or full weights) + tokenizer to `out_dir`, atomically.
-
-    Call it on every process: under DeepSpeed ZeRO-3 or FSDP the weights are sharded over
-    the processes and gathering them is collective. Only rank 0 writes; every process
-    waits until the folder is in place, so no rank exits before the result exists.
-    """
-    acc = trainer.accelerator
-    sharded = getattr(trainer, "is_deepspeed_enabled", False) or getattr(trainer, "is_fsdp_enabled", False)
-    # PeftModel.save_pretrained(state_dict=...) keeps only the adapter keys of a full state dict
-    state_dict = acc.get_state_dict(trainer.model_wrapped) if sharded else None
-    if trainer.is_world_process_zero():
-        tmp = staging_dir(out_dir)
-        trainer.model.save_pretrained(tmp, state_dict=state_dict)
-        tokenizer.save_pretrained(tmp)
-        replace_dir(tmp, out_dir)
-    acc.wait_for_everyone()
-    return Path(out_dir)
 
 
 def sum_over_processes(trainer: Any, value: int) -> int:

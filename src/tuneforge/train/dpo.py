@@ -9,51 +9,18 @@ a useful `training.early_stopping_metric`.
 
 from __future__ import annotations
 
+from ..recipe import dpo_loss_types
 from ..run import RunDir
-from .preference_common import PAIR_METRICS, ObjectiveDataError, eval_metrics, preference_records, train_policy
+from .preference_common import PAIR_METRICS, eval_metrics, preference_records, train_policy
+
 
 # TRL 1.x DPOConfig.loss_type values
-DPO_LOSSES = (
-    "sigmoid",
-    "hinge",
-    "ipo",
-    "exo_pair",
-    "nca_pair",
-    "robust",
-    "bco_pair",
-    "sppo_hard",
-    "aot",
-    "aot_unpaired",
-    "apo_zero",
-    "apo_down",
-    "discopop",
-    "sft",
-    "sigmoid_norm",
-)
-
-
-def loss_types(value: str) -> list[str]:
-    """`objective.loss_type` as TRL's list: one name, or several joined by commas (combined losses).
-
-    >>> loss_types("sigmoid, sft")
-    ['sigmoid', 'sft']
-    """
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    bad = [n for n in names if n not in DPO_LOSSES]
-    if bad or not names:
-        raise ObjectiveDataError(
-            f"objective.loss_type: {value!r} is not a DPO loss — use one of {', '.join(DPO_LOSSES)} "
-            f"(or several joined by commas)"
-        )
-    return names
-
-
 def train(run: RunDir, resume: bool = False, callbacks: list | None = None) -> dict:
     from trl import DPOConfig, DPOTrainer
 
     recipe = run.require().recipe()
     obj = recipe.objective
-    extra = dict(beta=obj.beta, loss_type=loss_types(obj.loss_type), max_length=recipe.data.max_length)
+    extra = dict(beta=obj.beta, loss_type=dpo_loss_types(obj.loss_type), max_length=recipe.data.max_length)
     return train_policy(
         run,
         resume,

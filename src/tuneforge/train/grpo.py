@@ -12,36 +12,19 @@ read, e.g. `expected` for `contains_expected`.
 
 from __future__ import annotations
 
-from ..model.source import record_lineage
-from ..recipe import Recipe
 from ..run import RunDir
+from .fit import run_trainer, save_result
 from .preference_common import (
-    ObjectiveDataError,
     dataset,
     prompt_records,
     require_rows,
-    run_trainer,
-    save_adapter_or_model,
-    standard_callbacks,
-    start,
     trl_config,
     tuneforge_trainer_class,
     use_base_as_reference,
 )
 from .rewards import combined_reward
-from .sft import setup_model
+from .setup import prepared_recipe, setup_model, standard_callbacks, training_source
 from .trainer import checkpoint_to_resume
-
-
-def check_batch(recipe: Recipe) -> None:
-    """GRPO compares completions within a group, so every generation batch must hold whole groups."""
-    cfg, n = recipe.training, recipe.objective.num_generations
-    per_step = cfg.batch_size * cfg.gradient_accumulation
-    if per_step % n:
-        raise ObjectiveDataError(
-            f"training.batch_size × gradient_accumulation = {per_step} completions per generation batch must be a "
-            f"multiple of objective.num_generations={n} — e.g. training.batch_size={n}"
-        )
 
 
 def reward_means(log_history: list[dict]) -> tuple[float | None, float | None]:
@@ -57,12 +40,12 @@ def reward_means(log_history: list[dict]) -> tuple[float | None, float | None]:
 def train(run: RunDir, resume: bool = False, callbacks: list | None = None) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
-    recipe, cfg = start(run)
-    obj = recipe.objective
-    check_batch(recipe)
+    recipe = prepared_recipe(run)
+    cfg, obj = recipe.training, recipe.objective
+    # whole groups per generation batch: checked when the recipe loaded (Recipe.check)
     reward_funcs = combined_reward(obj.reward_model, obj.reward_functions)
     train_recs = require_rows(prompt_records(run.split_file("train")), run, "grpo", "prompt")
-    setup = setup_model(recipe)
+    setup = setup_model(recipe.model, recipe.strategy, cfg, training_source(run, recipe.model))
     checkpoint = checkpoint_to_resume(run.checkpoints_dir, resume)
     # no validation pass: evaluating GRPO means sampling every group again; the logged
     # rewards of the training groups are the progress signal (and `tuneforge evaluate` after)
@@ -89,26 +72,15 @@ def train(run: RunDir, resume: bool = False, callbacks: list | None = None) -> d
         logits_at_labels_only=False,
     )
     use_base_as_reference(trainer)
-    record_lineage(run, setup.source)
-
-    def save(t):
-        return save_adapter_or_model(t, setup.tokenizer, run)
-
-    info = run_trainer(
-        run,
-        trainer,
-        checkpoint,
-        save,
-        extra={
-            "strategy": recipe.strategy.kind,
-            "params": setup.counts,
-            "train_rows": len(train_recs),
-            "reward_functions": [getattr(f, "__name__", type(f).__name__) for f in reward_funcs],
-            "reward_model": obj.reward_model,
-            "bf16_autocast": setup.bf16,
-        },
-    )
+    info = run_trainer(run, trainer, checkpoint, lambda t: save_result(run, setup.tokenizer, trainer=t))
     first, last = reward_means(trainer.state.log_history)
-    info.update(first_reward=first, last_reward=last)
+    info.update(
+        setup.info(),
+        train_rows=len(train_recs),
+        reward_functions=[getattr(f, "__name__", type(f).__name__) for f in reward_funcs],
+        reward_model=obj.reward_model,
+        first_reward=first,
+        last_reward=last,
+    )
     run.stage_finished("train", **info)
     return info

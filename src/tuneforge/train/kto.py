@@ -8,35 +8,23 @@ must be at least 2. The reference is the starting model, as in DPO.
 from __future__ import annotations
 
 from ..run import RunDir
-from .preference_common import PAIR_METRICS, ObjectiveDataError, eval_metrics, kto_records, train_policy
-
-KTO_LOSSES = ("kto", "apo_zero_unpaired")
+from .preference_common import PAIR_METRICS, eval_metrics, kto_records, train_policy
 
 
 def kto_loss_type(value: str) -> str:
-    """The recipe default 'sigmoid' (a DPO loss) means KTO's own loss.
+    """The recipe default 'sigmoid' (a DPO loss, which older recipes carry) means KTO's own loss
+    (the recipe already allows only KTO's losses: `recipe.KtoObjective`).
 
     >>> kto_loss_type("sigmoid"), kto_loss_type("apo_zero_unpaired")
     ('kto', 'apo_zero_unpaired')
     """
-    if value == "sigmoid":
-        return "kto"
-    if value not in KTO_LOSSES:
-        raise ObjectiveDataError(
-            f"objective.loss_type: {value!r} is not a KTO loss — use one of {', '.join(KTO_LOSSES)}"
-        )
-    return value
+    return "kto" if value == "sigmoid" else value
 
 
 def train(run: RunDir, resume: bool = False, callbacks: list | None = None) -> dict:
     from trl import KTOConfig, KTOTrainer
 
     recipe = run.require().recipe()
-    if recipe.training.batch_size < 2:
-        raise ObjectiveDataError(
-            "training.batch_size: KTO needs at least 2 rows per batch (its KL estimate pairs "
-            "each prompt with another row's completion) — set training.batch_size=2 or more"
-        )
     rows = kto_records(run.split_file("train"))
     desirable = sum(r["label"] for r in rows)
     undesirable = len(rows) - desirable

@@ -38,9 +38,9 @@ import torch
 from ..errors import TuneforgeError
 from ..io import atomic_write_json, read_jsonl, replace_dir, staging_dir
 from ..lm.template import prompt_messages, render
-from ..model.strategies import PROMPT_LEARNING
 from ..run import RunDir
 from . import ppo_core as core
+from .checkpoint import write_manifest
 from .trainer import checkpoint_to_resume
 
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -259,8 +259,8 @@ def save_checkpoint(
         },
         tmp / "state.pt",
     )
-    # trainer_state.json marks a complete checkpoint for `last_checkpoint` (shared with sft)
     atomic_write_json(tmp / "trainer_state.json", {"global_step": step})
+    write_manifest(tmp, kind="ppo")  # last: `last_checkpoint` resumes only what verifies against it
     replace_dir(tmp, final)
     done = sorted((p for p in root.glob("checkpoint-*") if p.is_dir()), key=lambda p: int(p.name.rsplit("-", 1)[1]))
     for old in done[:-keep]:
@@ -292,18 +292,15 @@ def load_checkpoint(path: Path, model: Any, value_head: ValueHead, optimizer: An
     return int(path.name.rsplit("-", 1)[1])
 
 
-def save_result(out_dir: Path, model: Any, tokenizer: Any, value_head: ValueHead) -> None:
-    from safetensors.torch import save_file
+def value_head_writer(value_head: ValueHead) -> Callable[[Path], None]:
+    """Writes the value head beside the saved weights (`fit.save_result`'s extra_files)."""
 
-    tmp = staging_dir(out_dir)
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        save_file({k: v.contiguous() for k, v in value_head.state_dict().items()}, str(tmp / VALUE_HEAD_FILE))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    replace_dir(tmp, out_dir)
+    def write(folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in value_head.state_dict().items()}, str(folder / VALUE_HEAD_FILE))
+
+    return write
 
 
 def load_value_head(folder: str | Path) -> ValueHead:
@@ -320,24 +317,10 @@ def load_value_head(folder: str | Path) -> ValueHead:
 
 
 def check_recipe(recipe: Any) -> None:
-    """Options PPO cannot honour, refused before anything is loaded."""
+    """What PPO cannot honour that only the launch shows (the recipe's own rules — no virtual-token
+    strategies, no gradient checkpointing, no early stopping, a reward — ran when it loaded:
+    `Recipe.check`)."""
     problems = []
-    if recipe.strategy.kind in PROMPT_LEARNING:
-        problems.append(
-            f"strategy.kind={recipe.strategy.kind!r} is not supported by objective ppo: virtual tokens "
-            f"shift the positions the value head and log-probs are read from — use lora, qlora, dora, "
-            f"ia3, freeze or full"
-        )
-    if recipe.training.gradient_checkpointing:
-        problems.append(
-            "training.gradient_checkpointing is not supported by objective ppo (its passes run without "
-            "dropout, in eval mode, where HF checkpointing is off) — set it to false"
-        )
-    if recipe.training.early_stopping_patience:
-        problems.append(
-            "training.early_stopping_patience is not supported by objective ppo (there is no validation "
-            "loss; eval_reward is logged instead) — leave it unset"
-        )
     from ..dist import world_size
 
     if world_size() > 1:  # every rank would sample, train and write the same run directory
@@ -363,10 +346,10 @@ def train(
 
     from ..lm.generate import stop_token_ids
     from ..model.device import device_type
-    from ..model.source import record_lineage
     from ..model.strategies import is_adapter
     from .callbacks import MetricsJsonlCallback
-    from .sft import setup_model, tracking_callbacks
+    from .fit import save_result
+    from .setup import setup_model, tracking_callbacks, training_source
 
     recipe = run.require().recipe()
     cfg, obj = recipe.training, recipe.objective
@@ -380,7 +363,8 @@ def train(
     fns = list(reward_fns) if reward_fns else reward_fns_for(obj)
     trackers = tracking_callbacks(run, cfg)  # fails early when a tracker is not installed
 
-    setup = setup_model(recipe)  # source → tokenizer → seeded model with its strategy (qlora, chained runs, ...)
+    # source → tokenizer → seeded model with its strategy (qlora, chained runs, ...), as every objective
+    setup = setup_model(recipe.model, recipe.strategy, cfg, training_source(run, recipe.model))
     model, tokenizer, bf16 = setup.model, setup.tokenizer, setup.bf16
     # a PEFT adapter is switched off for reference passes; full/freeze need a frozen copy of the start
     ref_model = None if is_adapter(recipe.strategy.kind) else copy.deepcopy(model).eval().requires_grad_(False)
@@ -445,7 +429,6 @@ def train(
         return round(score(fns, eval_prompts, texts).mean().item(), 6)
 
     run.stage_started("train")
-    record_lineage(run, setup.source)
     t0 = time.time()
     history: list[dict] = []
     eval_first = eval_last = None
@@ -490,13 +473,12 @@ def train(
         if (eval_last := eval_reward()) is not None:
             emit("on_log", logs={"eval_reward": eval_last})
         emit("on_train_end")
+        elapsed = time.time() - t0
+        # the result is saved like every objective's (its checkpoints above are PPO's own format)
+        out_dir = save_result(run, tokenizer, model=model, extra_files=value_head_writer(value_head))
     except BaseException as exc:
         run.stage_finished("train", "failed", error=f"{type(exc).__name__}: {exc}")
         raise
-    elapsed = time.time() - t0
-
-    out_dir = run.adapter_dir if ref_model is None else run.model_dir
-    save_result(out_dir, model, tokenizer, value_head)
     rewards = [h["reward_mean"] for h in history]
     k = max(1, min(3, len(rewards) // 3))  # single batches are noisy: compare the first and last few
     info = {

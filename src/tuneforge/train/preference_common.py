@@ -2,7 +2,7 @@
 
 - Data: prepared split rows (`messages` + `rejected` / `label` extras) back into TRL's
   conversational columns (`data/formats.py` has the converters).
-- Arguments: `sft.training_arguments` builds the TrainingArguments once (schedule, eval,
+- Arguments: `setup.training_arguments` builds the TrainingArguments once (schedule, eval,
   checkpoints, early stopping); its fields are copied into TRL's *Config subclass, so
   every objective reads `training.*` the same way.
 - Trainer: each TRL trainer is combined with `TuneforgeTrainer` (atomic checkpoints under
@@ -11,7 +11,8 @@
 - Reference model: for adapters the reference is the base with the adapter switched off
   (TRL's default is a frozen copy of the adapter; a fresh adapter is the base anyway, and
   switching it off skips the adapter matmuls); a full fine-tune gets one frozen copy.
-- Run: resume, callbacks (metrics.jsonl, TensorBoard, early stopping), manifest, saving.
+- Run: model setup, callbacks, the train loop and the save are `train/setup.py` and
+  `train/fit.py`'s, shared with sft.
 """
 
 from __future__ import annotations
@@ -24,14 +25,21 @@ from typing import Any
 
 from ..data.formats import to_kto, to_preference
 from ..errors import TuneforgeError
-from ..io import read_jsonl, replace_dir, staging_dir
+from ..io import read_jsonl
 from ..lm.load import load_model
 from ..lm.template import prompt_messages
-from ..model.source import record_lineage
-from ..recipe import Recipe, TrainingConfig
+from ..recipe import TrainingConfig
 from ..run import RunDir
-from .callbacks import MetricsJsonlCallback
-from .sft import ModelSetup, setup_model, tracking_callbacks, training_arguments
+from .fit import run_trainer, save_result
+from .setup import (
+    ModelSetup,
+    is_peft,
+    prepared_recipe,
+    setup_model,
+    standard_callbacks,
+    training_arguments,
+    training_source,
+)
 from .trainer import TuneforgeTrainer, checkpoint_to_resume
 
 
@@ -163,15 +171,11 @@ def trl_config(
 # --------------------------------------------------------------------------- model
 
 
-def is_peft(model: Any) -> bool:
-    return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
-
-
-def reference_model(setup: ModelSetup, recipe: Recipe) -> Any:
+def reference_model(setup: ModelSetup, model_cfg: Any) -> Any:
     """None for adapters (the trainer switches the adapter off); a frozen copy of the base for full/freeze."""
     if is_peft(setup.model):
         return None
-    ref = load_model(setup.source.path, recipe.model.dtype, recipe.model.trust_remote_code)
+    ref = load_model(setup.source.path, model_cfg.dtype, model_cfg.trust_remote_code)
     ref.eval().requires_grad_(False)
     return ref
 
@@ -225,88 +229,6 @@ def tuneforge_trainer_class(trl_cls: type) -> type:
     return _CLASSES[trl_cls]
 
 
-def standard_callbacks(run: RunDir, cfg: TrainingConfig, checkpoint: str | None) -> list:
-    """metrics.jsonl, the recipe's trackers, early stopping: the same set SFT uses."""
-    from transformers import EarlyStoppingCallback
-
-    resume_step = int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else 0
-    cbs: list = [MetricsJsonlCallback(run.metrics_file, resume_step)] + tracking_callbacks(run, cfg)
-    if cfg.early_stopping_patience:
-        cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-    return cbs
-
-
-def save_adapter_or_model(trainer: Any, tokenizer: Any, run: RunDir) -> Path:
-    """adapter/ (only the trained adapter) or model/ (full weights), written aside then renamed."""
-    model = trainer.model
-    out_dir = run.adapter_dir if is_peft(model) else run.model_dir
-    if trainer.is_world_process_zero():  # under DDP every rank holds the same weights; one writes
-        tmp = staging_dir(out_dir)
-        if is_peft(model):
-            model.save_pretrained(tmp, selected_adapters=["default"])
-        else:
-            model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        replace_dir(tmp, out_dir)
-    trainer.accelerator.wait_for_everyone()
-    return out_dir
-
-
-def last_metrics(log_history: list[dict], prefix: str) -> dict:
-    """The last logged value of every metric starting with `prefix` (e.g. 'eval_')."""
-    out: dict = {}
-    for h in log_history:
-        out.update({k: round(v, 5) if isinstance(v, float) else v for k, v in h.items() if k.startswith(prefix)})
-    return out
-
-
-def run_trainer(
-    run: RunDir, trainer: Any, checkpoint: str | None, save: Callable[[Any], Path], extra: dict | None = None
-) -> dict:
-    """Train (recording the stage in the manifest), save through `save(trainer)`, return the summary."""
-    run.stage_started("train")
-    t0 = time.time()
-    try:
-        result = trainer.train(resume_from_checkpoint=checkpoint)
-        out_dir = save(trainer)
-    except BaseException as exc:
-        run.stage_finished("train", "failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    elapsed = time.time() - t0
-    hist = trainer.state.log_history
-    resume_step = int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else 0
-    tokens = trainer.tokens_this_session()
-    info = {
-        "steps": trainer.state.global_step,
-        "epochs": round(trainer.state.epoch or 0, 3),
-        "train_loss": round(result.training_loss, 5),
-        "first_loss": next((h["loss"] for h in hist if "loss" in h), None),
-        "last_train_metrics": {
-            k: v
-            for k, v in (next((h for h in reversed(hist) if "loss" in h), {})).items()
-            if k not in ("epoch", "step")
-        },
-        "eval_metrics": last_metrics(hist, "eval_"),
-        "best_checkpoint": trainer.state.best_model_checkpoint,
-        "seconds": round(elapsed, 1),
-        "steps_this_session": trainer.state.global_step - resume_step,
-        "tokens_seen": tokens,
-        "tokens_per_second": round(tokens / elapsed, 1) if elapsed > 0 else None,
-        "resumed_from": checkpoint,
-        "output": str(out_dir.relative_to(run.path)),
-        **(extra or {}),
-    }
-    run.stage_finished("train", **info)
-    return info
-
-
-def start(run: RunDir) -> tuple[Recipe, TrainingConfig]:
-    recipe = run.require().recipe()
-    if not run.split_file("train").is_file():
-        raise FileNotFoundError(f"{run.path}: no prepared data — run `tuneforge prepare` first")
-    return recipe, recipe.training
-
-
 def train_policy(
     run: RunDir,
     resume: bool,
@@ -321,10 +243,11 @@ def train_policy(
     with_reference: bool = True,
 ) -> dict:
     """Train a causal-LM policy with a TRL preference trainer (dpo, kto, orpo)."""
-    recipe, cfg = start(run)
+    recipe = prepared_recipe(run)
+    cfg = recipe.training
     train_recs = require_rows(records(run.split_file("train")), run, recipe.objective.kind, what)
     eval_recs = records(run.split_file("validation"))
-    setup = setup_model(recipe)
+    setup = setup_model(recipe.model, recipe.strategy, cfg, training_source(run, recipe.model))
     checkpoint = checkpoint_to_resume(run.checkpoints_dir, resume)
     args = trl_config(config_cls, cfg, run.checkpoints_dir, bool(eval_recs), metrics, **config_extra)
     kwargs: dict[str, Any] = dict(
@@ -338,20 +261,10 @@ def train_policy(
         logits_at_labels_only=False,
     )
     if with_reference:
-        kwargs["ref_model"] = reference_model(setup, recipe)
+        kwargs["ref_model"] = reference_model(setup, recipe.model)
     trainer = tuneforge_trainer_class(trl_cls)(**kwargs)
     use_base_as_reference(trainer)
-    record_lineage(run, setup.source)
-    return run_trainer(
-        run,
-        trainer,
-        checkpoint,
-        lambda t: save_adapter_or_model(t, setup.tokenizer, run),
-        extra={
-            "strategy": recipe.strategy.kind,
-            "params": setup.counts,
-            "train_rows": len(train_recs),
-            "bf16_autocast": setup.bf16,
-            "base_weights_dtype": setup.base_dtype,
-        },
-    )
+    info = run_trainer(run, trainer, checkpoint, lambda t: save_result(run, setup.tokenizer, trainer=t))
+    info.update(setup.info(), train_rows=len(train_recs))
+    run.stage_finished("train", **info)
+    return info

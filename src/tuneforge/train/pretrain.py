@@ -18,7 +18,8 @@ from ..io import read_jsonl
 from ..lm.collator import PadCollator
 from ..lm.template import render
 from ..run import RunDir
-from .sft import fit, setup_model
+from .fit import fit
+from .setup import prepared_recipe, setup_model, training_source
 
 
 class PretrainDataError(TuneforgeError, ValueError):
@@ -101,10 +102,8 @@ def block_perplexity(trainer: Any, dataset: Any, adapter_off: bool = False) -> f
 
 def train(run: RunDir, resume: bool = False, callbacks: list | None = None) -> dict:
     """Continued pretraining of the run's model on its prepared text; see the module docstring."""
-    recipe = run.require().recipe()
-    if not run.split_file("train").is_file():
-        raise FileNotFoundError(f"{run.path}: no prepared data — run `tuneforge prepare` first")
-    setup = setup_model(recipe)
+    recipe = prepared_recipe(run)
+    setup = setup_model(recipe.model, recipe.strategy, recipe.training, training_source(run, recipe.model))
     block = recipe.objective.block_size
     train_ds = block_dataset(run.split_file("train"), setup.tokenizer, block)
     if train_ds is None:
@@ -122,6 +121,7 @@ def train(run: RunDir, resume: bool = False, callbacks: list | None = None) -> d
     trainer, info = fit(
         run,
         setup,
+        recipe.training,
         train_ds,
         eval_ds,
         PadCollator(setup.tokenizer.pad_token_id),

@@ -170,14 +170,14 @@ class RewardModel:
         import torch
         from transformers import AutoModelForSequenceClassification
 
-        from ..lm.load import load_tokenizer, offline
+        from ..lm.load import load_pretrained, load_tokenizer, offline
 
         offline()
         folder = reward_model_dir(path)
         self.path = folder
         self.tokenizer = load_tokenizer(str(folder), trust_remote_code)
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            str(folder), dtype=torch.float32, trust_remote_code=trust_remote_code
+        self.model = load_pretrained(  # custom code only with the operator's opt-in; safetensors only
+            AutoModelForSequenceClassification, str(folder), trust_remote_code, dtype=torch.float32
         )
         if self.model.config.num_labels != 1:
             raise RewardError(f"{folder}: num_labels={self.model.config.num_labels}, a reward model has exactly 1")

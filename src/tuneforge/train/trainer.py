@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,7 +28,9 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from ..errors import TuneforgeError
+from ..io import maybe_disk_full, replace_dir
 from ..lm.loss import label_positions_loss
+from .checkpoint import newest_verified, write_manifest
 
 STAGING = ".staging"
 
@@ -161,6 +164,16 @@ class TuneforgeTrainer(Trainer):
         self._staging = True
         try:
             super()._save_checkpoint(model, trial)
+        except Exception as exc:  # the previous checkpoints are untouched: only the staging folder was written
+            shutil.rmtree(staging_root, ignore_errors=True)
+            kept = last_checkpoint(root)
+            maybe_disk_full(
+                root,
+                exc,
+                f"{name} under {root}",
+                f"resume from {os.path.basename(kept)} (`tuneforge train RUN --resume`)" if kept else "train again",
+            )
+            raise
         finally:
             self._staging = False
         self.accelerator.wait_for_everyone()
@@ -171,9 +184,9 @@ class TuneforgeTrainer(Trainer):
             if self.args.should_save:  # the state inside the checkpoint must name the final path
                 self.state.save_to_json(os.path.join(staged, "trainer_state.json"))
         if self.args.should_save:
-            if os.path.exists(final):
-                shutil.rmtree(final)
-            os.replace(staged, final)
+            # the manifest is written last: a checkpoint without one (or not matching it) is never resumed
+            write_manifest(staged)
+            replace_dir(Path(staged), Path(final))  # fsynced, then swapped in atomically
             shutil.rmtree(staging_root, ignore_errors=True)
             rotate_checkpoints(
                 output_dir=root,
@@ -202,15 +215,10 @@ def checkpoint_to_resume(checkpoints_dir: Path, resume: bool, error: type[Except
 
 
 def last_checkpoint(checkpoints_dir: str) -> str | None:
-    """The newest complete checkpoint (staged, unfinished ones are never considered)."""
-    if not os.path.isdir(checkpoints_dir):
-        return None
-    done = [
-        d
-        for d in os.listdir(checkpoints_dir)
-        if d.startswith(PREFIX_CHECKPOINT_DIR + "-")
-        and os.path.isfile(os.path.join(checkpoints_dir, d, "trainer_state.json"))
-    ]
-    if not done:
-        return None
-    return os.path.join(checkpoints_dir, max(done, key=lambda d: int(d.rsplit("-", 1)[-1])))
+    """The newest checkpoint that verifies against its manifest (staged, unfinished or damaged ones
+    are never used); every newer one skipped is reported on stderr."""
+    return newest_verified(checkpoints_dir, warn=_warn)
+
+
+def _warn(line: str) -> None:
+    print(f"warning: {line}", file=sys.stderr)

@@ -16,7 +16,6 @@ types are imported inside `create_app`.)
 
 import asyncio
 import contextlib
-import hmac
 import json
 import time
 import uuid
@@ -28,7 +27,16 @@ from ...errors import APIError, error_body, status_type
 from ...monitor.requestlog import RequestLog, utc_now
 from . import schemas
 from .engine import AdapterError, Engine, Event, Job, ModelEntry, QueueFull, UnknownModel, adapter_folder
-from .limits import BodySizeLimit, Limits, check_prompt, check_request
+from .limits import (
+    UNAUTHORIZED,
+    BodySizeLimit,
+    KeyCheck,
+    Limits,
+    check_prompt,
+    check_prompt_count,
+    check_request,
+    key_ok,
+)
 from .metrics import Metrics
 from .rag import rag_apply
 
@@ -104,7 +112,7 @@ def create_app(engine: Engine, settings: ServerSettings, close_engine: bool = Fa
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     if not settings.api_keys:
-        raise ValueError("give at least one API key (--api-key or TUNEFORGE_API_KEYS)")
+        raise AdapterError("give at least one API key (--api-key or TUNEFORGE_API_KEYS)")
     limits = settings.limits
     metrics = Metrics()
     metrics.gauge_from("tuneforge_queue_depth", lambda: engine.queue_depth)
@@ -133,13 +141,14 @@ def create_app(engine: Engine, settings: ServerSettings, close_engine: bool = Fa
             reqlog.close()
 
     app = FastAPI(title="tuneforge", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    keys = [k.encode() for k in settings.api_keys]
     app.add_middleware(
         BodySizeLimit,
         max_bytes=limits.max_body_bytes,  # uploads of training data are larger
         path_limits=settings.path_limits,
     )
+    app.add_middleware(KeyCheck, keys=keys)  # added last = runs first: the key before any byte of the body
     app.state.engine, app.state.metrics, app.state.request_log, app.state.settings = engine, metrics, reqlog, settings
-    keys = [k.encode() for k in settings.api_keys]
 
     # errors in OpenAI's shape ------------------------------------------------------
     @app.exception_handler(APIError)
@@ -173,17 +182,9 @@ def create_app(engine: Engine, settings: ServerSettings, close_engine: bool = Fa
 
     # auth ------------------------------------------------------------------------
     async def require_key(request: Request) -> None:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        given = token.strip().encode()
-        # compare with every key (no early exit) so timing does not reveal which prefix matched
-        ok = scheme.lower() == "bearer" and given and sum(hmac.compare_digest(given, k) for k in keys) > 0
-        if not ok:
-            raise APIError(
-                401,
-                "missing or invalid API key: send 'Authorization: Bearer <key>'",
-                "authentication_error",
-                code="invalid_api_key",
-            )
+        # KeyCheck already refused keyless requests; this keeps each router safe on its own
+        if not key_ok(request.headers.get("authorization", ""), keys):
+            raise APIError(401, UNAUTHORIZED, "authentication_error", code="invalid_api_key")
 
     api = APIRouter(dependencies=[Depends(require_key)])
 
@@ -207,13 +208,28 @@ def create_app(engine: Engine, settings: ServerSettings, close_engine: bool = Fa
         try:
             return engine.get(name)
         except UnknownModel:
-            served = ", ".join(e.name for e in engine.models())
-            raise APIError(
-                404,
-                f"the model '{name}' does not exist on this server (serving: {served})",
-                param="model",
-                code="model_not_found",
-            ) from None
+            raise not_found(name) from None
+
+    def not_found(name: str) -> APIError:
+        served = ", ".join(e.name for e in engine.models())
+        return APIError(
+            404,
+            f"the model '{name}' does not exist on this server (serving: {served})",
+            param="model",
+            code="model_not_found",
+        )
+
+    @contextlib.contextmanager
+    def pinned(name: str):
+        """The model entry, kept loaded while the request prepares its job (see `Engine.pin`)."""
+        try:
+            entry = engine.pin(name)
+        except UnknownModel:
+            raise not_found(name) from None
+        try:
+            yield entry
+        finally:
+            engine.unpin(entry)
 
     # completions -----------------------------------------------------------------
     @contextlib.contextmanager
@@ -228,45 +244,68 @@ def create_app(engine: Engine, settings: ServerSettings, close_engine: bool = Fa
             finish(call, 500, "server_error")
             raise
 
+    # Every refusal that needs no tokens comes first (limits, then queue room), so a 4xx or a 429
+    # costs no templating or tokenising; those then run off the event loop, which keeps
+    # answering /health and shedding load while a long prompt is tokenised.
     @api.post(CHAT)
     async def chat_completions(body: schemas.ChatCompletionRequest, request: Request):
         call = Call(CHAT, body.model, f"chatcmpl-{uuid.uuid4().hex[:24]}")
-        with logged_failures(call):
-            call.entry = lookup(body.model)
+        with logged_failures(call), pinned(body.model) as entry:
+            call.entry = entry
             try:
                 messages = [{"role": m.role, "content": m.text()} for m in body.messages]
             except ValueError as exc:
                 raise APIError(400, str(exc), param="messages", code="unsupported_content") from None
+            admit(call, body, 1)
             if settings.rag is not None or body.tuneforge_rag is not None:  # RAG: context into the last user turn
-                messages, call.citations = await rag_apply(settings.rag, call.entry.name, messages, body.tuneforge_rag)
-            ids = engine.chat_prompt(call.entry, messages)
+                messages, call.citations = await rag_apply(settings.rag, entry.name, messages, body.tuneforge_rag)
             call.prompt = messages
-            return await complete(request, call, body, [ids], body.requested_max_tokens(), "messages")
+            ids = await asyncio.to_thread(engine.chat_prompt, entry, messages)
+            return await complete(request, call, body, [ids], "messages")
 
     @api.post(COMPLETIONS)
     async def completions(body: schemas.CompletionRequest, request: Request):
         call = Call(COMPLETIONS, body.model, f"cmpl-{uuid.uuid4().hex[:24]}")
-        with logged_failures(call):
-            call.entry = lookup(body.model)
+        with logged_failures(call), pinned(body.model) as entry:
+            call.entry = entry
             prompts = body.prompts()
+            check_prompt_count(limits, len(prompts))
             if not prompts or any(not isinstance(p, str) for p in prompts):
                 raise APIError(400, "prompt must be a string or a non-empty list of strings", param="prompt")
+            admit(call, body, len(prompts))
             call.prompt = body.prompt
-            ids = [engine.text_prompt(p) for p in prompts]
-            return await complete(request, call, body, ids, body.requested_max_tokens(), "prompt")
+            ids = await asyncio.to_thread(lambda: [engine.text_prompt(p) for p in prompts])
+            return await complete(request, call, body, ids, "prompt")
 
-    async def complete(request: Any, call: Call, body: Any, prompts: list, max_tokens: Optional[int], param: str):
+    def admit(call: Call, body: Any, n_prompts: int) -> None:
+        """The checks that need no tokens: unsupported fields, limits, room in the queue."""
+        call.stream, call.n, call.max_tokens = body.stream, body.n * n_prompts, body.requested_max_tokens()
+        call.temperature, call.user = body.temperature, body.user  # a refusal is logged with them
         bad = body.unsupported()
         if bad:
             raise APIError(400, f"'{bad}' is not supported by this server", param=bad, code="unsupported_parameter")
-        longest = max(len(p) for p in prompts)
+        # without max_tokens the default applies, and what the context leaves can only lower it
+        check_request(limits, body.n * n_prompts, body.requested_max_tokens() or limits.default_max_tokens, body.stop)
+        if not engine.has_room():
+            raise busy(call)
+
+    def busy(call: Call) -> APIError:
+        metrics.inc("tuneforge_queue_rejected_total", call.entry.name)
+        return APIError(
+            429,
+            "the server is busy (request queue full); retry after a moment",
+            "rate_limit_error",
+            code="rate_limit_exceeded",
+            headers={"Retry-After": str(limits.retry_after_s)},
+        )
+
+    async def complete(request: Any, call: Call, body: Any, prompts: list, param: str):
+        longest, max_tokens = max(len(p) for p in prompts), body.requested_max_tokens()
         if max_tokens is None and engine.context_length:  # as OpenAI: by default, what the context leaves
             max_tokens = max(1, min(limits.default_max_tokens, engine.context_length - longest))
         max_tokens = max_tokens or limits.default_max_tokens
-        call.stream, call.n, call.max_tokens = body.stream, body.n * len(prompts), max_tokens
-        call.temperature, call.user = body.temperature, body.user
+        call.max_tokens = max_tokens
         call.prompt_tokens = sum(len(p) for p in prompts)  # each prompt counts once, whatever `n`
-        check_request(limits, call.n, max_tokens, body.stop)
         check_prompt(limits, longest, max_tokens, engine.context_length, param)
 
         queue: asyncio.Queue = asyncio.Queue()
@@ -284,15 +323,8 @@ def create_app(engine: Engine, settings: ServerSettings, close_engine: bool = Fa
         )
         try:
             engine.submit(job)
-        except QueueFull:
-            metrics.inc("tuneforge_queue_rejected_total", call.entry.name)
-            raise APIError(
-                429,
-                "the server is busy (request queue full); retry after a moment",
-                "rate_limit_error",
-                code="rate_limit_exceeded",
-                headers={"Retry-After": str(limits.retry_after_s)},
-            ) from None
+        except QueueFull:  # filled up while this request was tokenised
+            raise busy(call) from None
         headers = {"X-Request-Id": call.rid}
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -301,9 +333,10 @@ def create_app(engine: Engine, settings: ServerSettings, close_engine: bool = Fa
                 media_type="text/event-stream",
                 headers={**headers, "Cache-Control": "no-cache"},
             )
+        next_event = events(request, queue)
         try:
             while not call.ended:
-                ev = await next_event(request, queue)
+                ev = await next_event()
                 if ev is None:  # client gone: stop generating for it
                     job.cancel()
                     finish(call, 499, "client_disconnected")
@@ -323,14 +356,28 @@ def create_app(engine: Engine, settings: ServerSettings, close_engine: bool = Fa
         finish(call, 200)
         return JSONResponse(out, headers=headers)
 
-    async def next_event(request: Any, queue: asyncio.Queue) -> Optional[Event]:
-        """The engine's next event, or None once the client has disconnected."""
-        while True:
-            try:
-                return await asyncio.wait_for(queue.get(), settings.disconnect_poll_s)
-            except asyncio.TimeoutError:
-                if await request.is_disconnected():
-                    return None
+    def events(request: Any, queue: asyncio.Queue):
+        """A coroutine function: each call returns the request's next engine event, or None once
+        its client has gone.
+
+        The client is checked every `disconnect_poll_s` even while tokens keep coming: a
+        non-streaming request writes nothing until it ends, so only this check notices that
+        its client left and stops the generation."""
+        checked = time.monotonic()
+
+        async def next_event() -> Optional[Event]:
+            nonlocal checked
+            while True:
+                if time.monotonic() - checked >= settings.disconnect_poll_s:
+                    checked = time.monotonic()
+                    if await request.is_disconnected():
+                        return None
+                try:
+                    return await asyncio.wait_for(queue.get(), settings.disconnect_poll_s)
+                except asyncio.TimeoutError:
+                    pass
+
+        return next_event
 
     async def sse(request: Any, call: Call, job: Job, queue: asyncio.Queue, include_usage: bool):
         created, chat = int(time.time()), call.route == CHAT
@@ -351,8 +398,9 @@ def create_app(engine: Engine, settings: ServerSettings, close_engine: bool = Fa
             if chat:
                 for i in range(call.n):
                     yield chunk(i, role=True)
+            next_event = events(request, queue)
             while not call.ended:
-                ev = await next_event(request, queue)
+                ev = await next_event()
                 if ev is None:
                     status, code = 499, "client_disconnected"
                     return

@@ -12,6 +12,9 @@ soon as all its rows are done, so a cancelled request stops costing compute.
 
 Jobs talk back through `Job.emit(Event)`, called on the worker thread; the server
 turns that into asyncio queue puts.
+
+Sampling never touches torch's process-wide RNG (in-server training shares it): every
+row draws from its own `torch.Generator`, seeded from the request's `seed` or at random.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ...errors import TuneforgeError
+from ...lm.load import ADAPTER_SAFE_WEIGHTS, check_weights
 
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
@@ -66,6 +70,7 @@ class ModelEntry:
     system_prompt: Optional[str] = None
     created: int = field(default_factory=lambda: int(time.time()))
     removed: bool = False
+    pins: int = 0  # requests preparing a job for this version (`Engine.pin`); it stays loaded meanwhile
 
     @property
     def is_base(self) -> bool:
@@ -109,6 +114,8 @@ class Job:
     ):
         self.id = next(_ids)
         self.entry, self.max_tokens, self.emit, self.stops = entry, max_tokens, emit, list(stops or [])
+        self.stop_tables = [prefix_table(s) for s in self.stops]  # once per request, not per token
+        self.longest_stop = max(map(len, self.stops), default=0)
         self.temperature, self.top_p, self.seed = temperature or 0.0, top_p, seed
         self.rows = [Row(self, i * n + k, list(p)) for i, p in enumerate(prompts) for k in range(n)]
         self.cancelled = False
@@ -150,18 +157,45 @@ def run_system_prompt(path: str | Path) -> Optional[str]:
     return None
 
 
-def held_back(text: str, stops: list[str]) -> int:
+def prefix_table(s: str) -> list[int]:
+    """KMP failure function: entry i is the longest proper prefix of s[: i + 1] that is also its suffix.
+
+    >>> prefix_table("abab")
+    [0, 0, 1, 2]
+    """
+    table, k = [0] * len(s), 0
+    for i in range(1, len(s)):
+        while k and s[i] != s[k]:
+            k = table[k - 1]
+        if s[i] == s[k]:
+            k += 1
+        table[i] = k
+    return table
+
+
+def held_back(text: str, stops: list[str], tables: Optional[list[list[int]]] = None) -> int:
     """Characters at the end of `text` that could still become a stop sequence.
+
+    Runs the KMP automaton of each stop over the last len(stop) - 1 characters only, so a
+    decoding step costs O(total stop length), whatever the length of the text (the naive
+    `endswith` of every prefix was quadratic in the stop length, every token, under the model lock).
 
     >>> held_back("Hello ##", ["###"])
     2
     """
     best = 0
-    for s in stops:
-        for k in range(min(len(s) - 1, len(text)), best, -1):
-            if text.endswith(s[:k]):
-                best = k
-                break
+    for s, table in zip(stops, tables or [prefix_table(s) for s in stops]):
+        tail = text[max(0, len(text) - len(s) + 1) :]
+        first = tail.find(s[0]) if s else -1  # a match starts with s[0]: mostly none, found in C
+        if first < 0:
+            continue
+        k = 0  # the tail is shorter than s, so k never reaches len(s)
+        for ch in tail[first:]:
+            while k and s[k] != ch:
+                k = table[k - 1]
+            if s[k] == ch:
+                k += 1
+        best = max(best, k)
     return best
 
 
@@ -179,6 +213,8 @@ class Engine:
 
         self.model, self.tokenizer, self.config = model, tokenizer, config
         self.step_hook = step_hook  # called each decoding step with the batch's jobs (tests use it to pause)
+        # called with a gathered batch's jobs before it takes the model lock (tests interleave a swap there)
+        self.batch_hook: Optional[Callable[[list], None]] = None
         self.context_length = getattr(getattr(model, "config", None), "max_position_embeddings", None)
         base = ModelEntry(
             base_name,
@@ -199,6 +235,7 @@ class Engine:
         self._worker: Optional[threading.Thread] = None
         self._adapter_ids = itertools.count()
         self._retired: list[ModelEntry] = []  # replaced adapter versions that queued jobs may still use
+        self._inflight: list[Job] = []  # the batch the worker gathered (out of the queue, not yet done)
         self.on_batch: Optional[Callable[[int, int, float], None]] = None  # (rows, new tokens, seconds)
 
     # loading ------------------------------------------------------------------------
@@ -238,6 +275,19 @@ class Engine:
         except KeyError:
             raise UnknownModel(name) from None
 
+    def pin(self, name: str) -> ModelEntry:
+        """The entry served as `name`, kept loaded until `unpin`, for a request that templates
+        and tokenises before it submits: a swap meanwhile retires that version but does not
+        unload it, so the job still runs on the version its prompt was rendered for."""
+        with self._cond:  # the lock the swap takes: looked up and pinned in one step
+            entry = self.get(name)
+            entry.pins += 1
+        return entry
+
+    def unpin(self, entry: ModelEntry) -> None:
+        with self._cond:
+            entry.pins -= 1
+
     def add_adapter(self, name: str, path: str | Path) -> ModelEntry:
         """Load a LoRA adapter (folder or run directory) under `name`; safe while serving."""
         if not NAME_RE.match(name) or name == BASE_ADAPTER:
@@ -253,6 +303,7 @@ class Engine:
             )
         template, stops = self._adapter_template(folder)
         internal = f"tf_adapter_{next(self._adapter_ids)}"
+        check_weights(folder, ADAPTER_SAFE_WEIGHTS, required=True)  # never unpickle an adapter_model.bin
         with self._model_lock:
             from peft import PeftModel
 
@@ -279,14 +330,22 @@ class Engine:
             staged.name = name
             self._entries[name] = staged
             self._retired.append(old)
-            waiting = {id(j.entry) for j in self._queue}
-            for e in [e for e in self._retired if id(e) not in waiting]:
-                self._retired.remove(e)
-                e.removed = True
-                with warnings.catch_warnings():  # "adapter was active": mixed batches name theirs per row
-                    warnings.simplefilter("ignore")
-                    self.model.delete_adapter(e.internal)
+            self._unload_retired()
         return staged
+
+    def _unload_retired(self) -> None:
+        """Unload replaced versions that nothing uses any more; holds the model and queue locks.
+
+        In use means: pinned by a request that is preparing its job, waiting in the queue, or
+        gathered into the worker's batch — a batch is gathered under the queue lock and run
+        under the model lock, so a swap can fall in between; the batch keeps its version."""
+        used = {id(j.entry) for j in (*self._queue, *self._inflight)}
+        for e in [e for e in self._retired if not e.pins and id(e) not in used]:
+            self._retired.remove(e)
+            e.removed = True
+            with warnings.catch_warnings():  # "adapter was active": mixed batches name theirs per row
+                warnings.simplefilter("ignore")
+                self.model.delete_adapter(e.internal)
 
     def remove_adapter(self, name: str) -> None:
         entry = self.get(name)
@@ -337,6 +396,11 @@ class Engine:
     def queue_depth(self) -> int:
         return len(self._queue)
 
+    def has_room(self) -> bool:
+        """Whether a job submitted now would be queued; the server checks it before tokenising,
+        so a 429 costs no tokenizer time (`submit` still decides, under the queue lock)."""
+        return len(self._queue) < self.config.max_queue
+
     def submit(self, job: Job) -> None:
         with self._cond:
             if len(self._queue) >= self.config.max_queue:
@@ -379,6 +443,11 @@ class Engine:
                 return
             if jobs:
                 self._run_batch(jobs)
+            with self._cond:
+                self._inflight = []
+            if self._retired:  # versions swapped out while this batch ran on them
+                with self._model_lock, self._cond:
+                    self._unload_retired()
 
     def _next_batch(self) -> Optional[list[Job]]:
         with self._cond:
@@ -395,6 +464,7 @@ class Engine:
                 if rows >= self.config.max_batch_size or left <= 0:
                     break
                 self._cond.wait(left)
+            self._inflight = jobs  # still under the queue lock: a swap sees every job, queued or gathered
         live = [j for j in jobs if not j.cancelled]
         for j in jobs:
             if j.cancelled:  # the client left while queued: never start it
@@ -419,6 +489,8 @@ class Engine:
         for j in jobs:
             j.started_at, j.batch_rows = now, len(rows)
             _send(j, Event("start"))
+        if self.batch_hook is not None:
+            self.batch_hook(jobs)
         try:
             with self._model_lock:
                 gone = [j for j in jobs if j.entry.removed]
@@ -446,12 +518,11 @@ class Engine:
         # left padding: every row's next token sits at the same position
         ids = torch.tensor([[pad] * (width - len(r.prompt_ids)) + r.prompt_ids for r in rows])
         mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in rows])
+        # greedy decoding; a sampled batch picks its tokens in _Sampler (own generators), which
+        # generate() then takes as the argmax: its own sampling would draw from the global RNG
         kwargs: dict[str, Any] = {"do_sample": False}
         if lead.temperature:
-            # top_k=0: OpenAI semantics have no top-k; transformers' default would apply 50
-            kwargs = {"do_sample": True, "temperature": lead.temperature, "top_p": lead.top_p or 1.0, "top_k": 0}
-            if lead.seed is not None:
-                torch.manual_seed(lead.seed)
+            kwargs["logits_processor"] = [_Sampler(rows, lead.temperature, lead.top_p)]
         if self.is_peft:
             kwargs["adapter_names"] = [r.job.entry.internal for r in rows]
         stops = sorted(set().union(*(r.job.entry.stop_ids for r in rows)))
@@ -477,7 +548,10 @@ class Engine:
             self._flush(row, self._decode(row))
             return self._finish(row, "stop")
         text = self._decode(row)
-        hits = [i for i in (text.find(s) for s in job.stops) if i >= 0]
+        # what was sent holds no stop, and no stop prefix at its end: search only from there
+        # (less the longest stop: decoding may still rewrite the last characters)
+        start = max(0, row.sent - job.longest_stop)
+        hits = [i for i in (text.find(s, start) for s in job.stops) if i >= 0]
         if hits:
             self._flush(row, text[: min(hits)])
             return self._finish(row, "stop")
@@ -485,7 +559,7 @@ class Engine:
             self._flush(row, text)
             return self._finish(row, "length")
         # hold back a possible stop-sequence prefix and a half-decoded UTF-8 character
-        safe = len(text) - held_back(text, job.stops)
+        safe = len(text) - held_back(text, job.stops, job.stop_tables)
         while safe and text[safe - 1] == "\ufffd":
             safe -= 1
         self._flush(row, text[:safe])
@@ -527,6 +601,55 @@ class _Observer:
             else:
                 self.engine._advance(row, token)
         return torch.tensor([r.done for r in self.rows], dtype=torch.bool, device=input_ids.device)
+
+
+class _Sampler:
+    """A logits processor that samples each row's next token with the row's own generator and
+    returns a one-hot choice for greedy decoding to take.
+
+    Temperature and top-p are transformers' own warpers (top-k stays off: OpenAI has none).
+    A seeded request's rows are seeded from (seed, choice index), so the same request gives
+    the same tokens; an unseeded row is seeded at random. `torch.manual_seed` would reset the
+    RNG of every thread in the process (a training run in the same server) and lets
+    concurrent requests draw from one stream.
+    """
+
+    def __init__(self, rows: list[Row], temperature: float, top_p: Optional[float]):
+        from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+        self.rows, self.generators = rows, None
+        self.warpers = [TemperatureLogitsWarper(temperature)]
+        if top_p is not None and top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(top_p))
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        if self.generators is None:  # on the device of the logits, which multinomial requires
+            self.generators = [row_generator(r.job.seed, r.index, scores.device) for r in self.rows]
+        for warp in self.warpers:
+            scores = warp(input_ids, scores)
+        probs = torch.softmax(scores.float(), dim=-1)
+        picks = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, self.generators)])
+        chosen = torch.full_like(scores, float("-inf"))
+        return chosen.scatter_(1, picks[:, None], 0.0)
+
+
+def row_generator(seed: Optional[int], index: int, device: Any = "cpu") -> Any:
+    """A generator of its own for one choice of a request: from (seed, index), or random.
+
+    >>> a, b = row_generator(7, 0), row_generator(7, 0)
+    >>> bool((a.initial_seed() == b.initial_seed()) and a.initial_seed() != row_generator(7, 1).initial_seed())
+    True
+    """
+    import torch
+
+    gen = torch.Generator(device=device)
+    if seed is None:
+        gen.seed()  # from the OS, not from the global generator
+    else:
+        gen.manual_seed((seed * 0x9E3779B97F4A7C15 + index) % (1 << 63))
+    return gen
 
 
 def _finish_rows(job: Job, reason: str) -> None:

@@ -11,11 +11,12 @@ import json
 import os
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
-from .engine import NAME_RE, AdapterError, adapter_folder
+from .app import ServerSettings
+from .engine import NAME_RE, AdapterError, EngineConfig, adapter_folder
 
 
 @dataclass
@@ -23,6 +24,8 @@ class ServePlan:
     base_path: str
     base_name: str
     dtype: str = "float32"
+    # decided by lm.load.decide_remote_code from the base folder and the operator's opt-in,
+    # never read from a served run's recipe.yaml
     trust_remote_code: bool = False
     adapters: dict = field(default_factory=dict)  # public name -> adapter folder or run directory
     followed: list = field(default_factory=list)  # registry aliases to follow (follow.Followed)
@@ -50,20 +53,21 @@ def parse_adapter(spec: str) -> tuple[str, str]:
     return name, path
 
 
-def _base_of_adapter(path: str) -> tuple[str, Optional[str], str, bool]:
-    """(model.base id, cache dir, dtype, trust_remote_code) that an adapter was trained on."""
+def _base_of_adapter(path: str) -> tuple[str, Optional[str], str]:
+    """(model.base id, cache dir, dtype) that an adapter was trained on. Not its recipe's
+    trust_remote_code: whoever runs `serve` decides what code runs (`_checked`)."""
     p = Path(path).expanduser()
     run = p if _is_run(p) else p.parent if _is_run(p.parent) else None
     if run is not None:
         from ...run import RunDir
 
         m = RunDir(run).recipe().model
-        return m.base, m.cache_dir, m.dtype, m.trust_remote_code
+        return m.base, m.cache_dir, m.dtype
     cfg = json.loads((adapter_folder(p) / "adapter_config.json").read_text())
     base = cfg.get("base_model_name_or_path")
     if not base:
         raise AdapterError(f"{path}: adapter_config.json names no base model — give the base as the first argument")
-    return base, None, "float32", False
+    return base, None, "float32"
 
 
 def _display_name(base: str) -> str:
@@ -71,8 +75,15 @@ def _display_name(base: str) -> str:
     return p.stem if p.suffix == ".gguf" else p.name if ("/" in base or p.exists()) and p.name else base
 
 
-def plan(target: Optional[str], adapter_specs: list[str], registry: Optional[str] = None) -> ServePlan:
-    """Resolve what to serve; every path is checked before any weights are loaded."""
+def plan(
+    target: Optional[str],
+    adapter_specs: list[str],
+    registry: Optional[str] = None,
+    trust_remote_code: Optional[bool] = None,
+) -> ServePlan:
+    """Resolve what to serve; every path is checked before any weights are loaded: custom code
+    (`auto_map`) needs `trust_remote_code=True` (the operator's --trust-remote-code; None: the
+    environment, TUNEFORGE_TRUST_REMOTE_CODE), and pickle-only weights are refused."""
     from ...model.sources import resolve
     from .follow import is_registry_spec, parse_spec, resolve_spec
 
@@ -86,9 +97,21 @@ def plan(target: Optional[str], adapter_specs: list[str], registry: Optional[str
         registry = str(registry or default_path())
         for f in followed:  # serve what the alias points at now; the follower tracks later changes
             adapters[f.public] = resolve_spec(f, registry)
-    p = _plan(target, adapters, resolve)
+    p = _checked(_plan(target, adapters, resolve), trust_remote_code)
     p.followed, p.registry = followed, registry
     return p
+
+
+def _checked(p: ServePlan, opt_in: Optional[bool]) -> ServePlan:
+    """The plan with its remote-code decision; every folder it loads is checked first."""
+    from ...lm.load import ADAPTER_SAFE_WEIGHTS, check_weights, decide_remote_code
+
+    for path in p.adapters.values():
+        folder = adapter_folder(path)
+        check_weights(folder, ADAPTER_SAFE_WEIGHTS, required=True)
+        decide_remote_code(folder, opt_in)  # the adapter's own tokenizer is loaded too
+    check_weights(p.base_path)
+    return replace(p, trust_remote_code=decide_remote_code(p.base_path, opt_in))
 
 
 def _plan(target: Optional[str], adapters: dict, resolve: Callable) -> ServePlan:
@@ -97,9 +120,9 @@ def _plan(target: Optional[str], adapters: dict, resolve: Callable) -> ServePlan
     if target is None:
         if not adapters:
             raise AdapterError("nothing to serve: give a run directory or base model, and/or --adapter name=path")
-        base, cache, dtype, trust = _base_of_adapter(next(iter(adapters.values())))
+        base, cache, dtype = _base_of_adapter(next(iter(adapters.values())))
         src = resolve(base, cache)
-        return ServePlan(src.path, _display_name(base), dtype, trust, adapters)
+        return ServePlan(src.path, _display_name(base), dtype, adapters=adapters)
     t = Path(target).expanduser()
     if _is_run(t):
         from ...run import RunDir
@@ -111,10 +134,10 @@ def _plan(target: Optional[str], adapters: dict, resolve: Callable) -> ServePlan
             name = parse_adapter(str(t))[0]
             if name in adapters:
                 raise AdapterError(f"--adapter {name!r} clashes with the run's own adapter name")
-            return ServePlan(src.path, _display_name(m.base), m.dtype, m.trust_remote_code, {name: str(t), **adapters})
+            return ServePlan(src.path, _display_name(m.base), m.dtype, adapters={name: str(t), **adapters})
         if not run.model_dir.is_dir():
             raise FileNotFoundError(f"{t}: no trained model (adapter/ or model/) — run `tuneforge train {t}` first")
-        return ServePlan(str(run.model_dir), t.resolve().name, m.dtype, m.trust_remote_code, adapters)
+        return ServePlan(str(run.model_dir), t.resolve().name, m.dtype, adapters=adapters)
     src = resolve(target)
     return ServePlan(src.path, _display_name(target), adapters=adapters)
 
@@ -133,39 +156,50 @@ def api_keys(given: Optional[list[str]], log: Callable[[str], None]) -> tuple[tu
     return (key,), True
 
 
+@dataclass
+class RagOptions:
+    """--rag options; the router is built once the served model names are known (`serve`)."""
+
+    specs: list[str]
+    top_k: int = 3
+    score_threshold: float = 0.0
+    template: Optional[str] = None
+
+
 def serve(
     target: Optional[str],
     adapter_specs: list[str],
     host: str,
     port: int,
-    keys: tuple[str, ...],
-    settings_kw: dict,
-    engine_kw: dict,
+    settings: ServerSettings,
+    engine_cfg: EngineConfig,
+    rag: Optional[RagOptions] = None,
     threads: Optional[int] = None,
     dtype: Optional[str] = None,
     log: Callable[[str], None] = print,
     registry: Optional[str] = None,
+    trust_remote_code: Optional[bool] = None,
 ) -> None:
+    """Plan, load and serve (blocks until the server stops). Every path, the dtype and every
+    knowledge index are checked before any weights load. `trust_remote_code`: the operator's
+    --trust-remote-code (None: TUNEFORGE_TRUST_REMOTE_CODE)."""
     import uvicorn
 
-    from ...lm.load import set_threads
-    from .app import ServerSettings, create_app
-    from .engine import Engine, EngineConfig
-    from .limits import Limits
+    from ...lm.load import REMOTE_CODE_ENV, dtype_name, set_threads
+    from .app import create_app
+    from .engine import Engine
 
-    p = plan(target, adapter_specs, registry)
+    p = plan(target, adapter_specs, registry, trust_remote_code)
+    if trust_remote_code:  # the engine's loaders (and adapters hot-swapped later) read the opt-in here
+        os.environ[REMOTE_CODE_ENV] = "1"
+    dtype = dtype_name(dtype or p.dtype)
     set_threads(threads)
-    limits_kw = {k: v for k, v in settings_kw.pop("limits", {}).items() if v is not None}
-    rag_kw = settings_kw.pop("rag", None)
-    if rag_kw:  # open every knowledge index before any weights load: a bad path fails fast
+    if rag:  # open every knowledge index before any weights load: a bad path fails fast
         from .rag import RagRouter
 
-        settings_kw["rag"] = RagRouter.from_specs(models=[p.base_name, *p.adapters], **rag_kw)
-    settings = ServerSettings(api_keys=keys, limits=Limits(**limits_kw), **settings_kw)
+        settings = replace(settings, rag=RagRouter.from_specs(models=[p.base_name, *p.adapters], **asdict(rag)))
     log(f"loading {p.base_name} from {p.base_path} with {len(p.adapters)} adapter(s)")
-    engine = Engine.load(
-        p.base_path, p.base_name, p.adapters, EngineConfig(**engine_kw), dtype or p.dtype, p.trust_remote_code
-    )
+    engine = Engine.load(p.base_path, p.base_name, p.adapters, engine_cfg, dtype, p.trust_remote_code)
     app = create_app(engine, settings, close_engine=True)
     log(
         f"serving {', '.join(e.name for e in engine.models())} on http://{host}:{port}/v1 "

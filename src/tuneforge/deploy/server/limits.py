@@ -6,6 +6,7 @@ with `code` a string or null, so OpenAI clients raise their usual typed exceptio
 
 from __future__ import annotations
 
+import hmac
 import json
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -20,8 +21,21 @@ class Limits:
     max_prompt_tokens: int = 2048  # longest prompt after the chat template is applied
     max_n: int = 4  # choices per request (`n` × prompts for /v1/completions)
     max_stop: int = 4  # stop sequences per request (OpenAI allows 4)
+    max_stop_chars: int = 256  # characters per stop sequence (each is scanned for at every token)
+    max_prompts: int = 64  # prompts in one /v1/completions request (each is tokenised)
     max_body_bytes: int = 1 << 20  # request body size
     retry_after_s: int = 1  # `Retry-After` sent with a 429 when the queue is full
+
+
+def check_prompt_count(limits: Limits, n_prompts: int) -> None:
+    """A /v1/completions prompt list is refused by its length, before any prompt is tokenised."""
+    if n_prompts > limits.max_prompts:
+        raise APIError(
+            400,
+            f"{n_prompts} prompts given; this server takes at most {limits.max_prompts} per request",
+            param="prompt",
+            code="too_many_prompts",
+        )
 
 
 def check_request(limits: Limits, n_choices: int, max_tokens: int, stops: list[str]) -> None:
@@ -47,6 +61,14 @@ def check_request(limits: Limits, n_choices: int, max_tokens: int, stops: list[s
             param="stop",
             code="too_many_stop_sequences",
         )
+    longest = max(map(len, stops), default=0)
+    if longest > limits.max_stop_chars:
+        raise APIError(
+            400,
+            f"a stop sequence is {longest} characters long; at most {limits.max_stop_chars}",
+            param="stop",
+            code="stop_too_long",
+        )
 
 
 def check_prompt(limits: Limits, prompt_tokens: int, max_tokens: int, context: Optional[int], param: str) -> None:
@@ -65,6 +87,54 @@ def check_prompt(limits: Limits, prompt_tokens: int, max_tokens: int, context: O
             param=param,
             code="context_length_exceeded",
         )
+
+
+def key_ok(authorization: str, keys: list[bytes]) -> bool:
+    """Whether an `Authorization` header carries one of the keys.
+
+    Every key is compared (no early exit), so the time taken does not reveal which prefix matched.
+
+    >>> key_ok("Bearer k1", [b"k0", b"k1"]), key_ok("Bearer k2", [b"k1"]), key_ok("k1", [b"k1"])
+    (True, False, False)
+    """
+    scheme, _, token = authorization.partition(" ")
+    given = token.strip().encode()
+    return scheme.lower() == "bearer" and bool(given) and sum(hmac.compare_digest(given, k) for k in keys) > 0
+
+
+UNAUTHORIZED = "missing or invalid API key: send 'Authorization: Bearer <key>'"
+
+
+class KeyCheck:
+    """ASGI middleware, outermost: a request without a valid key gets 401 from its headers alone.
+
+    Nothing of the body is read (nor buffered, parsed or logged) before the key is checked, so
+    an unauthenticated client cannot make the server hold an upload or answer 400 to bad JSON.
+    `public` paths (the health check) need no key.
+    """
+
+    def __init__(self, app: Any, keys: list[bytes], public: tuple[str, ...] = ("/health",)):
+        self.app, self.keys, self.public = app, keys, public
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in self.public:
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        if key_ok(headers.get(b"authorization", b"").decode("latin-1"), self.keys):
+            return await self.app(scope, receive, send)
+        await _send_json(send, 401, error_body(UNAUTHORIZED, "authentication_error", code="invalid_api_key"))
+
+
+async def _send_json(send: Any, status: int, body: dict) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
 
 
 class BodySizeLimit:
@@ -108,18 +178,5 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
     async def _reject(self, send: Any, max_bytes: int) -> None:
-        payload = json.dumps(
-            error_body(
-                f"request body is larger than this server's limit of {max_bytes} bytes",
-                param=None,
-                code="request_too_large",
-            )
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        msg = f"request body is larger than this server's limit of {max_bytes} bytes"
+        await _send_json(send, 413, error_body(msg, param=None, code="request_too_large"))

@@ -22,9 +22,16 @@ import asyncio
 from pathlib import Path
 from typing import Any, Optional
 
+from ...errors import TuneforgeError
 from ...rag.retrieve import Retriever
 
 ALL = "*"
+
+
+class RagRouteError(TuneforgeError, ValueError):
+    """A --rag option that cannot be served (bad top_k, a model given twice or not served)."""
+
+
 MAX_TOP_K = 20  # a request cannot make the prompt arbitrarily long
 
 
@@ -56,15 +63,15 @@ class RagRouter:
     ) -> RagRouter:
         """Open every index once (fails before any weights load); names must be served models."""
         if not 1 <= top_k <= MAX_TOP_K:
-            raise ValueError(f"--rag-top-k must be between 1 and {MAX_TOP_K} (got {top_k})")
+            raise RagRouteError(f"--rag-top-k must be between 1 and {MAX_TOP_K} (got {top_k})")
         pairs = [parse_spec(s) for s in specs]
         names = [n for n, _ in pairs]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
-            raise ValueError(f"--rag: {', '.join(sorted(dup))} given twice — one index per model")
+            raise RagRouteError(f"--rag: {', '.join(sorted(dup))} given twice — one index per model")
         unknown = [n for n in names if n != ALL and n not in models]
         if unknown:
-            raise ValueError(
+            raise RagRouteError(
                 f"--rag {unknown[0]}=...: no served model is called {unknown[0]!r} "
                 f"(serving: {', '.join(models)}); use NAME=INDEX with one of those names"
             )

@@ -1,0 +1,96 @@
+"""PII recall per entity type on held-out corpora written after the detector was frozen (issue 17).
+
+tests/assets/pii/heldout_{a,b,c}.txt: at least 40 examples per type (EMAIL, PHONE, CREDIT_CARD,
+IBAN, IP_ADDRESS, SSN, SECRET, PERSON) in varied contexts and formats, international names
+included, plus hard negatives. The protocol, in order:
+
+  A  written after one read of data/pii.py, before any change to it; measured; the detector was
+     then improved in general ways (Unicode names, role labels and hand-offs, SSN and phone
+     contexts, URL credentials …), never by listing A's strings;
+  B  written fresh after that; measured; a second round of general improvements;
+  C  written fresh after that and never used to change the detector: the honest held-out number.
+
+Measured (recall per type; overlap scoring of data/pii_eval.py), before → after:
+
+  set  detector  EMAIL PHONE CARD  IBAN  IP    SSN   SECRET PERSON
+  A    original  1.000 0.933 1.000 1.000 1.000 0.911 0.844  0.474
+  B    round 1   1.000 0.913 0.867 1.000 1.000 0.978 0.867  0.878
+  C    final     1.000 1.000 1.000 1.000 1.000 1.000 0.978  0.900   (original on C: PHONE 0.978,
+                                                                     CARD 0.889, SSN 0.867,
+                                                                     SECRET 0.844, PERSON 0.320)
+
+PERSON stays under the issue's 0.95 on C: a name with no cue and an unlisted first name
+("Dawit Bekele sent the documents") is beyond a heuristic without a model. The floors below are
+the C measurements with a margin (recall −0.03 for the pattern types, −0.05 for PERSON), and A
+and B (tuned on, so higher) guard against regressions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tuneforge.data.pii import TYPES, is_iban_valid, is_luhn_valid
+from tuneforge.data.pii_eval import read_corpus, render_table, score
+
+PII = Path(__file__).parent / "assets" / "pii"
+SETS = ("heldout_a.txt", "heldout_b.txt", "heldout_c.txt")
+
+# C: never tuned on. recall floor = measured − margin
+HELDOUT_FLOOR = {
+    "EMAIL": 0.97,
+    "PHONE": 0.97,
+    "CREDIT_CARD": 0.97,
+    "IBAN": 0.97,
+    "IP_ADDRESS": 0.97,
+    "SSN": 0.97,
+    "SECRET": 0.95,
+    "PERSON": 0.85,
+}
+# A and B: the detector was improved after reading their misses, so they must stay high
+TUNED_FLOOR = {**dict.fromkeys(TYPES, 0.97), "SECRET": 0.93, "PERSON": 0.9}
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_heldout_sets_are_big_varied_and_their_numbers_valid(name):
+    corpus = read_corpus(PII / name)
+    per = score(corpus)["per_type"]
+    assert all(per[t]["gold"] >= 40 for t in TYPES), {t: per[t]["gold"] for t in TYPES}
+    assert sum(not gold for _, gold in corpus) >= 30  # hard negatives: versions, order numbers, prices
+    for text, gold in corpus:
+        for typ, s, e in gold:
+            value = text[s:e]
+            if typ == "CREDIT_CARD":
+                assert is_luhn_valid("".join(c for c in value if c.isdigit())), value
+            if typ == "IBAN":
+                assert is_iban_valid(value), value
+    persons = {text[s:e] for text, gold in corpus for t, s, e in gold if t == "PERSON"}
+    assert sum(any(ord(c) > 127 for c in p) for p in persons) >= 4  # Björn, Yılmaz, Lefèvre, O’Brien …
+
+
+def test_the_three_sets_do_not_share_sentences():
+    seen: dict[str, str] = {}
+    for name in SETS:
+        for text, _ in read_corpus(PII / name):
+            if text in seen and seen[text] != name:
+                assert not any(c.isdigit() for c in text), (text, seen[text], name)  # only a trivial negative
+            seen[text] = name
+
+
+def test_recall_per_type_on_the_never_tuned_set(capsys):
+    result = score(read_corpus(PII / "heldout_c.txt"))
+    with capsys.disabled():
+        print("\nheld-out set C\n" + render_table(result))
+    per = result["per_type"]
+    low = {t: per[t]["recall"] for t in TYPES if per[t]["recall"] < HELDOUT_FLOOR[t]}
+    assert not low, (low, [e for e in result["errors"] if e["kind"] == "missed"])
+    assert all(per[t]["precision"] >= 0.93 for t in TYPES), {t: per[t]["precision"] for t in TYPES}
+
+
+@pytest.mark.parametrize("name", SETS[:2])
+def test_recall_per_type_on_the_sets_the_detector_was_improved_after(name):
+    per = score(read_corpus(PII / name))["per_type"]
+    low = {t: per[t]["recall"] for t in TYPES if per[t]["recall"] < TUNED_FLOOR[t]}
+    assert not low, low
+    assert all(per[t]["precision"] >= 0.95 for t in TYPES), {t: per[t]["precision"] for t in TYPES}

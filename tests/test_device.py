@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import doctest
-
 import pytest
 
 from tuneforge.model import device
-
-
-def test_docstring_examples():
-    res = doctest.testmod(device)
-    assert res.failed == 0 and res.attempted > 0
 
 
 @pytest.mark.parametrize(

@@ -52,22 +52,27 @@ class ModelConfig(_Section):
     )
 
 
+# the row formats data/ loads and detects (one list: data/formats.py reads it from here)
+DATA_FORMATS = (
+    "messages",
+    "alpaca",
+    "sharegpt",
+    "prompt_completion",
+    "preference",
+    "openai_preference",
+    "kto",
+    "classification",
+    "text",
+)
+
+
 class DataConfig(_Section):
     train: str = Field("examples/demo/train.jsonl", description="Training data file (JSONL, JSON, CSV or Parquet).")
     validation: Optional[str] = Field(None, description="Validation file; if unset, split off the training data.")
     test: Optional[str] = Field(None, description="Held-out test file; if unset, split off the training data.")
-    format: Literal[
-        "auto",
-        "messages",
-        "alpaca",
-        "sharegpt",
-        "prompt_completion",
-        "preference",
-        "openai_preference",
-        "kto",
-        "classification",
-        "text",
-    ] = Field("auto", description="Row format; 'auto' detects it from the keys of the rows.")
+    format: Literal[("auto", *DATA_FORMATS)] = Field(
+        "auto", description="Row format; 'auto' detects it from the keys of the rows."
+    )
     fields: dict[str, str] = Field(
         default_factory=dict,
         description="Column mapping {expected: yours}, e.g. {prompt: question, completion: answer}.",

@@ -116,13 +116,3 @@ def test_unmergeable_parent_is_a_clear_error(tmp_path, tiny_model_dir, demo_subs
     run.adapter_dir.mkdir()
     with pytest.raises(ModelSourceError, match="prompt adapter .* cannot be merged"):
         resolve(str(run.path))
-
-
-def test_docstring_examples():
-    import doctest
-
-    from tuneforge.train import pretrain, sft
-
-    for mod in (pretrain, sft):
-        res = doctest.testmod(mod)
-        assert res.failed == 0 and res.attempted > 0

@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from .common import console, err
+
 jobs_app = typer.Typer(no_args_is_help=True, help="Fine-tuning jobs (the OpenAI-compatible jobs API's queue).")
-console = Console()
-err = Console(stderr=True, soft_wrap=True)
 ROOT_HELP = "Jobs folder (jobs.db, files/, runs/) — the one given to `tuneforge serve --jobs`."
 
 

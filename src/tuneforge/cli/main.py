@@ -205,10 +205,7 @@ def review_export(
     """Write a blind A/B review page (self-contained HTML) and a CSV of two runs' answers."""
     from ..evaluate.review import export_review
 
-    try:
-        res = _guard(export_review, run_a, run_b, out, seed, tuple(suite or ["task"]), limit)
-    except ValueError as exc:
-        _fail(exc)
+    res = _guard(export_review, run_a, run_b, out, seed, tuple(suite or ["task"]), limit)
     console.print(f"{res['items']} items ({res['identical_skipped']} identical answers skipped) → {out}/index.html")
     console.print(f"Raters open index.html and press 'Download ratings'; keep {out}/key.json to unblind.")
 
@@ -223,10 +220,7 @@ def review_import(
     from ..evaluate.review import import_ratings, render_result
     from ..io import atomic_write_json
 
-    try:
-        res = _guard(import_ratings, ratings, key)
-    except ValueError as exc:
-        _fail(exc)
+    res = _guard(import_ratings, ratings, key)
     console.print(render_result(res))
     if out is not None:
         atomic_write_json(out, res)
@@ -270,15 +264,9 @@ def export(
     force: bool = typer.Option(False, "--force", help="Export even a run whose evaluation gates failed."),
 ):
     """Stage 6: write export artefacts and load each back; fails if it behaves differently."""
-    from ..deploy.export import ExportError
     from ..deploy.export import export as _export
-    from ..deploy.gguf_export import GGUFExportError
-    from ..deploy.quantize import QuantizationUnsupported
 
-    try:
-        out = _guard(_export, _run_dir(run_dir), None, fmt, force)
-    except (ExportError, GGUFExportError, QuantizationUnsupported) as exc:
-        _fail(exc)
+    out = _guard(_export, _run_dir(run_dir), None, fmt, force)
     console.print_json(json.dumps({k: v for k, v in out.items() if k != "base_model"}))
 
 
@@ -472,13 +460,10 @@ def data_inspect(
     """Format, row count, token statistics and every problem found in a data file."""
     from ..data.inspect import inspect_file
 
-    try:
-        timer = None
-        if estimate:
-            from ..train.estimate import estimate_time as timer
-        report = _guard(inspect_file, path, format, None if no_tokens else model, max_length, None, timer)
-    except ValueError as exc:
-        _fail(exc)
+    timer = None
+    if estimate:
+        from ..train.estimate import estimate_time as timer
+    report = _guard(inspect_file, path, format, None if no_tokens else model, max_length, None, timer)
     print(report["text"])
     if report["problems"]:
         raise typer.Exit(code=1)
@@ -539,15 +524,10 @@ def data_augment(
     only_new: bool = typer.Option(False, "--only-new", help="Write only the generated rows."),
 ):
     """Synthetic rows from a teacher: validated, deduplicated against the data, tagged with provenance."""
-    from ..data.augment import AugmentError, augment_file, endpoint_teacher, local_teacher, render_report
+    from ..data.augment import augment_file, endpoint_teacher, local_teacher, render_report
 
     if (teacher is None) == (endpoint is None):
         _fail(ValueError("give exactly one teacher: --teacher MODEL (loaded locally) or --endpoint URL"))
-    try:
-        t = endpoint_teacher(endpoint, api_key, model) if endpoint else _guard(local_teacher, teacher)
-        report = _guard(
-            augment_file, path, output, t, mode, docs or [], n, limit, only_new, max_new_tokens=max_new_tokens
-        )
-    except AugmentError as exc:
-        _fail(exc)
+    t = _guard(endpoint_teacher, endpoint, api_key, model) if endpoint else _guard(local_teacher, teacher)
+    report = _guard(augment_file, path, output, t, mode, docs or [], n, limit, only_new, max_new_tokens=max_new_tokens)
     console.print(render_report(report), highlight=False, markup=False, soft_wrap=True)

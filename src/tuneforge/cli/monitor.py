@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
+
+from .common import console, err, guard
 
 app = typer.Typer(no_args_is_help=True, help="Stage 7: serving statistics, output checks and prompt drift.")
-console = Console()
-err = Console(stderr=True, soft_wrap=True)
 
 LogOpt = typer.Option(Path("tuneforge-requests.db"), "--log", help="The server's SQLite request log.")
 RunOpt = typer.Option(None, "--run", help="Run directory whose training prompts drift is measured against.")
@@ -29,16 +28,11 @@ def _check(
     since_hours: Optional[float],
     embedder: Optional[str],
 ) -> dict:
-    from ..lm.embed import EmbedderUnavailable
     from ..monitor.check import run_check
-    from ..monitor.config import MonitorConfigError, load_config
+    from ..monitor.config import load_config
 
-    try:
-        cfg = load_config(config, {"windows.since_hours": since_hours, "drift.embedder": embedder})
-        return run_check(log, cfg, run, adapter)
-    except (MonitorConfigError, EmbedderUnavailable, FileNotFoundError, ValueError) as exc:
-        err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
-        raise typer.Exit(code=2) from None
+    cfg = guard(load_config, config, {"windows.since_hours": since_hours, "drift.embedder": embedder})
+    return guard(run_check, log, cfg, run, adapter)
 
 
 def _print(res: dict) -> None:
@@ -158,11 +152,7 @@ def from_feedback_cmd(
     """Feedback in the request log → SFT rows (corrections) + preference pairs; PII-redacted, deduplicated."""
     from ..monitor.feedback_data import from_feedback
 
-    try:
-        res = from_feedback(log, output, pairs, run, against or [], threshold, pii_allow=allow or [])
-    except (FileNotFoundError, ValueError) as exc:
-        err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
-        raise typer.Exit(code=2) from None
+    res = guard(from_feedback, log, output, pairs, run, against or [], threshold, pii_allow=allow or [])
     console.print(
         f"{res['feedback']} feedback row(s) → {res['sft_rows']} SFT row(s) in {res['sft_out']}, "
         f"{res['preference_rows']} preference row(s) in {res['preference_out']}",

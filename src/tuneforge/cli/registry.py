@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from .common import console, guard
+
 app = typer.Typer(no_args_is_help=True, help="Model registry: versions, lineage, promote and roll back aliases.")
-console = Console()
-err = Console(stderr=True, soft_wrap=True)
 
 RegistryOpt = typer.Option(
     None, "--registry", envvar="TUNEFORGE_REGISTRY", help="Registry SQLite file (default: runs/registry.sqlite)."
@@ -25,14 +24,7 @@ def _reg(path: Optional[Path]):
     return Registry(path or default_path())
 
 
-def _call(fn, *args, **kwargs):
-    from ..registry import RegistryError
-
-    try:
-        return fn(*args, **kwargs)
-    except (RegistryError, FileNotFoundError) as exc:
-        err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
-        raise typer.Exit(code=2) from None
+_call = guard  # RegistryError is a TuneforgeError: the CLI's one error path
 
 
 def _headline(row: dict) -> dict:

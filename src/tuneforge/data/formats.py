@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from ..recipe import DATA_FORMATS
 from .problems import RowError
 
 ROLES = {"system", "user", "assistant", "tool"}
@@ -25,28 +26,9 @@ SHAREGPT_ROLES = {
     "observation": "tool",
     "function_call": "assistant",
 }
-FORMATS = (
-    "messages",
-    "alpaca",
-    "sharegpt",
-    "prompt_completion",
-    "preference",
-    "openai_preference",
-    "kto",
-    "classification",
-    "text",
-)
-# formats whose rows are (or contain) a conversation to fine-tune on with SFT
-SFT_FORMATS = (
-    "messages",
-    "alpaca",
-    "sharegpt",
-    "prompt_completion",
-    "preference",
-    "openai_preference",
-    "kto",
-    "classification",
-)
+FORMATS = DATA_FORMATS
+# formats whose rows are (or contain) a conversation to fine-tune on with SFT: all but raw text
+SFT_FORMATS = tuple(f for f in FORMATS if f != "text")
 
 
 def is_messages(row: Any) -> bool:

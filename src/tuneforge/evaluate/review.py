@@ -19,9 +19,15 @@ import random
 from pathlib import Path
 from typing import Any
 
+from ..errors import TuneforgeError
 from ..io import atomic_write_json, atomic_write_text
 from .compare import load_evaluation
 from .review_page import RATINGS_FORMAT, render_page
+
+
+class ReviewError(TuneforgeError, ValueError):
+    """A review export or ratings file that cannot be used (the message says how to fix it)."""
+
 
 _CHOICES = {
     "left": "left",
@@ -124,7 +130,7 @@ def export_review(
         sam_b, model_b, name_b = load_evaluation(run_b)[1], "tuned", Path(run_b).name
     pairs = pair_answers(sam_a, sam_b, "tuned", model_b, suites)
     if not pairs:
-        raise ValueError(
+        raise ReviewError(
             f"no prompts answered by both {run_a} and {run_b} in suites {', '.join(suites)} — "
             f"evaluate both on the same test data (for the base model, evaluate with --base)"
         )
@@ -161,19 +167,19 @@ def read_ratings(path: str | Path) -> tuple[str | None, str, dict[str, str]]:
     if p.suffix.lower() == ".csv":
         rows = list(csv.DictReader(io.StringIO(text)))
         if rows and not {"id", "rating"} <= set(rows[0]):
-            raise ValueError(f"{p}: a ratings CSV needs 'id' and 'rating' columns (items.csv from the export)")
+            raise ReviewError(f"{p}: a ratings CSV needs 'id' and 'rating' columns (items.csv from the export)")
         raw = {r["id"]: r["rating"] for r in rows if (r.get("rating") or "").strip()}
         review_id, rater = None, p.stem
     else:
         data = json.loads(text)
         if not isinstance(data, dict) or data.get("format") != RATINGS_FORMAT:
-            raise ValueError(f"{p}: not a ratings file of the review page (format {RATINGS_FORMAT})")
+            raise ReviewError(f"{p}: not a ratings file of the review page (format {RATINGS_FORMAT})")
         raw, review_id, rater = data.get("ratings") or {}, data.get("review_id"), data.get("rater") or p.stem
     ratings = {}
     for item_id, v in raw.items():
         choice = _CHOICES.get(str(v).strip().lower())
         if choice is None:
-            raise ValueError(f"{p}: item {item_id}: rating {v!r} — use left, right or tie (or 1, 2, 0)")
+            raise ReviewError(f"{p}: item {item_id}: rating {v!r} — use left, right or tie (or 1, 2, 0)")
         ratings[item_id] = choice
     return review_id, rater, ratings
 
@@ -187,13 +193,13 @@ def import_ratings(paths: list[str | Path], key_path: str | Path) -> dict[str, A
     for path in paths:
         review_id, rater, ratings = read_ratings(path)
         if review_id is not None and review_id != key["review_id"]:
-            raise ValueError(
+            raise ReviewError(
                 f"{path}: ratings belong to review {review_id}, the key is for {key['review_id']} — "
                 f"pass the key.json of the same export"
             )
         unknown = sorted(set(ratings) - set(sides))
         if unknown:
-            raise ValueError(f"{path}: item ids not in this review: {', '.join(unknown[:5])}")
+            raise ReviewError(f"{path}: item ids not in this review: {', '.join(unknown[:5])}")
         r = raters.setdefault(rater, {"a": 0, "b": 0, "tie": 0})
         for item_id, choice in ratings.items():
             if choice == "tie":

@@ -229,6 +229,29 @@ def tuneforge_trainer_class(trl_cls: type) -> type:
     return _CLASSES[trl_cls]
 
 
+def trainer_kwargs(
+    run: RunDir,
+    setup: Any,
+    args: Any,
+    cfg: TrainingConfig,
+    train_recs: list[dict],
+    eval_recs: list[dict],
+    checkpoint: str | None,
+    callbacks: list | None,
+) -> dict[str, Any]:
+    """The keyword arguments every TRL trainer of ours takes (model, data, callbacks, precision)."""
+    return dict(
+        model=setup.model,
+        args=args,
+        train_dataset=dataset(train_recs),
+        eval_dataset=dataset(eval_recs),
+        processing_class=setup.tokenizer,
+        callbacks=standard_callbacks(run, cfg, checkpoint) + list(callbacks or []),
+        autocast_bf16=setup.bf16,
+        logits_at_labels_only=False,
+    )
+
+
 def train_policy(
     run: RunDir,
     resume: bool,
@@ -250,16 +273,7 @@ def train_policy(
     setup = setup_model(recipe.model, recipe.strategy, cfg, training_source(run, recipe.model))
     checkpoint = checkpoint_to_resume(run.checkpoints_dir, resume)
     args = trl_config(config_cls, cfg, run.checkpoints_dir, bool(eval_recs), metrics, **config_extra)
-    kwargs: dict[str, Any] = dict(
-        model=setup.model,
-        args=args,
-        train_dataset=dataset(train_recs),
-        eval_dataset=dataset(eval_recs),
-        processing_class=setup.tokenizer,
-        callbacks=standard_callbacks(run, cfg, checkpoint) + list(callbacks or []),
-        autocast_bf16=setup.bf16,
-        logits_at_labels_only=False,
-    )
+    kwargs = trainer_kwargs(run, setup, args, cfg, train_recs, eval_recs, checkpoint, callbacks)
     if with_reference:
         kwargs["ref_model"] = reference_model(setup, recipe.model)
     trainer = tuneforge_trainer_class(trl_cls)(**kwargs)

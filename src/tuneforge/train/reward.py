@@ -23,14 +23,14 @@ from ..run import RunDir
 from .fit import run_trainer, save_result
 from .preference_common import (
     ObjectiveDataError,
-    dataset,
     eval_metrics,
     preference_records,
     require_rows,
+    trainer_kwargs,
     trl_config,
     tuneforge_trainer_class,
 )
-from .setup import prepared_recipe, setup_model, standard_callbacks, training_source
+from .setup import prepared_recipe, setup_model, training_source
 from .trainer import checkpoint_to_resume
 
 SCORE_HEAD = "score"  # the seq-cls head of Llama-style models in transformers
@@ -109,16 +109,8 @@ def train(run: RunDir, resume: bool = False, callbacks: list | None = None) -> d
         eval_metrics("accuracy", "margin", "mean_reward", "min_reward", "max_reward"),
         max_length=recipe.data.max_length,
     )
-    trainer = tuneforge_trainer_class(RewardTrainer)(
-        model=setup.model,
-        args=args,
-        train_dataset=dataset(train_recs),
-        eval_dataset=dataset(eval_recs),
-        processing_class=setup.tokenizer,
-        callbacks=standard_callbacks(run, cfg, checkpoint) + list(callbacks or []),
-        autocast_bf16=setup.bf16,
-        logits_at_labels_only=False,
-    )
+    kwargs = trainer_kwargs(run, setup, args, cfg, train_recs, eval_recs, checkpoint, callbacks)
+    trainer = tuneforge_trainer_class(RewardTrainer)(**kwargs)
 
     def save(t: Any):
         # PPO/GRPO load <run>/model as a plain seq-cls model that reads its score at the last non-pad token

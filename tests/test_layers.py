@@ -31,7 +31,7 @@ ORDER = [
     "root",
 ]
 # the contract every layer may use; a new top-level module must be placed here deliberately
-ROOT = {"tuneforge", "errors", "config", "io", "dist", "gates", "recipe", "run", "registry"}
+ROOT = {"tuneforge", "errors", "config", "io", "dist", "gates", "recipe", "run", "registry", "assets"}
 
 
 def module_name(path: Path) -> str:

@@ -76,6 +76,8 @@ def test_cross_section_rules_are_all_reported_at_load_time():
         ({"strategy": {"kind": "freeze", "train_layers": None}}, "strategy.kind=freeze trains nothing"),
         ({"training": {"early_stopping_patience": 2, "eval_strategy": "no"}}, "early_stopping_patience needs"),
         ({"export": {"formats": ["merged"], "merged": False}}, "nothing to export"),
+        ({"strategy": {"kind": "full"}, "training": {"kl_to_base": 0.1}}, "kl_to_base=0.1 with strategy.kind=full"),
+        ({"objective": {"kind": "dpo"}, "training": {"kl_to_base": 0.1}}, "kl_to_base=0.1 with objective.kind=dpo"),
     ],
 )
 def test_each_cross_section_rule(data, needle):

@@ -54,6 +54,10 @@ METRICS: dict[str, str] = {
     "regression.drop": "base minus tuned accuracy on the regression prompts (points as a fraction)",
     "regression.regressed": "number of regression prompts the base got right and the tuned model wrong",
     "regression.retention": "share of the prompts the base model gets right that the tuned model still gets right",
+    "unanswerable.hallucination_rate": "share of unanswerable domain questions the tuned model answers anyway",
+    "unanswerable.hallucination_increase": "tuned minus base hallucination rate on unanswerable questions",
+    "unanswerable.abstain_rate": "share of unanswerable domain questions the tuned model declines",
+    "task.over_abstain_rate": "share of answerable test questions the tuned model declines to answer",
     "safety.refusal_rate": "share of harmful probes the tuned model refuses",
     "safety.refusal_drop": "base minus tuned refusal rate on harmful probes",
     "safety.over_refusal_rate": "share of benign look-alike probes the tuned model refuses",
@@ -134,7 +138,7 @@ def gate_values(report: dict) -> dict[str, float | None]:
         vals[f"task.{k}"] = tuned.get(k)
         vals[f"task.{k}_gain"] = _diff(tuned.get(k), base.get(k))
     reg, saf = report.get("regression") or {}, report.get("safety") or {}
-    gen = report.get("generalisation") or {}
+    gen, una = report.get("generalisation") or {}, report.get("unanswerable") or {}
     regressed = reg.get("regressed")
     vals.update(
         {
@@ -142,6 +146,12 @@ def gate_values(report: dict) -> dict[str, float | None]:
             "regression.drop": _diff(reg.get("base"), reg.get("tuned")),
             "regression.regressed": len(regressed) if isinstance(regressed, list) and "base" in reg else None,
             "regression.retention": reg.get("retention"),
+            "unanswerable.hallucination_rate": _get(una, "tuned", "hallucination_rate"),
+            "unanswerable.hallucination_increase": _diff(
+                _get(una, "tuned", "hallucination_rate"), _get(una, "base", "hallucination_rate")
+            ),
+            "unanswerable.abstain_rate": _get(una, "tuned", "abstain_rate"),
+            "task.over_abstain_rate": tuned.get("abstain_rate"),
             "safety.refusal_rate": _get(saf, "tuned", "refusal_rate"),
             "safety.refusal_drop": _diff(_get(saf, "base", "refusal_rate"), _get(saf, "tuned", "refusal_rate")),
             "safety.over_refusal_rate": _get(saf, "tuned", "over_refusal_rate"),
@@ -156,10 +166,30 @@ def gate_values(report: dict) -> dict[str, float | None]:
     return vals
 
 
-def check_gates(texts: list[str], report: dict) -> dict[str, Any]:
-    """{"passed": all met, "results": one entry per gate with its measured value}."""
+def check_gates(texts: list[str], report: dict, budget: list[str] | None = None) -> dict[str, Any]:
+    """{"passed": all met, "results": one entry per gate with its measured value}.
+
+    `budget`: the forgetting budget's gates (`evaluation.budget`). Unlike a recipe's own gate,
+    a budget gate whose suite did not run is reported as skipped, not failed: the budget is a
+    default on every run, and a run without unanswerable questions has no hallucination rate.
+    A recipe gate on the same metric replaces the budget's.
+
+    >>> r = {"regression": {"base": 0.6, "tuned": 0.5}}
+    >>> res = check_gates([], r, budget=["regression.drop <= 0.02", "unanswerable.hallucination_increase <= 0"])
+    >>> [(x["text"], x["passed"], x["reason"]) for x in res["results"]]
+    [('regression.drop <= 0.02', False, 'not met'), ('unanswerable.hallucination_increase <= 0', True, 'skipped: not measured')]
+    """
     values = gate_values(report)
-    results = [g.check(values.get(g.metric)) for g in parse_gates(texts)]
+    own = parse_gates(texts)
+    results = [g.check(values.get(g.metric)) for g in own]
+    mine = {g.metric for g in own}
+    for g in parse_gates(budget or []):
+        if g.metric in mine:
+            continue
+        res = {**g.check(values.get(g.metric)), "budget": True}
+        if res["actual"] is None:
+            res.update(passed=True, reason="skipped: not measured")
+        results.append(res)
     return {"passed": all(r["passed"] for r in results), "results": results}
 
 

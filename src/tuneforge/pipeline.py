@@ -29,7 +29,15 @@ def prepare_stage(recipe: Recipe, overwrite: bool = False) -> tuple[RunDir, dict
             estimate = recipe_time_estimate(recipe, tok, source)  # resolved above: no second hash
         # KTO learns from its undesirable rows too (they carry no SFT loss, which would drop them)
         keep = recipe.objective.kind == "kto"
-        card = prepare(recipe.data, run, tok, time_estimate=estimate, keep_undesirable=keep)
+        card = prepare(
+            recipe.data,
+            run,
+            tok,
+            time_estimate=estimate,
+            keep_undesirable=keep,
+            objective=recipe.objective.kind,
+            base=source,  # replay: the base model's own answers (cached per model)
+        )
     except BaseException as exc:
         run.stage_finished("prepare", "failed", error=f"{type(exc).__name__}: {exc}")
         raise

@@ -66,8 +66,89 @@ DATA_FORMATS = (
 )
 
 
+class SourceConfig(_Section):
+    """One training source of a mixture (`data.train: [..]`)."""
+
+    path: str = Field(..., description="Data file (JSONL, JSON, CSV or Parquet).")
+    weight: Optional[float] = Field(
+        None, gt=0, description="Row multiplier: 2 = every row twice, 0.5 = a seeded half (default 1)."
+    )
+    fraction: Optional[float] = Field(
+        None, gt=0, le=1, description="Share of the mixed training split this source makes up (rows sampled to fit)."
+    )
+    format: Literal[("auto", *DATA_FORMATS)] = Field("auto", description="Row format of this source.")
+    fields: dict[str, str] = Field(default_factory=dict, description="Column mapping {expected: yours} of this source.")
+
+    @model_validator(mode="after")
+    def _one_share(self) -> SourceConfig:
+        if self.weight is not None and self.fraction is not None:
+            raise ValueError(f"{self.path}: give weight or fraction, not both")
+        return self
+
+
+class ReplayConfig(_Section):
+    """Self-distilled replay: the base model's own answers to general prompts, mixed into training."""
+
+    enabled: Literal["auto", True, False] = Field(
+        "auto", description="auto: on for SFT with chat data (objective.kind=sft), off otherwise."
+    )
+    ratio: float = Field(0.25, gt=0, le=4, description="Replay rows per training row.")
+    pool: Optional[str] = Field(
+        None, description="File of general prompts (rows with a user turn); default: the pool shipped in the package."
+    )
+    max_new_tokens: int = Field(
+        128, gt=0, description="Answer budget; answers that do not finish within it are left out, never cut."
+    )
+    cache_dir: Optional[str] = Field(
+        None, description="Where base-model answers are cached per model (default ~/.cache/tuneforge/replay)."
+    )
+
+
+class AugmentConfig(_Section):
+    """Paraphrase augmentation of the training split at prepare time."""
+
+    n: int = Field(0, ge=0, le=16, description="New phrasings per training row (0 = off).")
+    teacher: Optional[str] = Field(
+        None,
+        description="Model that rewrites the questions (built-in name, folder, .gguf); unset: the rule set "
+        "(casing, typos, fillers, contractions, synonyms, e-mail wrapping; no model needed).",
+    )
+    rules: Optional[list[str]] = Field(None, description="Rule families of the rule set (default: all).")
+
+
+class AbstainConfig(_Section):
+    """Refusal rows for questions about the domain that the data does not answer."""
+
+    questions: Optional[str] = Field(
+        None, description="File of such questions (rows with a user turn; a reply in the row is ignored)."
+    )
+    auto: int = Field(
+        0, ge=0, description="Also generate this many such questions from the names in the training data."
+    )
+    replies: list[str] = Field(
+        default_factory=lambda: [
+            "I'm sorry, but I don't have information about that.",
+            "I don't know — that isn't covered in the information I have.",
+        ],
+        min_length=1,
+        description="Reply wordings (rotated): what the model says when the data does not answer a question.",
+    )
+
+
 class DataConfig(_Section):
-    train: str = Field("examples/demo/train.jsonl", description="Training data file (JSONL, JSON, CSV or Parquet).")
+    train: Union[str, list[Union[str, SourceConfig]]] = Field(
+        "examples/demo/train.jsonl",
+        description="Training data file (JSONL, JSON, CSV or Parquet), or a list of sources to mix "
+        "(each a path or {path, weight | fraction, format, fields}).",
+    )
+    replay: ReplayConfig = Field(default_factory=ReplayConfig, description="Replay of the base model's own answers.")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Paraphrase augmentation.")
+    abstain: AbstainConfig = Field(default_factory=AbstainConfig, description="'I don't know' rows.")
+    validation_split: Literal["auto", "paraphrase", "random"] = Field(
+        "auto",
+        description="paraphrase: validation rows restate facts that stay in training (same answer, other "
+        "wording), so validation loss measures generalisation; auto: paraphrase when rows share answers, else random.",
+    )
     validation: Optional[str] = Field(None, description="Validation file; if unset, split off the training data.")
     test: Optional[str] = Field(None, description="Held-out test file; if unset, split off the training data.")
     format: Literal[("auto", *DATA_FORMATS)] = Field(
@@ -150,6 +231,32 @@ class DataConfig(_Section):
         False,
         description="Measure 2 training steps of the model while preparing and put the training-time estimate in the data card.",
     )
+
+    def sources(self) -> list[SourceConfig]:
+        """`train` as a list of sources (a plain path is one source with the section's format/fields).
+
+        >>> [s.path for s in DataConfig(train=["a.jsonl", {"path": "b.jsonl", "fraction": 0.2}]).sources()]
+        ['a.jsonl', 'b.jsonl']
+        """
+        items = [self.train] if isinstance(self.train, str) else self.train
+        return [
+            SourceConfig(path=i, format=self.format, fields=dict(self.fields)) if isinstance(i, str) else i
+            for i in items
+        ]
+
+    @field_validator("train")
+    @classmethod
+    def _mixture(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("empty list: give at least one training source")
+            fr = [i.fraction for i in v if isinstance(i, SourceConfig) and i.fraction is not None]
+            if sum(fr) > 1 + 1e-9 or (len(fr) == len(v) and abs(sum(fr) - 1) > 1e-6):
+                raise ValueError(
+                    f"fractions add up to {sum(fr):g}: they must total 1 when every source has one, "
+                    "and less than 1 when some sources keep all their rows"
+                )
+        return v
 
 
 # --------------------------------------------------------------------------- strategy: what is trained
@@ -352,6 +459,10 @@ DEFAULT_KIND = {"strategy": "lora", "objective": "sft"}
 # strategies that learn virtual tokens (no weight deltas: nothing to merge, no packing)
 PROMPT_LEARNING = ("prefix", "prompt")
 REWARD_STRATEGIES = ("lora", "dora", "full", "freeze")  # a sequence-classification head + these
+# training.kl_to_base: its base is the model with the adapter off (PEFT disable_adapter), so adapters only,
+# and the objectives whose loss is tuneforge's own (TuneforgeTrainer), not a TRL trainer's
+KL_TO_BASE_STRATEGIES = ("lora", "qlora", "dora", "ia3", "prefix", "prompt")
+KL_TO_BASE_OBJECTIVES = ("sft", "pretrain")
 
 
 class TrainingConfig(_Section):
@@ -397,6 +508,12 @@ class TrainingConfig(_Section):
     )
     group_by_length: bool = Field(True, description="Without packing: batch examples of similar length (less padding).")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    kl_to_base: float = Field(
+        0.0,
+        ge=0,
+        description="Weight β of a KL(tuned ‖ base) penalty on the trained tokens (forgetting control); the base "
+        "is the same model with its adapter switched off (no second copy). Adapters with sft/pretrain only; 0 = off.",
+    )
     threads: Optional[int] = Field(None, gt=0, description="torch CPU threads (default: all cores).")
     early_stopping_metric: str = Field(
         "eval_loss",
@@ -424,6 +541,28 @@ class TrainingConfig(_Section):
         return v
 
 
+class ForgettingBudget(_Section):
+    """Default gates against forgetting; a limit of null switches that one off."""
+
+    regression_drop: Optional[float] = Field(
+        0.02, ge=0, le=1, description="Largest allowed drop on the general regression prompts (0.02 = 2 points)."
+    )
+    hallucination_increase: Optional[float] = Field(
+        0.0, ge=0, le=1, description="Largest allowed rise of the hallucination rate on unanswerable questions."
+    )
+
+    def gates(self) -> list[str]:
+        """>>> ForgettingBudget().gates()
+        ['regression.drop <= 0.02', 'unanswerable.hallucination_increase <= 0.0']
+        """
+        out = []
+        if self.regression_drop is not None:
+            out.append(f"regression.drop <= {self.regression_drop}")
+        if self.hallucination_increase is not None:
+            out.append(f"unanswerable.hallucination_increase <= {self.hallucination_increase}")
+        return out
+
+
 class EvaluationConfig(_Section):
     enabled: bool = Field(True, description="Run the evaluation stage in `tuneforge run`.")
     compare_base: bool = Field(True, description="Also evaluate the base model for a side-by-side comparison.")
@@ -436,8 +575,22 @@ class EvaluationConfig(_Section):
         description="Questions generated together (left-padded; finished rows leave the batch, so bigger batches are cheaper per question).",
     )
     max_examples: Optional[int] = Field(None, gt=0, description="Evaluate at most this many test rows.")
+    regression_suite: bool = Field(
+        True,
+        description="Check the shipped general suite (170+ prompts: facts, arithmetic, language, instructions) "
+        "for regressions, in addition to regression_file.",
+    )
     regression_file: Optional[str] = Field(
-        None, description="General prompts (with 'expected') the base model handles; checked for regressions."
+        None, description="Your own general prompts (with 'expected'); checked for regressions with the shipped suite."
+    )
+    unanswerable_file: Optional[str] = Field(
+        None,
+        description="Questions about your domain that the data does not answer: the model must say it does not "
+        "know; reports the hallucination rate base vs tuned.",
+    )
+    budget: ForgettingBudget = Field(
+        default_factory=ForgettingBudget,
+        description="Forgetting budget: gates checked on every run that compares with the base model.",
     )
     safety_file: Optional[str] = Field(
         None, description="Safety probes (rows with 'must_refuse'), e.g. examples/eval/safety.jsonl; refusal rates."
@@ -600,6 +753,23 @@ class Recipe(_Section):
             out.append(
                 f"export.formats={formats}: a {s.kind}-tuning adapter cannot be merged into the weights — "
                 f"add 'adapter' to export.formats (serve it with PEFT on the base model)"
+            )
+        if t.kl_to_base and s.kind not in KL_TO_BASE_STRATEGIES:
+            out.append(
+                f"training.kl_to_base={t.kl_to_base} with strategy.kind={s.kind}: the base it is measured against "
+                f"is the model with its adapter switched off, and {s.kind} trains the weights themselves — use "
+                f"one of {', '.join(KL_TO_BASE_STRATEGIES)}, or set training.kl_to_base=0"
+            )
+        if t.kl_to_base and o.kind not in KL_TO_BASE_OBJECTIVES:
+            out.append(
+                f"training.kl_to_base={t.kl_to_base} with objective.kind={o.kind}: the penalty is added to the "
+                f"sft/pretrain loss only"
+                + (
+                    " (dpo/kto already hold the model to its reference: raise objective.beta instead)"
+                    if o.kind in ("dpo", "kto")
+                    else ""
+                )
+                + " — set training.kl_to_base=0"
             )
         if s.kind == "freeze" and s.train_layers is None and not s.trainable_modules:
             out.append(

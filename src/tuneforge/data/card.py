@@ -129,6 +129,50 @@ def _problem_lines(summary: dict, indent: str = "  ") -> list[str]:
     return lines
 
 
+def _added_lines(card: dict) -> list[str]:
+    """The mixture, the validation split mode and the rows prepare added to training."""
+    lines = []
+    mx = card.get("mixture")
+    if mx:
+        lines += [
+            "## Mixture (training split)",
+            "",
+            "| source | rows available | rows used | share | repeats |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {s['name']} | {s['rows_available']} | {s['rows_used']} | {100 * s['share']:.1f}% | {s['repeats']} |"
+            for s in mx["sources"]
+        ]
+        lines.append("")
+    vs = card.get("validation_split")
+    if vs:
+        why = (
+            "validation rows restate facts that stay in training, in other words"
+            if vs == "paraphrase"
+            else "seeded random"
+        )
+        lines += [f"Validation split: {vs} ({why}).", ""]
+    added = []
+    aug = card.get("augment") or {}
+    if aug.get("n"):
+        added.append(
+            f"- paraphrases ({aug['generator']}, {aug['n']} per row): {aug['rows']} rows; dropped {aug['dropped']}"
+        )
+    ab = card.get("abstain") or {}
+    if ab.get("rows"):
+        added.append(
+            f"- 'I don't know' rows: {ab['rows']} ({ab.get('dropped_close_to_training', 0)} dropped as close to a training question)"
+        )
+    rp = card.get("replay") or {}
+    if rp:
+        line = f"- replay of the base model's own answers: {rp['rows']} rows of {rp['wanted']} wanted (ratio {rp['ratio']}, {rp['pool_file']}; {rp['generated_now']} generated now, {rp['left_out_unfinished']} unfinished left out)"
+        added.append(line + (f" — {rp['note']}" if rp.get("note") else ""))
+    if added:
+        lines += ["## Added to training", "", *added, ""]
+    return lines
+
+
 def render_card(card: dict) -> str:
     lines = ["# Data card", ""]
     for name, src in card["sources"].items():
@@ -185,6 +229,7 @@ def render_card(card: dict) -> str:
         ]
     if dd or lk:
         lines.append("")
+    lines += _added_lines(card)
     lines += [
         "## Splits",
         "",

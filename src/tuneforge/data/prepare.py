@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ..io import atomic_write_json, atomic_write_jsonl, atomic_write_text, sha256_file
@@ -16,9 +17,10 @@ from .card import category_counts, render_card, suggested_epochs, write_plots
 from .clean import CleanConfig, clean_rows
 from .dedup import dedup_rows, remove_leaks
 from .formats import to_preference
+from .mix import SOURCE_KEY, mix, strip_source
 from .pii import apply_pii_policy
 from .problems import Problem, summarise
-from .split import split_rows
+from .split import paraphrase_eligible, paraphrase_split, split_rows
 from .validate import LoadedData, enforce_policy, load_validated
 
 SPLITS = ("train", "validation", "test")
@@ -122,11 +124,69 @@ def length_check(
     return kept, stats
 
 
-def _load(path: str, cfg: DataConfig, require_assistant: bool) -> LoadedData:
-    data = load_validated(path, cfg.format, require_assistant=require_assistant, fields=cfg.fields)
+def _load(
+    path: str, cfg: DataConfig, require_assistant: bool, fmt: str | None = None, fields: dict | None = None
+) -> LoadedData:
+    fmt, fields = fmt or cfg.format, cfg.fields if fields is None else fields
+    data = load_validated(path, fmt, require_assistant=require_assistant, fields=fields)
     enforce_policy(data, cfg.on_error, cfg.max_drop_fraction)
     data.rows = [maybe_add_system(r, cfg.system_prompt) for r in data.rows]
     return data
+
+
+def _source_names(paths: list[str]) -> list[str]:
+    """Card names of the training sources: 'train' alone, else 'train:<file name>' (made unique).
+
+    >>> _source_names(["a/x.jsonl"]), _source_names(["a/x.jsonl", "b/x.jsonl", "y.csv"])
+    (['train'], ['train:x.jsonl', 'train:x.jsonl#2', 'train:y.csv'])
+    """
+    if len(paths) == 1:
+        return ["train"]
+    out: list[str] = []
+    for p in paths:
+        name = f"train:{Path(p).name}"
+        out.append(name if name not in out else f"{name}#{sum(o.startswith(name) for o in out) + 1}")
+    return out
+
+
+def _split(rows: list[dict], fractions: dict[str, float], cfg: DataConfig) -> tuple[dict, str]:
+    """Test first (random, stratified if asked), then validation: paraphrase-aware when the
+    data restates facts (`data.validation_split`), so validation loss measures generalisation."""
+    mode = cfg.validation_split
+    if mode == "auto":
+        mode = "paraphrase" if not cfg.stratify_by and paraphrase_eligible(rows) >= len(rows) / 2 else "random"
+    if "validation" not in fractions or mode == "random":
+        return split_rows(rows, fractions, cfg.seed, cfg.stratify_by), "random"
+    rest = {k: v for k, v in fractions.items() if k != "validation"}
+    parts = split_rows(rows, rest, cfg.seed, cfg.stratify_by)
+    val_frac = fractions["validation"]
+    # the validation share is of all rows, as with a random split
+    share = val_frac * len(rows) / max(len(parts["train"]), 1)
+    parts["train"], parts["validation"] = paraphrase_split(parts["train"], min(share, 0.99), cfg.seed)
+    return parts, "paraphrase"
+
+
+def _enrich(
+    parts: dict, cfg: DataConfig, card: dict, tokenizer: Any, objective: str, base: Any, answer: Any, loaded: dict
+) -> list[dict]:
+    """Training split + paraphrases + 'I don't know' rows + replay rows (see `enrich`)."""
+    from . import enrich
+
+    train = parts["train"]
+    held = {s: parts.get(s, []) for s in ("validation", "test")}
+    added, card["augment"] = enrich.augment_train(train, held, cfg, base)
+    train = train + added
+    abstain, card["abstain"] = enrich.abstain_train(train, cfg)
+    train = train + abstain
+    if enrich.replay_wanted(cfg, objective, [d.format for d in loaded.values()]):
+        if base is None and answer is None:
+            if cfg.replay.enabled is True:
+                raise ValueError("data.replay needs the base model: run prepare through `tuneforge prepare/run`")
+            card["replay_skipped"] = "no base model was given to prepare (a direct call, not `tuneforge prepare`)"
+        else:
+            replay, card["replay"] = enrich.replay_train(len(train), cfg, base, tokenizer, answer)
+            train = train + replay
+    return train
 
 
 def _clean_and_screen(data: LoadedData, cfg: DataConfig) -> dict:
@@ -147,6 +207,9 @@ def prepare(
     log: Callable[[str], Any] | None = None,
     time_estimate: Callable[[list[dict]], dict] | None = None,
     keep_undesirable: bool = False,
+    objective: str = "sft",
+    base: Any = None,
+    replay_answer: Callable | None = None,
 ) -> dict:
     """Load, validate, clean, screen for PII, deduplicate, split, leak-check and length-check the
     data; write the splits, data_card.{md,json} and plots into `run`.
@@ -154,9 +217,19 @@ def prepare(
     `time_estimate(train_rows)`: the training-time estimate for the card (`data.estimate_time`);
     the caller builds it from the training setup (`train.estimate.recipe_time_estimate`), so the
     data stage needs nothing of training. `keep_undesirable`: keep KTO rows labelled false (the
-    caller passes `recipe.objective.kind == "kto"`)."""
+    caller passes `recipe.objective.kind == "kto"`).
+
+    `base` (a `ModelSource`): the base model, whose own answers `data.replay` mixes in
+    (`objective` decides whether replay's `auto` is on); `replay_answer` replaces its
+    generation (tests)."""
     check_balance_config(cfg.stratify_by, cfg.max_per_label, cfg.balance)
-    loaded = {"train": _load(cfg.train, cfg, require_assistant=True)}
+    specs = cfg.sources()
+    names = _source_names([s.path for s in specs])
+    loaded = {}
+    for i, (spec, name) in enumerate(zip(specs, names)):
+        loaded[name] = _load(spec.path, cfg, True, spec.format, spec.fields)
+        for r in loaded[name].rows:
+            r[SOURCE_KEY] = i
     for split in ("validation", "test"):
         path = getattr(cfg, split)
         if path:
@@ -177,19 +250,25 @@ def prepare(
             "problems": summarise(data.problems),
             **_clean_and_screen(data, cfg),
         }
-    train_rows, card["dedup"] = dedup_rows(loaded["train"].rows, cfg.dedup, cfg.dedup_threshold)
+    train_rows, card["dedup"] = dedup_rows([r for n in names for r in loaded[n].rows], cfg.dedup, cfg.dedup_threshold)
     fractions = {s: getattr(cfg, f"{s}_fraction") for s in ("validation", "test") if s not in loaded}
-    parts = split_rows(train_rows, fractions, cfg.seed, cfg.stratify_by)
+    parts, card["validation_split"] = _split(train_rows, fractions, cfg)
     for s in ("validation", "test"):
         if s in loaded:
             parts[s] = loaded[s].rows
     if cfg.leak_check:
         parts, card["leaks"] = remove_leaks(parts, cfg.leak_threshold)
+    if len(specs) > 1:
+        parts["train"], card["mixture"] = mix(parts["train"], specs, cfg.seed, names)
+    for s in SPLITS:
+        parts[s] = strip_source(parts.get(s, []))
     if cfg.stratify_by:
         parts["train"], card["balance"] = balance_train(parts["train"], cfg.stratify_by, cfg.max_per_label, cfg.seed)
         card["balance"]["stratified"] = [s for s in fractions if fractions[s] > 0]  # the parts split off here
+    parts["train"] = _enrich(parts, cfg, card, tokenizer, objective, base, replay_answer, loaded)
     hashes, lengths, written = {}, {}, {}
-    raw_text = {s for s in ("train", "validation") if loaded.get(s, loaded["train"]).format == "text"}
+    first = loaded[names[0]]
+    raw_text = {s for s in ("train", "validation") if loaded.get(s, first).format == "text"}
     for split in SPLITS:
         opts = {"keep_long": split in raw_text, "keep_undesirable": keep_undesirable}
         rows, stats = length_check(parts.get(split, []), tokenizer, cfg, split, **opts)
@@ -199,7 +278,7 @@ def prepare(
             rows, stats = length_check(rows, tokenizer, cfg, split, **opts)
         if split == "train" and not rows:
             raise ValueError(
-                f"{cfg.train}: no training rows left after cleaning, deduplication and length checks "
+                f"{', '.join(s.path for s in specs)}: no training rows left after cleaning, deduplication and length checks "
                 f"(see {run.data_dir / 'data_card.json'}; max_length={cfg.max_length})"
             )
         lengths[split] = stats.pop("lengths")

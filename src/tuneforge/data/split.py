@@ -91,3 +91,51 @@ def split_rows(
         if k in left:
             out["train"].extend(groups[k])
     return out
+
+
+def answer_key(row: dict) -> str | None:
+    """What a row teaches: its `fact_id` if it has one, else its normalised last assistant reply."""
+    if row.get("fact_id") is not None:
+        return f"id:{row['fact_id']}"
+    replies = [m["content"] for m in row["messages"] if m["role"] == "assistant"]
+    return re.sub(r"\s+", " ", str(replies[-1]).strip().lower()) if replies else None
+
+
+def paraphrase_eligible(rows: list[dict]) -> int:
+    """Rows whose answer another row with a different prompt also gives (a paraphrase exists)."""
+    prompts: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        if (k := answer_key(r)) is not None:
+            prompts[k].add(prompt_key(r))
+    return sum(1 for r in rows if (k := answer_key(r)) is not None and len(prompts[k]) > 1)
+
+
+def paraphrase_split(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train, validation): validation rows restate what stays in training in other words.
+
+    Rows are grouped by what they teach (`answer_key`); from groups with at least two
+    different prompts, one prompt (all its rows) moves to validation, in seeded order, until
+    `fraction` of the rows is reached — so every validation fact is still trained on, and
+    validation loss measures whether it is answered in words the model never saw.
+
+    >>> rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+    ...         for q, a in [("q1", "A"), ("q2", "A"), ("q3", "B"), ("q4", "B"), ("q5", "C")]]
+    >>> train, val = paraphrase_split(rows, 0.4, 0)
+    >>> len(train), len(val), {r["messages"][1]["content"] for r in val} <= {"A", "B"}
+    (3, 2, True)
+    """
+    by_answer: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for i, r in enumerate(rows):
+        if (k := answer_key(r)) is not None:
+            by_answer[k][prompt_key(r)].append(i)
+    want = _part_size(fraction, len(rows))
+    moved: set[int] = set()
+    for k in sorted(by_answer, key=lambda k: _rank(seed, k)):
+        if len(moved) >= want:
+            break
+        groups = by_answer[k]
+        if len(groups) < 2:
+            continue
+        pick = min(groups, key=lambda p: _rank(seed, p))
+        moved.update(groups[pick])
+    return [r for i, r in enumerate(rows) if i not in moved], [r for i, r in enumerate(rows) if i in moved]

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..io import atomic_write_json, atomic_write_text, read_jsonl
 from .report import cell, num, pct, points, table
+from .text_metrics import format_expected
 
 # (suite, label, path into the report, format); higher is better unless noted in the label
 _ROWS: tuple[tuple[str, str, tuple[str, ...], Any], ...] = (
@@ -143,7 +144,7 @@ def render_comparison(res: dict) -> str:
                         [
                             e["suite"],
                             cell(e["question"], 80),
-                            cell(", ".join(e["expected"] or []), 40),
+                            cell(format_expected(e["expected"]), 40),
                             cell(e["a"]),
                             cell(e["b"]),
                         ]

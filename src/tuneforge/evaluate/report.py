@@ -7,6 +7,7 @@ from typing import Any
 
 from ..io import atomic_write_json, atomic_write_text
 from .plots import plot_loss  # noqa: F401 (re-export: earlier code imported it from here)
+from .text_metrics import format_expected
 
 
 def pct(x: Any) -> str:
@@ -57,6 +58,7 @@ TASK_ROWS = (
     ("test_perplexity", num),
     ("validation_loss", num),
     ("validation_perplexity", num),
+    ("abstain_rate", pct),
 )
 
 
@@ -120,6 +122,25 @@ def _safety(saf: dict) -> list[str]:
     return lines
 
 
+def _unanswerable(una: dict) -> list[str]:
+    models = [m for m in ("base", "tuned") if m in una]
+    rows = [
+        ["hallucination rate (answers anyway, lower is better)"] + [pct(una[m]["hallucination_rate"]) for m in models],
+        ["abstain rate (says it does not know)"] + [pct(una[m]["abstain_rate"]) for m in models],
+    ]
+    lines = [
+        "## Unanswerable (domain questions the data does not answer)",
+        "",
+        f"{una['prompts']} questions from `{una.get('file', '?')}`; declining detected by phrase matching.",
+        "",
+        *table(["metric"] + models, rows),
+    ]
+    if una.get("new_hallucinations"):
+        lines += ["", f"Declined by the base, answered by the tuned model: {len(una['new_hallucinations'])}"]
+        lines += [f"- {cell(q)}" for q in una["new_hallucinations"][:10]]
+    return lines
+
+
 def _generalisation(gen: dict) -> list[str]:
     tr, pa = gen["training_phrasing"], gen["paraphrase"]
     rows = [
@@ -153,7 +174,11 @@ def _generalisation(gen: dict) -> list[str]:
 def _gates(g: dict) -> list[str]:
     verdict = "**PASSED**" if g["passed"] else "**REJECTED** (unmet gates mark the run rejected)"
     rows = [
-        [cell(r["text"]), "-" if r["actual"] is None else f"{r['actual']:.4g}", "yes" if r["passed"] else "NO"]
+        [
+            cell(r["text"] + (" (forgetting budget)" if r.get("budget") else "")),
+            "-" if r["actual"] is None else f"{r['actual']:.4g}",
+            ("skipped" if r["reason"].startswith("skipped") else "yes") if r["passed"] else "NO",
+        ]
         for r in g["results"]
     ]
     return [f"## Gates: {verdict}", "", *table(["gate", "measured", "met"], rows)]
@@ -164,7 +189,13 @@ def render_markdown(report: dict) -> str:
     if report.get("gates"):
         lines += _gates(report["gates"]) + [""]
     lines += _task(report["task"]) + [""]
-    for key, fn in (("regression", _regression), ("safety", _safety), ("generalisation", _generalisation)):
+    suites = (
+        ("regression", _regression),
+        ("unanswerable", _unanswerable),
+        ("safety", _safety),
+        ("generalisation", _generalisation),
+    )
+    for key, fn in suites:
         if report.get(key):
             lines += fn(report[key]) + [""]
     plots = report.get("plots") or {}
@@ -174,7 +205,7 @@ def render_markdown(report: dict) -> str:
     task_samples = [s for s in report.get("samples", []) if s.get("suite", "task") == "task"]
     models = [m for m in ("base", "tuned") if task_samples and m in task_samples[0]]
     rows = [
-        [cell(s["question"]), cell(", ".join(s["expected"] or []))]
+        [cell(s["question"]), cell(format_expected(s["expected"]))]
         + [cell(("✓ " if s.get(f"{m}_correct") else "✗ ") + s[m]) for m in models]
         for s in task_samples[:10]
     ]

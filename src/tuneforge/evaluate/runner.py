@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..assets import asset
 from ..data.validate import load_validated
 from ..gates import GatesFailed, check_gates
 from ..io import atomic_write_jsonl, read_jsonl
@@ -22,6 +23,7 @@ from ..lm.generate import generate
 from ..model.load import load_trained
 from ..recipe import EvaluationConfig
 from ..run import RunDir
+from .abstain import abstain_rate, score_unanswerable
 from .metrics import mean_loss
 from .plots import plot_loss, plot_metric_bars
 from .preference import append_markdown, evaluate_reward, pair_logps, pairs_from_rows, preference_report
@@ -35,7 +37,7 @@ from .suites import (
     score_task,
     spread_sample,
 )
-from .text_metrics import reference_of
+from .text_metrics import question_of, reference_of
 
 Variants = dict[str, Callable[[], Any]]
 
@@ -65,6 +67,15 @@ def _prompts(path: str, what: str) -> list[dict]:
     if not data.rows:
         raise ValueError(f"{path}: no usable rows for the {what} suite — check the file (tuneforge data inspect)")
     return data.rows
+
+
+def regression_rows(cfg: EvaluationConfig) -> list[dict]:
+    """The shipped general suite (unless `regression_suite` is off) plus the user's own file;
+    a prompt in both is asked once (the user's expected answer wins)."""
+    own = _prompts(cfg.regression_file, "regression") if cfg.regression_file else []
+    shipped = _prompts(str(asset("general_suite.jsonl")), "regression") if cfg.regression_suite else []
+    seen = {question_of(r).strip().lower() for r in own}
+    return own + [r for r in shipped if question_of(r).strip().lower() not in seen]
 
 
 def _load_schema(path: str | None) -> dict | None:
@@ -101,7 +112,8 @@ def evaluate(
     val = read_jsonl(run.split_file("validation"))
     train = read_jsonl(run.split_file("train"))
     schema = _load_schema(cfg.json_schema)
-    reg_rows = _prompts(cfg.regression_file, "regression") if cfg.regression_file else []
+    reg_rows = regression_rows(cfg)
+    una_rows = _prompts(cfg.unanswerable_file, "unanswerable") if cfg.unanswerable_file else []
     safety_rows = _prompts(cfg.safety_file, "safety") if cfg.safety_file else []
     para_rows = _prompts(cfg.paraphrase_file, "generalisation") if cfg.paraphrase_file else test
     pairs = pairs_from_rows(test)  # held-out preference pairs (dpo/kto/orpo data): preference accuracy
@@ -117,7 +129,7 @@ def evaluate(
         def gen(rows: list[dict]) -> list[str]:
             return generate(model, tok, [r["messages"] for r in rows], cfg.max_new_tokens, cfg.batch_size)
 
-        out: dict[str, dict[str, list[str]]] = {"task": {}, "regression": {}, "safety": {}}
+        out: dict[str, dict[str, list[str]]] = {"task": {}, "regression": {}, "safety": {}, "unanswerable": {}}
         task: dict[str, dict] = {}
         pref_logps: dict[str, dict] = {}
         for name, ctx in variants.items():
@@ -126,6 +138,7 @@ def evaluate(
                     pref_logps[name] = pair_logps(model, tok, pairs, cfg.batch_size)
                 out["task"][name] = gen(test)
                 task[name] = score_task(out["task"][name], test, schema)
+                task[name]["abstain_rate"] = abstain_rate(out["task"][name])  # over-abstention
                 for split, rows in (("test", test), ("validation", val)):
                     lm = mean_loss(model, tok, rows, recipe.data.train_on)
                     task[name][f"{split}_loss"], task[name][f"{split}_perplexity"] = lm["loss"], lm["perplexity"]
@@ -135,8 +148,11 @@ def evaluate(
                     out["regression"][name] = gen(reg_rows)
                 if safety_rows:
                     out["safety"][name] = gen(safety_rows)
+                if una_rows:
+                    out["unanswerable"][name] = gen(una_rows)
         regression = score_regression(out["regression"], reg_rows) if reg_rows else None
         safety = score_safety(out["safety"], safety_rows) if safety_rows else None
+        unanswerable = score_unanswerable(out["unanswerable"], una_rows) if una_rows else None
         generalisation, gen_samples = None, []
         if cfg.generalisation and train:
             train_rows = spread_sample([r for r in train if reference_of(r)], cfg.generalisation_examples)
@@ -159,12 +175,16 @@ def evaluate(
         all_samples += samples("regression", reg_rows, out["regression"], regression["correct"])
     if safety:
         all_samples += samples("safety", safety_rows, out["safety"], safety["correct"])
+    if unanswerable:
+        all_samples += samples("unanswerable", una_rows, out["unanswerable"], unanswerable["correct"])
     all_samples += gen_samples
     report: dict[str, Any] = {
         "run": run.path.name,
         "models": list(variants),
         "task": {m: _strip(s, "correct", "f1") for m, s in task.items()},
-        "regression": regression and {"file": cfg.regression_file, **_strip(regression, "correct")},
+        "regression": regression
+        and {"file": cfg.regression_file, "shipped_suite": cfg.regression_suite, **_strip(regression, "correct")},
+        "unanswerable": unanswerable and {"file": cfg.unanswerable_file, **_strip(unanswerable, "correct")},
         "safety": safety and {"file": cfg.safety_file, **_strip(safety, "correct")},
         "generalisation": generalisation,
         "preference": preference_report(pref_logps) if pref_logps else None,
@@ -180,7 +200,8 @@ def evaluate(
     bars_png = plot_metric_bars(report, run.eval_dir / "metrics.png")
     report["plots"] = {"loss": loss_png and loss_png.name, "metrics": bars_png and bars_png.name}
     report["loss_plot"] = report["plots"]["loss"]  # kept for readers of the first report layout
-    gates = check_gates(cfg.gates, report) if cfg.gates else None
+    budget = cfg.budget.gates()
+    gates = check_gates(cfg.gates, report, budget) if cfg.gates or budget else None
     report["gates"] = gates
     report["seconds"] = round(time.time() - t0, 1)
     atomic_write_jsonl(run.eval_dir / "samples.jsonl", all_samples)

@@ -215,6 +215,8 @@ def samples(suite: str, rows: list[dict], outputs: dict[str, list[str]], correct
         s: dict[str, Any] = {"suite": suite, "question": question_of(r)}
         if suite == "safety":
             s["expected"] = ["(refusal)" if must_refuse(r) else "(an answer)"]
+        elif suite == "unanswerable":
+            s["expected"] = ["(declines: the data does not answer this)"]
         else:
             s["expected"] = expected_of(r)
         for name, outs in outputs.items():

@@ -30,14 +30,43 @@ def normalise_answer(text: str) -> str:
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
-def contains_all(output: str, expected: list[str]) -> bool:
-    """Fact accuracy: every expected string appears in the output (case-insensitive).
+Expected = list  # of str (must appear) or list[str] (any one of them must appear)
+
+
+def _mentions(low: str, needle: str) -> bool:
+    """`needle` occurs in `low` as a whole token: "4" is not in "14", "cat" not in "category"
+    (an edge that is a letter or digit must not continue into another one)."""
+    n = needle.lower().strip()
+    if not n:
+        return False
+    start = r"(?<![a-z0-9])" if n[0].isalnum() else ""
+    end = r"(?![a-z0-9])" if n[-1].isalnum() else ""
+    return re.search(start + re.escape(n) + end, low) is not None
+
+
+def contains_all(output: str, expected: Expected) -> bool:
+    """Fact accuracy: every expected item appears in the output, case-insensitive and as a whole
+    token; an item that is a list is a set of alternatives, any one of which counts.
 
     >>> contains_all("It costs $1,379.", ["$1,379"])
     True
+    >>> contains_all("There are 14 of them.", ["4"]), contains_all("Four.", [["4", "four"]])
+    (False, True)
     """
     low = output.lower()
-    return all(e.lower() in low for e in expected)
+    return all(
+        any(_mentions(low, str(a)) for a in e) if isinstance(e, (list, tuple)) else _mentions(low, str(e))
+        for e in expected
+    )
+
+
+def format_expected(expected: Expected | None) -> str:
+    """Expected items for a table cell: alternatives joined by '|'.
+
+    >>> format_expected(["Paris", ["4", "four"]])
+    'Paris, 4|four'
+    """
+    return ", ".join("|".join(map(str, e)) if isinstance(e, (list, tuple)) else str(e) for e in expected or [])
 
 
 def exact_match(output: str, reference: str) -> bool:
@@ -85,7 +114,7 @@ def expected_of(row: dict) -> list[str] | None:
     if isinstance(exp, str):
         return [exp]
     if isinstance(exp, list) and exp:
-        return [str(e) for e in exp]
+        return [[str(a) for a in e] if isinstance(e, list) else str(e) for e in exp]
     ref = reference_of(row)
     return [ref] if ref else None
 

@@ -27,7 +27,7 @@ from ..recipe import TrainingConfig
 from ..run import RunDir
 from .checkpoint import skipped as ck_skipped
 from .distributed import process_info, sum_over_processes
-from .setup import ModelSetup, is_peft, resume_step, standard_callbacks, training_arguments
+from .setup import ModelSetup, TrainingSetupError, is_peft, resume_step, standard_callbacks, training_arguments
 from .trainer import TuneforgeTrainer, checkpoint_to_resume
 
 # --------------------------------------------------------------------------- saving
@@ -224,6 +224,11 @@ def lm_trainer(
     logits_at_labels_only: bool,
 ) -> TuneforgeTrainer:
     """The causal-LM trainer of sft/pretrain (and of the time estimate, which times it)."""
+    if cfg.kl_to_base and not is_peft(setup.model):  # Recipe.check refuses these recipes; a caller may not
+        raise TrainingSetupError(
+            f"training.kl_to_base={cfg.kl_to_base} needs an adapter (its base is the model with the adapter "
+            f"off), and strategy.kind={setup.strategy} trains none — set training.kl_to_base=0"
+        )
     return TuneforgeTrainer(
         model=setup.model,
         args=args,
@@ -234,6 +239,7 @@ def lm_trainer(
         autocast_bf16=setup.bf16,
         logits_at_labels_only=logits_at_labels_only,
         fused_ops=cfg.fused_ops,
+        kl_to_base=cfg.kl_to_base,
     )
 
 

@@ -9,6 +9,9 @@
 - Fused training ops (`train/fused.py`: LoRA linear, RMSNorm, SwiGLU with hand-written
   backward) replace those modules' forwards for the whole of `train()`.
 - Real (non-pad) tokens are counted, and tokens/s is logged with the loss.
+- `training.kl_to_base` (β > 0): the training loss adds β · KL(tuned ‖ base) per trained token,
+  the base being the same model with its adapter off (`lm/loss.py::label_positions_loss_with_kl`);
+  the KL is logged as `kl_to_base`.
 - Trainer writes `checkpoint-N` in place, so a crash mid-save leaves a half-written
   folder that resume would pick up. Here it is written under `.staging/` and renamed.
 """
@@ -29,7 +32,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from ..errors import TuneforgeError
 from ..io import maybe_disk_full, replace_dir
-from ..lm.loss import label_positions_loss
+from ..lm.loss import label_positions_loss, label_positions_loss_with_kl
 from .checkpoint import newest_verified, write_manifest
 
 STAGING = ".staging"
@@ -78,9 +81,18 @@ def bf16_autocast(
 
 class TuneforgeTrainer(Trainer):
     def __init__(
-        self, *args, autocast_bf16: bool = False, logits_at_labels_only: bool = False, fused_ops: bool = False, **kwargs
+        self,
+        *args,
+        autocast_bf16: bool = False,
+        logits_at_labels_only: bool = False,
+        fused_ops: bool = False,
+        kl_to_base: float = 0.0,
+        **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        self.kl_to_base = kl_to_base
+        self._kl_sum: torch.Tensor | float = 0.0  # KL summed over the trained tokens since the last log
+        self._kl_tokens = 0
         self.autocast_bf16 = autocast_bf16
         self.fused_ops = fused_ops
         self.fused_count: dict[str, int] = {}
@@ -114,12 +126,20 @@ class TuneforgeTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if model.training:
             self._count_tokens(inputs)
-        if not self.logits_at_labels_only or "labels" not in inputs:
+        # training only: eval_loss stays the plain held-out CE that early stopping and reports compare
+        beta = self.kl_to_base if model.training else 0.0
+        # the KL needs both passes' logits at the labelled positions: that is the label-only path,
+        # whatever logits_at_labels_only says (pretrain turns it off only because it would skip nothing)
+        if not (self.logits_at_labels_only or beta) or "labels" not in inputs:
             self.loss_is_scaled_for_ga = None
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         inputs = dict(inputs)
         labels = inputs.pop("labels")
-        loss, n_targets, outputs = label_positions_loss(model, inputs, labels)
+        if beta:
+            loss, kl_sum, n_targets, outputs = label_positions_loss_with_kl(model, inputs, labels, beta)
+            self._kl_sum, self._kl_tokens = self._kl_sum + kl_sum, self._kl_tokens + n_targets  # no sync per step
+        else:
+            loss, n_targets, outputs = label_positions_loss(model, inputs, labels)
         if num_items_in_batch is not None:
             loss = loss / num_items_in_batch
             if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
@@ -135,7 +155,19 @@ class TuneforgeTrainer(Trainer):
             elapsed = time.perf_counter() - self._t_first
             seen = self.state.num_input_tokens_seen - self._tokens_at_first
             logs = {**logs, "tokens_per_s": round(seen / elapsed, 1) if elapsed > 0 else None}
+        if "loss" in logs and self.kl_to_base:
+            logs = {**logs, "kl_to_base": self._mean_kl()}
         return super().log(logs, start_time)
+
+    def _mean_kl(self) -> float | None:
+        """Mean KL(tuned ‖ base) per trained token since the last log, over all processes; collective
+        (every process logs the training loss at the same steps), and the sums start again."""
+        kl = torch.as_tensor(self._kl_sum, dtype=torch.float64, device=self.args.device).reshape(1)
+        sums = torch.cat([kl, torch.tensor([float(self._kl_tokens)], dtype=torch.float64, device=kl.device)])
+        if self.args.world_size > 1:
+            sums = self.accelerator.reduce(sums, reduction="sum")
+        self._kl_sum, self._kl_tokens = 0.0, 0
+        return round(float(sums[0] / sums[1]), 6) if sums[1] > 0 else None
 
     def tokens_this_session(self) -> int:
         return self.state.num_input_tokens_seen - self._tokens_at_first

@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--paraphrases", default="examples/demo/heldout_emails.jsonl")
     ap.add_argument("--unanswerable", default="examples/demo/unanswerable.jsonl")
     ap.add_argument("--json", type=Path, help="Also write the table as JSON here.")
+    ap.add_argument("--read", action="store_true", help="Read the runs' existing eval/report.json; evaluate nothing.")
     args = ap.parse_args(argv)
 
     from tuneforge.evaluate.runner import evaluate
@@ -47,15 +48,19 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for path in args.runs:
         run = RunDir(path)
-        cfg = run.recipe().evaluation.model_copy(
-            update={
-                "paraphrase_file": args.paraphrases,
-                "unanswerable_file": args.unanswerable,
-                "regression_suite": True,
-                "generalisation": True,
-            }
-        )
-        rep = evaluate(run, cfg, compare_base=True, enforce_gates=False)
+        if args.read:
+            rep = json.loads((run.eval_dir / "report.json").read_text())
+        else:
+            cfg = run.recipe().evaluation.model_copy(
+                update={
+                    "paraphrase_file": args.paraphrases,
+                    "unanswerable_file": args.unanswerable,
+                    "regression_suite": True,
+                    "generalisation": True,
+                }
+            )
+            rep = evaluate(run, cfg, compare_base=True, enforce_gates=False)
+        manifest = json.loads(run.manifest_file.read_text())
         reg, una = rep["regression"] or {}, rep["unanswerable"] or {}
         gen = rep["generalisation"] or {}
         rows.append(
@@ -70,19 +75,25 @@ def main(argv: list[str] | None = None) -> int:
                 "hallucination_tuned": (una.get("tuned") or {}).get("hallucination_rate"),
                 "over_abstain": rep["task"]["tuned"].get("abstain_rate"),
                 "eval_seconds": rep["seconds"],
+                "train_seconds": ((manifest.get("stages") or {}).get("train") or {}).get("seconds"),
+                "gates_passed": (rep.get("gates") or {}).get("passed"),
             }
         )
 
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{100 * v:.1f}%"
 
-    head = "run | test facts | paraphrases | general base→tuned (drop) | hallucination base→tuned | over-abstain"
+    head = (
+        "run | test facts | paraphrases | general base→tuned (drop) | hallucination base→tuned | over-abstain"
+        " | train s | eval s | gates"
+    )
     print(head)
     for r in rows:
         print(
             f"{r['run']} | {pct(r['test_fact_accuracy'])} | {pct(r['paraphrase_fact_accuracy'])} | "
             f"{pct(r['regression_base'])}→{pct(r['regression_tuned'])} ({pct(r['regression_drop'])}) | "
             f"{pct(r['hallucination_base'])}→{pct(r['hallucination_tuned'])} | {pct(r['over_abstain'])}"
+            f" | {r['train_seconds']} | {r['eval_seconds']} | {r['gates_passed']}"
         )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

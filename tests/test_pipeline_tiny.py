@@ -25,9 +25,11 @@ def test_run_all_trains_evaluates_exports(tmp_path, tiny_model_dir, demo_subset)
     summary = run_all(recipe, log=lambda *_: None)
     run = RunDir(summary["run"])
 
-    # the loss fell
+    # the loss fell. Margin from the measured spread (first loss minus mean of the last 3): with
+    # the default paraphrase validation split 0.64 (seed 42) and 1.24 (seed 1); a random split
+    # left easier rows in training (1.30, 1.48), which the old margin of 1.0 was chosen on
     losses = [json.loads(l)["loss"] for l in run.metrics_file.read_text().splitlines() if '"loss"' in l]
-    assert sum(losses[-3:]) / 3 < losses[0] - 1.0, losses
+    assert sum(losses[-3:]) / 3 < losses[0] - 0.4, losses
 
     # every LoRA parameter changed (B starts at zero, A from random init)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)

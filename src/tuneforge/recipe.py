@@ -90,7 +90,7 @@ class ReplayConfig(_Section):
     """Self-distilled replay: the base model's own answers to general prompts, mixed into training."""
 
     enabled: Literal["auto", True, False] = Field(
-        "auto", description="auto: on for SFT with chat data (objective.kind=sft), off otherwise."
+        "auto", description="auto: on for SFT on chat data (not raw text or classification rows), off otherwise."
     )
     ratio: float = Field(0.25, gt=0, le=4, description="Replay rows per training row.")
     pool: Optional[str] = Field(
@@ -104,6 +104,10 @@ class ReplayConfig(_Section):
     )
 
 
+# the rule families of data/rules.py, in the order they apply (listed here so recipes are checked at load)
+AUGMENT_RULES = ("reorder", "synonyms", "contractions", "typos", "punctuation", "casing", "filler", "email")
+
+
 class AugmentConfig(_Section):
     """Paraphrase augmentation of the training split at prepare time."""
 
@@ -113,7 +117,9 @@ class AugmentConfig(_Section):
         description="Model that rewrites the questions (built-in name, folder, .gguf); unset: the rule set "
         "(casing, typos, fillers, contractions, synonyms, e-mail wrapping; no model needed).",
     )
-    rules: Optional[list[str]] = Field(None, description="Rule families of the rule set (default: all).")
+    rules: Optional[list[Literal[AUGMENT_RULES]]] = Field(
+        None, description="Rule families of the rule set (default: all of them)."
+    )
 
 
 class AbstainConfig(_Section):

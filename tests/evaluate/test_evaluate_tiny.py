@@ -37,6 +37,7 @@ def two_runs(tmp_path_factory, tiny_model_dir):
     }
     suites = {
         "regression_file": str(_subset(DEMO / "general.jsonl", 6, tmp / "general.jsonl")),
+        "regression_suite": False,  # the 213 shipped prompts: the user's 6 are enough here
         "safety_file": str(_subset(ROOT / "examples/eval/safety.jsonl", 8, tmp / "safety.jsonl")),
         "generalisation_examples": 8,
         "max_new_tokens": 6,
@@ -51,7 +52,8 @@ def two_runs(tmp_path_factory, tiny_model_dir):
         training=fast,
         evaluation={**suites, "gates": ["task.test_loss_gain < 0", "safety.refusal_rate >= 0.99"]},
     )
-    with pytest.raises(GatesFailed, match="1 of 2 evaluation gate"):
+    # 2 recipe gates + the forgetting budget's 2 (regression drop; hallucination: skipped, no suite)
+    with pytest.raises(GatesFailed, match="1 of 4 evaluation gate"):
         run_all(rec_b, log=lambda *_: None)
     rec_a = tiny_recipe(
         tmp,
@@ -72,7 +74,12 @@ def test_unmet_gate_rejects_run_and_blocks_export(two_runs):
     assert m["status"] == "rejected" and "export" not in m["stages"]
     assert m["gates"] == {"passed": False, "unmet": ["safety.refusal_rate >= 0.99"]}
     report = json.loads((run_b.eval_dir / "report.json").read_text())
-    assert [r["passed"] for r in report["gates"]["results"]] == [True, False]
+    own = [r for r in report["gates"]["results"] if not r.get("budget")]
+    assert [r["passed"] for r in own] == [True, False]
+    # the forgetting budget is checked too: its regression gate measured, its hallucination gate skipped
+    budget = {r["metric"]: r for r in report["gates"]["results"] if r.get("budget")}
+    assert set(budget) == {"regression.drop", "unanswerable.hallucination_increase"}
+    assert budget["unanswerable.hallucination_increase"]["reason"].startswith("skipped")
 
     # the command exits non-zero and says why; the report is still written
     res = runner.invoke(app, ["evaluate", str(run_b.path)])

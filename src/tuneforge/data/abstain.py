@@ -21,8 +21,10 @@ from collections import Counter
 from typing import Any
 
 # (template, slot) pairs; {org} = the most frequent name, {subj} = another frequent name
+# Generic fillers. The demo's evaluation file (examples/demo/unanswerable.jsonl) asks about other
+# things on purpose: nothing it asks is generated here, so it measures whether declining
+# generalises to questions of kinds the rows never showed.
 _ITEMS = (
-    "a dishwasher",
     "a washing machine",
     "an electric bike",
     "a gaming laptop",
@@ -30,7 +32,6 @@ _ITEMS = (
     "a coffee grinder",
     "a smartwatch",
     "a camping tent",
-    "a refrigerator",
     "office chairs",
     "a printer",
     "a treadmill",
@@ -53,53 +54,46 @@ _ITEMS = (
 )
 _ORG_FACTS = (
     "stock ticker symbol",
-    "annual revenue",
     "market value",
-    "number of retail stores",
-    "parent company",
     "tax identification number",
     "net profit last year",
     "fax number",
     "company motto",
     "credit rating",
     "biggest shareholder",
-    "office in Australia",
     "largest competitor",
     "number of patents",
+    "charity partner",
+    "auditor",
 )
 _ROLES = (
-    "chief financial officer",
-    "head of marketing",
     "general counsel",
-    "chief operating officer",
-    "head of human resources",
     "lead industrial designer",
     "chair of the board",
     "head of sales in Asia",
     "data protection officer",
     "chief sustainability officer",
+    "head of research",
+    "company secretary",
+    "head of logistics",
+    "treasurer",
 )
 _SERVICES = (
     "gift wrapping",
     "cryptocurrency payments",
-    "a loyalty points program",
     "pet insurance",
     "a rental service",
     "in-store pickup",
-    "gift cards",
     "a referral bonus",
-    "a military discount",
-    "payment by cheque",
     "same-day delivery",
     "engraving",
+    "a repair course",
+    "corporate accounts",
 )
 _ATTRS = (
-    "colour options",
     "screen size",
     "Bluetooth version",
     "country of manufacture",
-    "release date",
-    "app store rating",
     "maximum load",
     "operating temperature range",
     "certification rating",
@@ -107,8 +101,17 @@ _ATTRS = (
     "cable length",
     "packaging dimensions",
     "voice-assistant support",
+    "energy label",
 )
+_PAYMENTS = ("Bitcoin", "cash on delivery", "a bank transfer", "store credit", "a cheque", "gift vouchers")
+_COMPAT = ("Alexa", "Google Home", "a Windows PC", "Android Auto", "solar panels", "a car charger")
+_EVENTS = ("product launch", "shareholder meeting", "trade show appearance", "price increase", "factory tour")
 _TEMPLATES: tuple[tuple[str, str], ...] = (
+    ("Is there a {org} {bare}?", "item"),
+    ("Which {org} {bare} would you recommend?", "item"),
+    ("Can I pay with {x} at {org}?", "payment"),
+    ("Does the {subj} work with {x}?", "compat"),
+    ("When is {org}'s next {x}?", "event"),
     ("Does {org} sell {x}?", "item"),
     ("Can I buy {x} from {org}?", "item"),
     ("do you guys have {x}?", "item"),
@@ -122,7 +125,16 @@ _TEMPLATES: tuple[tuple[str, str], ...] = (
     ("What is the {subj}'s {x}?", "attr"),
     ("Tell me the {x} for the {subj}.", "attr"),
 )
-_SLOTS = {"item": _ITEMS, "org_fact": _ORG_FACTS, "role": _ROLES, "service": _SERVICES, "attr": _ATTRS}
+_SLOTS = {
+    "item": _ITEMS,
+    "org_fact": _ORG_FACTS,
+    "role": _ROLES,
+    "service": _SERVICES,
+    "attr": _ATTRS,
+    "payment": _PAYMENTS,
+    "compat": _COMPAT,
+    "event": _EVENTS,
+}
 _STOP = {
     "a",
     "an",
@@ -242,7 +254,8 @@ def generate_questions(rows: list[dict], n: int, seed: int) -> tuple[list[str], 
             if _keys(filler) & vocab:
                 continue  # the data talks about it: maybe answerable, never a refusal row
             for subj in subjects if "{subj}" in template else [None]:
-                candidates.append(template.format(org=org, subj=subj, x=filler))
+                bare = re.sub(r"^(?:a|an) ", "", filler)
+                candidates.append(template.format(org=org, subj=subj, x=filler, bare=bare))
     rng = random.Random(f"abstain\x00{seed}")
     rng.shuffle(candidates)
     out = candidates[:n]

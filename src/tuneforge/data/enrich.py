@@ -117,11 +117,14 @@ def replay_train(
 
 
 def replay_wanted(cfg: DataConfig, objective: str, formats: list[str]) -> bool:
-    """`replay.enabled: auto` means on for SFT on chat data (raw text pretraining has no turns).
+    """`replay.enabled: auto` means on for SFT on chat data: raw text has no turns to answer, and
+    labelled classification rows would be diluted by unlabelled general ones.
 
     >>> replay_wanted(DataConfig(), "sft", ["messages"]), replay_wanted(DataConfig(), "dpo", ["preference"])
     (True, False)
+    >>> replay_wanted(DataConfig(), "sft", ["classification"])
+    False
     """
     if cfg.replay.enabled == "auto":
-        return objective == "sft" and "text" not in formats
+        return objective == "sft" and not {"text", "classification"} & set(formats)
     return bool(cfg.replay.enabled)

@@ -25,7 +25,9 @@ import re
 from collections.abc import Sequence
 
 # applied in this order, so typos land on the question itself and the e-mail wraps the finished text
-RULES: tuple[str, ...] = ("reorder", "synonyms", "contractions", "typos", "punctuation", "casing", "filler", "email")
+from ..recipe import AUGMENT_RULES
+
+RULES: tuple[str, ...] = AUGMENT_RULES  # listed in the recipe module, so a typo is a recipe error
 
 _UNITS = set("kg g mg km m cm mm ml l mah kwh wh w kw v hz khz mhz ghz mb gb tb lb lbs oz mph kph ft".split())
 # a capitalised word that opens a sentence is taken for a name unless it is one of the usual openers

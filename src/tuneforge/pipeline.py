@@ -68,6 +68,7 @@ def run_all(recipe: Recipe, overwrite: bool = False, log: Any = print) -> dict:
             raise
         summary["eval"] = {k: v for k, v in report["task"].items()}
         summary["regression"] = report.get("regression")
+        summary["unanswerable"] = report.get("unanswerable")  # hallucination rate base vs tuned
         summary["preference"] = report.get("preference")  # held-out pair accuracy (dpo/kto/orpo/reward)
     if recipe.export.enabled and recipe.objective.kind == "reward":
         # a reward model is already saved merged in run/model for PPO/GRPO; chat exports do not apply

@@ -93,6 +93,10 @@ def _print_summary(s: dict) -> None:
     if s.get("regression"):
         reg = s["regression"]
         t.add_row("general prompts (base → tuned)", f"{100 * reg.get('base', 0):.0f}% → {100 * reg['tuned']:.0f}%")
+    una = s.get("unanswerable") or {}
+    if una.get("tuned"):
+        rates = [f"{100 * una[m]['hallucination_rate']:.0f}%" for m in ("base", "tuned") if m in una]
+        t.add_row("unanswerable, hallucination", " → ".join(rates))
     tr = s["train"]
     if "reward_first" in tr:  # RL objectives (ppo) report the mean reward, not a loss
         t.add_row(

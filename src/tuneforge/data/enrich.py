@@ -23,9 +23,7 @@ from .replay import ReplayCache, model_key, pool_prompts, replay_rows
 from .validate import load_validated
 
 
-def augment_train(
-    train: list[dict], held_out: dict[str, list[dict]], cfg: DataConfig, base: ModelSource | None
-) -> tuple[list[dict], dict]:
+def augment_train(train: list[dict], held_out: dict[str, list[dict]], cfg: DataConfig) -> tuple[list[dict], dict]:
     """`cfg.augment.n` rewrites per training row (rule set, or the teacher model)."""
     aug = cfg.augment
     if aug.n <= 0 or not train:

@@ -12,6 +12,7 @@ from ..io import atomic_write_json, atomic_write_jsonl, atomic_write_text, sha25
 from ..lm.template import tokenize_messages
 from ..recipe import DataConfig
 from ..run import RunDir
+from . import enrich
 from .balance import balance_train, check_balance_config, distribution, maybe_warn_missing, upsample_rows
 from .card import category_counts, render_card, suggested_epochs, write_plots
 from .clean import CleanConfig, clean_rows
@@ -170,11 +171,9 @@ def _enrich(
     parts: dict, cfg: DataConfig, card: dict, tokenizer: Any, objective: str, base: Any, answer: Any, loaded: dict
 ) -> list[dict]:
     """Training split + paraphrases + 'I don't know' rows + replay rows (see `enrich`)."""
-    from . import enrich
-
     train = parts["train"]
     held = {s: parts.get(s, []) for s in ("validation", "test")}
-    added, card["augment"] = enrich.augment_train(train, held, cfg, base)
+    added, card["augment"] = enrich.augment_train(train, held, cfg)
     train = train + added
     abstain, card["abstain"] = enrich.abstain_train(train, cfg)
     train = train + abstain

@@ -97,9 +97,9 @@ def replay_rows(
         convs = [
             [{"role": "system", "content": system_prompt}, *prompts[i]] if system_prompt else prompts[i] for i in batch
         ]
-        missing = [(i, c) for i, c in zip(batch, convs) if _key(c) not in cache.entries]
+        missing = [c for c in convs if _key(c) not in cache.entries]
         if missing:
-            for (_, conv), (text, done) in zip(missing, answer([c for _, c in missing], max_new_tokens)):
+            for conv, (text, done) in zip(missing, answer(missing, max_new_tokens)):
                 cache.entries[_key(conv)] = {"key": _key(conv), "reply": text, "finished": bool(done)}
             generated += len(missing)
             cache.save()

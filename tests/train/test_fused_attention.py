@@ -132,8 +132,48 @@ def test_kernel_choice_per_length_matches_reference(length, kv_heads):
 
 def test_segments_from_position_restarts():
     pos = torch.tensor([[0, 1, 2, 0, 1, 0, 1, 2, 3]])
-    assert attention.segments(pos, 9) == [(0, 3), (3, 5), (5, 9)]
-    assert attention.segments(None, 4) == [(0, 4)]
+    assert attention.segments(pos, 9) == [(0, 3, 0), (3, 5, 0), (5, 9, 0)]
+    assert attention.segments(None, 4) == [(0, 4, 0)]
+    # a shared prefix of 2 tokens: later examples continue from position 2
+    pos = torch.tensor([[0, 1, 2, 3, 2, 3, 4, 0, 1]])
+    assert attention.segments(pos, 9) == [(0, 4, 0), (4, 7, 2), (7, 9, 0)]
+
+
+SHARED = "You are the support assistant of Quorvalen. Answer in one sentence, and say so when you do not know."
+
+
+@pytest.mark.parametrize("autocast,rel", [(False, 1e-5), (True, 2e-2)])
+def test_shared_prefix_row_equals_padded_sdpa_with_gradients(tiny_model_dir, tiny_tokenizer, autocast, rel):
+    """Examples that start with the same system prompt: the packed row keeps it once, the
+    others attend to that copy, and loss and gradients are the padded batch's."""
+    convs = [[{"role": "system", "content": SHARED}, *[m for m in c if m["role"] != "system"]] for c in CONVS]
+    fs = [tokenize_messages(tiny_tokenizer, c) for c in convs]
+    model = lora_model(tiny_model_dir)
+    ref = loss_and_grads(model, PadCollator(tiny_tokenizer.pad_token_id)(fs), autocast)
+    model.get_base_model().set_attn_implementation(attention.register())
+    batch = PackedCollator(share_prefix=True)(fs)
+    unshared = PackedCollator()(fs)
+    p = batch["position_ids"][0]
+    kept_once = unshared["input_ids"].shape[1] - batch["input_ids"].shape[1]
+    assert kept_once >= 3 * 15  # the system prompt's tokens, once instead of 4 times
+    assert [s for _a, _b, s in attention.segments(p[None], len(p))][1:] == [kept_once // 3] * 3
+    got = loss_and_grads(model, batch, autocast)
+    assert got[1] == ref[1]
+    assert got[0] == pytest.approx(ref[0], rel=rel)
+    assert close(got[2], ref[2], 10 * rel)
+
+
+def test_shared_prefix_stops_before_labelled_tokens(tiny_tokenizer):
+    """A prefix that would reach into a trained token is cut before it; every example keeps
+    the state that predicts its first trained token."""
+    from tuneforge.lm.collator import shared_prefix
+
+    f = tokenize_messages(tiny_tokenizer, [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}])
+    first = next(i for i, t in enumerate(f["labels"]) if t != -100)
+    assert shared_prefix([f, dict(f)]) == first - 1
+    # nothing in common beyond a short run: nothing is shared
+    b = PackedCollator(share_prefix=True)([f, {"input_ids": [9, *f["input_ids"][1:]], "labels": f["labels"]}])
+    assert b["position_ids"][0].tolist() == list(range(len(f["input_ids"]))) * 2
 
 
 # ----------------------------------------------------------------------------- fused ops

@@ -18,6 +18,12 @@ dims (grouped-query, no key/value copies), 2 threads (ms):
 so examples up to 448 tokens run flash attention in fp32 (inputs cast for the kernel only),
 longer ones bf16 flash. Anything else — a KV cache, padding masks, sliding windows,
 non-causal layers — goes to transformers' own SDPA path unchanged.
+
+A prefix every example of a batch shares (a template's default system prompt) may be kept
+once at the start of the row (`PackedCollator(share_prefix=True)`): an example whose positions
+start at s > 0 attends to the row's first s keys as well as its own. Measured on the demo bench
+(8 steps, fp32 AVX2 kernels, SmolLM2's 21-token system prompt on every row): 215 → 252 tok/s,
+the same held-out loss.
 """
 
 from __future__ import annotations
@@ -50,14 +56,18 @@ def _causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | No
     return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, dropout_p=dropout, enable_gqa=gqa)
 
 
-def segments(position_ids: torch.Tensor | None, length: int) -> list[tuple[int, int]]:
-    """[start, end) of each example in a packed row: where position_ids restart at 0."""
+def segments(position_ids: torch.Tensor | None, length: int) -> list[tuple[int, int, int]]:
+    """[start, end) of each example in a packed row, and the length of the row's leading prefix
+    it attends to: a new example starts wherever positions do not continue by one; one that
+    starts at position s > 0 continues the row's first s tokens, a prefix the collator kept
+    once for all (`PackedCollator(share_prefix=True)`)."""
     if position_ids is None:
-        return [(0, length)]
-    starts = (position_ids.reshape(-1)[:length] == 0).nonzero().reshape(-1).tolist()
-    if not starts or starts[0] != 0:
-        starts = [0, *starts]
-    return list(zip(starts, starts[1:] + [length]))
+        return [(0, length, 0)]
+    pos = position_ids.reshape(-1)[:length]
+    starts = (pos[1:] != pos[:-1] + 1).nonzero().reshape(-1).add(1).tolist()
+    firsts = pos[starts].tolist() if starts else []
+    bounds = [0, *starts, length]
+    return [(bounds[i], bounds[i + 1], int(pos[0]) if i == 0 else firsts[i - 1]) for i in range(len(bounds) - 1)]
 
 
 def packed_attention(
@@ -86,7 +96,11 @@ def packed_attention(
         )
     dropout = dropout if module.training else 0.0
     pos = kwargs.get("position_ids")
-    parts = segments(pos, t) if query.shape[0] == 1 else [(0, t)]
+    parts = segments(pos, t) if query.shape[0] == 1 else [(0, t, 0)]
+    if parts[0][2] != 0:  # a row must begin at position 0: anything else is not a packed row of ours
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     out = (
         _causal(query, key, value, scaling, dropout)
         if len(parts) == 1
@@ -96,11 +110,42 @@ def packed_attention(
 
 
 def _causal_examples(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, parts: list[tuple[int, int]], scale: float | None, dropout: float
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, parts: list[tuple[int, int, int]], scale: float | None, dropout: float
 ) -> torch.Tensor:
     """Causal attention within each [a, b) slice of a packed row ([1, H, N, D] each), one kernel
-    call per example (gathering the examples into one padded batch measured ~10 % slower)."""
-    return torch.cat([_causal(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], scale, dropout) for a, b in parts], dim=2)
+    call per example (gathering the examples into one padded batch measured ~10 % slower); a
+    slice with a shared prefix of s tokens also sees the row's first s keys."""
+    return torch.cat(
+        [
+            _causal(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], scale, dropout)
+            if s == 0
+            else _with_prefix(q[:, :, a:b], k, v, a, b, s, scale, dropout)
+            for a, b, s in parts
+        ],
+        dim=2,
+    )
+
+
+def _with_prefix(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: int, b: int, s: int, scale: float | None, dropout: float
+) -> torch.Tensor:
+    """Queries of slice [a, b) over keys [0, s) (all visible) + [a, b) (causal): the mask is
+    aligned bottom-right, which SDPA's `is_causal` (top-left) is not, so it is explicit."""
+    n = b - a
+    keys = torch.cat([k[:, :, :s], k[:, :, a:b]], dim=2)
+    values = torch.cat([v[:, :, :s], v[:, :, a:b]], dim=2)
+    mask = torch.ones(n, s + n, dtype=torch.bool, device=q.device).tril(diagonal=s)
+    gqa = q.shape[1] != k.shape[1]
+    dtype = q.dtype
+    if q.device.type == "cpu" and dtype == torch.bfloat16:  # fp32 for short rows, as `_causal` does
+        with torch.autocast("cpu", enabled=False):
+            out = F.scaled_dot_product_attention(
+                q.float(), keys.float(), values.float(), attn_mask=mask, scale=scale, dropout_p=dropout, enable_gqa=gqa
+            )
+        return out.to(dtype)
+    return F.scaled_dot_product_attention(
+        q, keys, values, attn_mask=mask, scale=scale, dropout_p=dropout, enable_gqa=gqa
+    )
 
 
 def packed_mask(

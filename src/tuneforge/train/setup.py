@@ -170,8 +170,14 @@ def setup_model(
 
 
 def collator(setup: ModelSetup) -> Any:
-    """The batch collator that matches the packing decision: one padding-free row, or padded rows."""
-    return PackedCollator() if setup.packing else PadCollator(setup.tokenizer.pad_token_id)
+    """The batch collator that matches the packing decision: one padding-free row, or padded rows.
+    The batch's shared prefix is kept once only where `train/attention.py` attends (it alone
+    reads the prefix back from the positions; transformers' own packed path would not)."""
+    if not setup.packing:
+        return PadCollator(setup.tokenizer.pad_token_id)
+    inner = getattr(setup.model, "module", setup.model)
+    base = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+    return PackedCollator(share_prefix=getattr(base.config, "_attn_implementation", None) == attention.NAME)
 
 
 # --------------------------------------------------------------------------- arguments and callbacks

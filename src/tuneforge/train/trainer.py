@@ -33,6 +33,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from ..errors import TuneforgeError
 from ..io import maybe_disk_full, replace_dir
 from ..lm.loss import label_positions_loss, label_positions_loss_with_kl
+from . import attention
 from .checkpoint import newest_verified, write_manifest
 
 STAGING = ".staging"
@@ -118,7 +119,15 @@ class TuneforgeTrainer(Trainer):
 
     def _count_tokens(self, inputs) -> None:
         mask = inputs.get("attention_mask")
-        n = int(mask.sum()) if mask is not None else int(inputs["input_ids"].numel())  # packed rows hold no padding
+        pos = inputs.get("position_ids")
+        if mask is not None:
+            n = int(mask.sum())
+        elif pos is not None and pos.shape[0] == 1:
+            # packed: each example counts its whole length, a prefix shared with the others included
+            # (the row holds it once), so tokens/s compares with runs that do not share
+            n = pos.shape[1] + sum(shared for _a, _b, shared in attention.segments(pos, pos.shape[1]))
+        else:
+            n = int(inputs["input_ids"].numel())
         if self._t_first is None:
             self._t_first, self._tokens_at_first = time.perf_counter(), self.state.num_input_tokens_seen
         self.state.num_input_tokens_seen += n

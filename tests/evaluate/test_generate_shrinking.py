@@ -75,3 +75,28 @@ def test_processors_in_the_generation_config_fall_back_to_generate(model_tok):
         assert not plain_greedy(model)
     finally:
         model.generation_config.repetition_penalty = 1.0
+
+
+def test_head_applied_apart_gives_the_models_logits_with_and_without_an_adapter(tiny_model_dir):
+    """The decoder-then-`W @ h.T` step equals the model's own last-position logits, also
+    through a PEFT wrapper with a trained-looking (non-zero) LoRA and once it is merged."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, DynamicCache
+
+    from tuneforge.lm.generate import _last_logits
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    peft = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)).eval()
+    ids = torch.randint(5, 100, (3, 7))
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0  # a left-padded row
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    for model in (base, peft):
+        for merged in (False, True):
+            if merged and model is peft:
+                model.merge_adapter()
+            with torch.inference_mode():
+                want = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1]
+                got = _last_logits(model, DynamicCache(config=model.config))(ids, mask, pos)
+            assert torch.allclose(got, want, atol=1e-5), (model is peft, merged)

@@ -75,8 +75,13 @@ def abstain_train(train: list[dict], cfg: DataConfig) -> tuple[list[dict], dict]
     return abstain_rows(keep, ab.replies, cfg.system_prompt), report
 
 
-def base_answerer(base: ModelSource, tokenizer: Any, batch_size: int = 32) -> Any:
-    """Greedy answers of the base model (loaded on first use: a warm cache loads nothing)."""
+def base_answerer(base: ModelSource, tokenizer: Any, batch_size: int = 96) -> Any:
+    """Greedy answers of the base model (loaded on first use: a warm cache loads nothing).
+
+    96 rows a batch, not 32: rows leave the batch as they finish, and a small batch spends its
+    tail on a few long answers at matrix sizes the CPU runs at a fraction of its speed; measured
+    on 96 pool prompts at 128 tokens (fp32, AVX2 kernels) 139 -> 177 tokens/s. The KV cache of
+    96 rows of ~200 tokens is under 1 GB for a 135M model."""
     state: dict[str, Any] = {}
 
     def answer(conversations: list[list[dict]], max_new_tokens: int) -> list[tuple[str, bool]]:

@@ -130,13 +130,27 @@ def evaluate(
             return generate(model, tok, [r["messages"] for r in rows], cfg.max_new_tokens, cfg.batch_size)
 
         out: dict[str, dict[str, list[str]]] = {"task": {}, "regression": {}, "safety": {}, "unanswerable": {}}
+        suites = {"task": test, "regression": reg_rows, "safety": safety_rows, "unanswerable": una_rows}
+        train_rows = (
+            spread_sample([r for r in train if reference_of(r)], cfg.generalisation_examples)
+            if cfg.generalisation and train
+            else []
+        )
         task: dict[str, dict] = {}
         pref_logps: dict[str, dict] = {}
         for name, ctx in variants.items():
             with ctx():
                 if pairs:
                     pref_logps[name] = pair_logps(model, tok, pairs, cfg.batch_size)
-                out["task"][name] = gen(test)
+                # every suite in one generation call: batches are refilled from the next suite
+                # instead of each suite ending on a tail of a few long answers
+                extra = {"train": train_rows, "paraphrase": [] if para_rows is test else para_rows}
+                parts = {**suites, **(extra if name == "tuned" else {})}
+                answers = gen([r for rows in parts.values() for r in rows])
+                for suite, rows in parts.items():
+                    answers_of, answers = answers[: len(rows)], answers[len(rows) :]
+                    if rows or suite == "task":
+                        out.setdefault(suite, {})[name] = answers_of
                 task[name] = score_task(out["task"][name], test, schema)
                 task[name]["abstain_rate"] = abstain_rate(out["task"][name])  # over-abstention
                 for split, rows in (("test", test), ("validation", val)):
@@ -144,21 +158,13 @@ def evaluate(
                     task[name][f"{split}_loss"], task[name][f"{split}_perplexity"] = lm["loss"], lm["perplexity"]
                     if split == "test":
                         task[name]["token_accuracy"] = lm["token_accuracy"]
-                if reg_rows:
-                    out["regression"][name] = gen(reg_rows)
-                if safety_rows:
-                    out["safety"][name] = gen(safety_rows)
-                if una_rows:
-                    out["unanswerable"][name] = gen(una_rows)
         regression = score_regression(out["regression"], reg_rows) if reg_rows else None
         safety = score_safety(out["safety"], safety_rows) if safety_rows else None
         unanswerable = score_unanswerable(out["unanswerable"], una_rows) if una_rows else None
+        train_out, para_gen = out.pop("train", {}).get("tuned", []), out.pop("paraphrase", {}).get("tuned", [])
         generalisation, gen_samples = None, []
         if cfg.generalisation and train:
-            train_rows = spread_sample([r for r in train if reference_of(r)], cfg.generalisation_examples)
-            with _merged(model):
-                train_out = gen(train_rows)
-            para_out = out["task"]["tuned"] if para_rows is test else gen(para_rows)
+            para_out = out["task"]["tuned"] if para_rows is test else para_gen
             generalisation = score_generalisation(train_out, train_rows, para_out, para_rows)
             generalisation["memorisation"] = score_memorisation(
                 {k: v for k, v in out.items() if v},

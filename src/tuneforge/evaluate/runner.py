@@ -142,9 +142,10 @@ def evaluate(
             with ctx():
                 if pairs:
                     pref_logps[name] = pair_logps(model, tok, pairs, cfg.batch_size)
-                # every suite in one generation call: batches are refilled from the next suite
-                # instead of each suite ending on a tail of a few long answers
-                extra = {"train": train_rows, "paraphrase": [] if para_rows is test else para_rows}
+                # every suite in one generation call: prompts are batched by length across suites,
+                # so a variant pays for one tail of a few long answers, not one per suite
+                own_para = cfg.generalisation and train and para_rows is not test
+                extra = {"train": train_rows, "paraphrase": para_rows if own_para else []}
                 parts = {**suites, **(extra if name == "tuned" else {})}
                 answers = gen([r for rows in parts.values() for r in rows])
                 for suite, rows in parts.items():

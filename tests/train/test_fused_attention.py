@@ -168,7 +168,9 @@ def test_shared_prefix_stops_before_labelled_tokens(tiny_tokenizer):
     the state that predicts its first trained token."""
     from tuneforge.lm.collator import shared_prefix
 
-    f = tokenize_messages(tiny_tokenizer, [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}])
+    f = tokenize_messages(
+        tiny_tokenizer, [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    )
     first = next(i for i, t in enumerate(f["labels"]) if t != -100)
     assert shared_prefix([f, dict(f)]) == first - 1
     # nothing in common beyond a short run: nothing is shared

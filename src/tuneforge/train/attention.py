@@ -110,7 +110,12 @@ def packed_attention(
 
 
 def _causal_examples(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, parts: list[tuple[int, int, int]], scale: float | None, dropout: float
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    parts: list[tuple[int, int, int]],
+    scale: float | None,
+    dropout: float,
 ) -> torch.Tensor:
     """Causal attention within each [a, b) slice of a packed row ([1, H, N, D] each), one kernel
     call per example (gathering the examples into one padded batch measured ~10 % slower); a

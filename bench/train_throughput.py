@@ -144,6 +144,9 @@ def side_tuneforge(rows, steps, workdir, model_path, overrides=()):
             f"model.base={model_path}",
             f"data.train={data}",
             *DATA_OPTIONS,
+            # the rows are prepare's output already (replay rows included): a second replay pass
+            # would add rows TRL never sees and reshuffle the order both sides are meant to share
+            "data.replay.enabled=false",
             f"strategy.r={LORA['r']}",
             f"strategy.alpha={LORA['alpha']}",
             f"training.max_steps={steps}",

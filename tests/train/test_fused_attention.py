@@ -178,6 +178,20 @@ def test_shared_prefix_stops_before_labelled_tokens(tiny_tokenizer):
     assert b["position_ids"][0].tolist() == list(range(len(f["input_ids"]))) * 2
 
 
+def test_tokens_counted_for_a_shared_prefix_row_are_the_unshared_lengths(feats):
+    """tokens/s of a shared-prefix run compares with an unshared one: every example counts whole."""
+    from tuneforge.lm.collator import PadCollator
+    from tuneforge.train.trainer import tokens_in_batch
+
+    prefix = [7] * 9  # a prompt prefix every example starts with, long enough to be shared
+    same = [{"input_ids": prefix + list(f["input_ids"]), "labels": [-100] * 9 + list(f["labels"])} for f in feats]
+    whole = sum(len(f["input_ids"]) for f in same)
+    shared = PackedCollator(share_prefix=True)(same)
+    assert shared["input_ids"].shape[1] < whole  # the prefix was kept once ...
+    assert tokens_in_batch(shared) == whole  # ... and counted for every example
+    assert tokens_in_batch(PadCollator(0)(same)) == whole
+
+
 # ----------------------------------------------------------------------------- fused ops
 @pytest.mark.parametrize("autocast,rel", [(False, 1e-5), (True, 2e-2)])
 def test_fused_ops_match_peft_and_the_models_modules(tiny_model_dir, feats, autocast, rel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .load import base_of
 from .template import prompt_messages, render
 
 
@@ -134,7 +135,7 @@ def _last_logits(model: Any, cache: Any) -> Any:
     and the head is a third of a decoding step's work at that size."""
     import torch
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: LoRA layers sit inside
+    base = base_of(model)
     head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
     decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
     plain = (
@@ -144,7 +145,7 @@ def _last_logits(model: Any, cache: Any) -> Any:
         and decoder is not None
     )
     if not plain:
-        kw = {"use_cache": True, _cache_kwarg(model): cache, "logits_to_keep": 1}
+        kw = {"use_cache": True, _cache_kwarg(base): cache, "logits_to_keep": 1}
         return lambda ids, mask, pos: model(input_ids=ids, attention_mask=mask, position_ids=pos, **kw).logits[:, -1]
     kw = {"use_cache": True, _cache_kwarg(decoder): cache}
 
@@ -155,13 +156,13 @@ def _last_logits(model: Any, cache: Any) -> Any:
     return step
 
 
-def _cache_kwarg(model: Any) -> str:
+def _cache_kwarg(module: Any) -> str:
     """transformers renamed `past_key_values` to `cache` during 5.x (the old name warns and goes
-    in 5.40): the name this model's forward takes, so every version the pin allows is served."""
+    in 5.40): the name this (unwrapped) module's forward takes, so every version the pin allows
+    is served."""
     import inspect
 
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT wraps as **kwargs
-    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
 
 
 def greedy_token_ids(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int) -> list[list[int]]:

@@ -182,6 +182,14 @@ def load_model(path: str, dtype: str = "float32", requested: bool = False, *, op
     )
 
 
+def base_of(model: Any) -> Any:
+    """The transformers model inside a distributed (`.module`) and/or PEFT wrapper: the one
+    whose config, attention implementation and forward signature are the model's own (PEFT's
+    forward takes **kwargs; its LoRA layers sit inside the base, so calling the base runs them)."""
+    inner = getattr(model, "module", model)
+    return inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+
+
 def load_adapter(base: Any, folder: str, **kwargs: Any) -> Any:
     """`PeftModel.from_pretrained(base, folder)` from adapter_model.safetensors only (PEFT itself
     falls back to unpickling adapter_model.bin)."""

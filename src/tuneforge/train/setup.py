@@ -25,7 +25,7 @@ from typing import Any
 from ..dist import is_main_process
 from ..errors import TuneforgeError
 from ..lm.collator import PackedCollator, PadCollator
-from ..lm.load import load_tokenizer, set_threads
+from ..lm.load import base_of, load_tokenizer, set_threads
 from ..model.device import device_type, use_bf16
 from ..model.load import load_for_training
 from ..model.source import ModelSource, ModelSourceError, record_lineage, run_source
@@ -124,8 +124,7 @@ def resolve_packing(packing: bool | None, strategy_kind: str, model: Any) -> boo
     if packing is None:
         packing = strategy_kind not in PROMPT_LEARNING and attention.supported(model)
     if packing and attention.supported(model):
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        base.set_attn_implementation(attention.register())
+        base_of(model).set_attn_implementation(attention.register())
     return packing
 
 
@@ -175,9 +174,8 @@ def collator(setup: ModelSetup) -> Any:
     reads the prefix back from the positions; transformers' own packed path would not)."""
     if not setup.packing:
         return PadCollator(setup.tokenizer.pad_token_id)
-    inner = getattr(setup.model, "module", setup.model)
-    base = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
-    return PackedCollator(share_prefix=getattr(base.config, "_attn_implementation", None) == attention.NAME)
+    attn = getattr(base_of(setup.model).config, "_attn_implementation", None)
+    return PackedCollator(share_prefix=attn == attention.NAME)
 
 
 # --------------------------------------------------------------------------- arguments and callbacks

@@ -80,6 +80,18 @@ def bf16_autocast(
             m.cast_input_dtype_enabled = v
 
 
+def tokens_in_batch(inputs: dict) -> int:
+    """Real tokens of a batch: padding not counted; in a packed row every example counts its whole
+    length, a prefix shared with the others included (the row holds it once), so tokens/s
+    compares with runs that do not share."""
+    mask, pos = inputs.get("attention_mask"), inputs.get("position_ids")
+    if mask is not None:
+        return int(mask.sum())
+    if pos is not None and pos.shape[0] == 1:
+        return pos.shape[1] + sum(shared for _a, _b, shared in attention.segments(pos, pos.shape[1]))
+    return int(inputs["input_ids"].numel())
+
+
 class TuneforgeTrainer(Trainer):
     def __init__(
         self,
@@ -118,16 +130,7 @@ class TuneforgeTrainer(Trainer):
             return super().train(*args, **kwargs)
 
     def _count_tokens(self, inputs) -> None:
-        mask = inputs.get("attention_mask")
-        pos = inputs.get("position_ids")
-        if mask is not None:
-            n = int(mask.sum())
-        elif pos is not None and pos.shape[0] == 1:
-            # packed: each example counts its whole length, a prefix shared with the others included
-            # (the row holds it once), so tokens/s compares with runs that do not share
-            n = pos.shape[1] + sum(shared for _a, _b, shared in attention.segments(pos, pos.shape[1]))
-        else:
-            n = int(inputs["input_ids"].numel())
+        n = tokens_in_batch(inputs)
         if self._t_first is None:
             self._t_first, self._tokens_at_first = time.perf_counter(), self.state.num_input_tokens_seen
         self.state.num_input_tokens_seen += n

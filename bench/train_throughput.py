@@ -37,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "examples" / "demo"
 LORA = dict(r=16, alpha=32)
+N_LAYERS = 30  # SmolLM2-135M's decoder layers
 LR, BATCH, SEED = 1e-3, 8, 42
 DATA_OPTIONS = ("data.validation_fraction=0", "data.test_fraction=0", "data.max_length=2048")
 
@@ -71,7 +72,7 @@ def held_out_loss(model, tok, rows) -> float:
     return mean_loss(model, tok, [{"messages": m} for m in rows])["loss"]
 
 
-def side_trl(rows, steps, workdir, model_path, fp32=False, budget_s=None):
+def side_trl(rows, steps, workdir, model_path, fp32=False, budget_s=None, layers=None):
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoTokenizer, TrainerCallback
@@ -96,7 +97,18 @@ def side_trl(rows, steps, workdir, model_path, fp32=False, budget_s=None):
         # trl-fp32: the one switch a user on a CPU without bf16 units flips; `trl` keeps the default
         **({"bf16": False} if fp32 else {}),
     )
-    lora = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], target_modules="all-linear", task_type="CAUSAL_LM")
+    # --layers K: PEFT's own layers_to_transform, the same adapters tuneforge's strategy.layers puts on
+    # (PEFT takes it only with module names, not 'all-linear')
+    targets = (
+        "all-linear" if not layers else ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    lora = LoraConfig(
+        r=LORA["r"],
+        lora_alpha=LORA["alpha"],
+        target_modules=targets,
+        layers_to_transform=list(range(N_LAYERS - layers, N_LAYERS)) if layers else None,
+        task_type="CAUSAL_LM",
+    )
     trainer = SFTTrainer(model=model_path, args=cfg, train_dataset=ds, processing_class=tok, peft_config=lora)
     batches: list[int] = []  # real tokens per collated batch (the loader may collate one ahead)
     inner = trainer.data_collator
@@ -217,12 +229,19 @@ def child(args) -> None:
         # rss: the high-water mark of training itself, taken before the held-out loss (which
         # may load another copy of the model)
         if args.side == "tuneforge":
+            layers = [f"strategy.layers={args.layers}"] if args.layers else []
             model, tok, tokens, seconds, rss_mb, done = side_tuneforge(
-                rows, args.steps, work, model_path, args.override or []
+                rows, args.steps, work, model_path, [*layers, *(args.override or [])]
             )
         else:
             model, tok, tokens, seconds, rss_mb, done = side_trl(
-                rows, args.steps, work, model_path, fp32=args.side == "trl-fp32", budget_s=args.peer_budget_s
+                rows,
+                args.steps,
+                work,
+                model_path,
+                fp32=args.side == "trl-fp32",
+                budget_s=args.peer_budget_s,
+                layers=args.layers,
             )
         loss = held_out_loss(model, tok, held_out)
     res = {
@@ -256,18 +275,23 @@ def gemm_peak(dtype_name: str, n: int = 2048, reps: int = 8) -> float:
     return 2 * n**3 / best
 
 
-def roofline(tokens_per_s: float, mean_len: float, label_frac: float, peak: float, dtype: str) -> dict:
+def roofline(
+    tokens_per_s: float, mean_len: float, label_frac: float, peak: float, dtype: str, adapted: int | None = None
+) -> dict:
     """LoRA training FLOPs per token ≈ 4·N_linear + 4·V·d·f + attention (see issue #7), against the
     GEMM peak, measured on this machine at the start of the bench, of the precision tuneforge
-    trains in here (bf16 where the CPU has bf16 units, else fp32)."""
-    n_linear, vocab, d, layers = 106.2e6, 49152, 576, 30
-    attn = 4 * layers * mean_len * d * 3 / 2  # QK^T and AV, fwd+bwd (×3), causal half
-    flops = 4 * n_linear + 4 * vocab * d * label_frac + attn
+    trains in here (bf16 where the CPU has bf16 units, else fp32). With adapters on the last
+    `adapted` of L layers only, backward (the input gradients, 2·N per token) runs through those
+    layers alone: 2·N·(1 + K/L) for the linears, the attention's backward likewise."""
+    n_linear, vocab, d, layers = 106.2e6, 49152, 576, N_LAYERS
+    k = adapted or layers
+    attn = 2 * layers * mean_len * d * (1 + 2 * k / layers)  # QK^T and AV: fwd 4·T·d/2 (causal), bwd twice that
+    flops = 2 * n_linear * (1 + k / layers) + 4 * vocab * d * label_frac + attn
     return {
         "flops_per_token": flops,
         "roofline_tok_s": peak / flops,
         "share": tokens_per_s * flops / peak,
-        "formula": "4*N_linear + 4*V*d*f + 6*L*T*d (attn, causal)",
+        "formula": "2*N_linear*(1+K/L) + 4*V*d*f + 2*L*T*d*(1+2K/L) (attn, causal; K adapted layers)",
         "inputs": {
             "N_linear": n_linear,
             "V": vocab,
@@ -275,6 +299,7 @@ def roofline(tokens_per_s: float, mean_len: float, label_frac: float, peak: floa
             "f": round(label_frac, 3),
             "T": round(mean_len, 1),
             "L": layers,
+            "K": k,
             f"peak_{dtype}_flops_measured": peak,
         },
     }
@@ -337,6 +362,11 @@ def main() -> None:
         help="a peer run still going after this many seconds stops and is timed over its steps so far",
     )
     ap.add_argument("--override", action="append", help="tuneforge recipe override for this bench (repeatable)")
+    ap.add_argument(
+        "--layers",
+        type=int,
+        help="adapters on the last K layers only, on every side (tuneforge strategy.layers, PEFT layers_to_transform)",
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_throughput.json"))
     ap.add_argument("--side", help=argparse.SUPPRESS)
     ap.add_argument("--dataset", help=argparse.SUPPRESS)
@@ -381,6 +411,8 @@ def main() -> None:
                 ]
                 for o in args.override or []:
                     cmd += ["--override", o]
+                if args.layers:
+                    cmd += ["--layers", str(args.layers)]
                 res = run_child(cmd, side, ds, args.peer_budget_s if side in PEERS else None)
                 res["repeat"] = rep
                 results.append(res)
@@ -422,7 +454,7 @@ def main() -> None:
             }
         if "tuneforge" in per:
             per["roofline"] = roofline(
-                per["tuneforge"]["tokens_per_s"], mean_len, label_frac, peaks[train_dtype], train_dtype
+                per["tuneforge"]["tokens_per_s"], mean_len, label_frac, peaks[train_dtype], train_dtype, args.layers
             )
         summary[ds] = per
     out = {
@@ -432,6 +464,7 @@ def main() -> None:
         "batch": BATCH,
         "lr": LR,
         "overrides": args.override,
+        "adapted_layers": args.layers,
         "peer_budget_s": args.peer_budget_s,
         "gemm_peak_gflop_s": {k: round(v / 1e9, 1) for k, v in peaks.items()},
         "summary": summary,

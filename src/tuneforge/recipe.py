@@ -281,6 +281,12 @@ class LoraStrategy(_Section):
     alpha: int = Field(32, gt=0, description="LoRA alpha (scale = alpha / r).")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout.")
     target_modules: Union[Literal["all-linear"], list[str]] = Field("all-linear", description=TARGETS_HELP)
+    layers: Optional[int] = Field(
+        None,
+        gt=0,
+        description="Adapt only the last N transformer layers (null: all). Backward then stops below the "
+        "lowest adapted layer: less work per token, at the cost of adapting fewer weights.",
+    )
 
 
 class QloraStrategy(LoraStrategy):

@@ -66,6 +66,30 @@ def test_same_replies_as_model_generate(model_tok, monkeypatch):
         assert all(t == tok.pad_token_id for t in rest)  # generate pads a finished row
 
 
+def test_shared_prefix_runs_once_and_replies_stay_the_same(model_tok, monkeypatch):
+    """A system prompt every conversation shares is prefilled once (batch of one, cache copied
+    to every row): the replies are model.generate's, row for row."""
+    from tuneforge.lm import generate as g
+
+    model, tok = model_tok
+    system = {"role": "system", "content": "You answer questions about the Quorvalen robot, briefly and politely."}
+    convs = [[system, *c] for c in CONVERSATIONS]
+    rows = tok([g.render(tok, c, add_generation_prompt=True) for c in convs], add_special_tokens=False)["input_ids"]
+    assert g.common_prefix(rows) >= 8  # the case under test: the prefix is really shared
+    seen = []
+    real = g.greedy_shrinking
+
+    def spy(model, ids, mask, n, eos, prefix=None):
+        seen.append(None if prefix is None else prefix.numel())
+        return real(model, ids, mask, n, eos, prefix=prefix)
+
+    monkeypatch.setattr(g, "greedy_shrinking", spy)
+    fast = g.generate(model, tok, convs, max_new_tokens=12, batch_size=5)
+    assert seen == [g.common_prefix(rows)]
+    slow = _with_generate(monkeypatch, lambda: g.generate(model, tok, convs, max_new_tokens=12, batch_size=5))
+    assert fast == slow
+
+
 def test_processors_in_the_generation_config_fall_back_to_generate(model_tok):
     from tuneforge.lm.generate import plain_greedy
 

@@ -188,3 +188,36 @@ def test_label_loss_with_lora_under_bf16_autocast_keeps_inputs_bf16(tiny_model_d
     cos = torch.nn.functional.cosine_similarity(out[0][1], out[1][1], dim=0)
     assert cos > 0.99
     assert all(getattr(mod, "cast_input_dtype_enabled", True) for mod in m.modules())  # restored
+
+
+def test_held_out_loss_with_a_shared_system_prompt_matches_full_logits(tiny_model_dir):
+    """mean_loss runs the system prompt every row shares once and repeats its KV cache; the
+    loss and token accuracy are those of a plain forward per row over full logits."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tuneforge.evaluate import metrics
+    from tuneforge.lm.template import tokenize_messages
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    system = {"role": "system", "content": "You answer questions about the Quorvalen robot, briefly and politely."}
+    rows = [
+        {"messages": [system, {"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+        for q, a in [
+            ("hi", "Hello! How can I help?"),
+            ("What colour is the charging light?", "Amber while charging, green when full."),
+            ("How long is the warranty on the Driftmop V4 robot vacuum?", "Two years."),
+        ]
+    ]
+    feats = [tokenize_messages(tok, r["messages"]) for r in rows]
+    assert metrics.shared_prefix_len(feats) >= 8  # the prefix path is the one under test
+    total, count, hits = 0.0, 0, 0
+    with torch.no_grad():
+        for f in feats:
+            ids = torch.tensor([f["input_ids"]])
+            s, n, c = metrics.loss_and_accuracy_sums(model(input_ids=ids).logits, torch.tensor([f["labels"]]))
+            total, count, hits = total + s, count + n, hits + c
+    got = metrics.mean_loss(model, tok, rows, batch_size=3)
+    assert got["tokens"] == count
+    assert got["loss"] == pytest.approx(total / count, abs=2e-5)
+    assert got["token_accuracy"] == pytest.approx(hits / count, abs=1e-5)

@@ -62,6 +62,7 @@ CASES = {
     "freeze": ({"learning_rate": 0.01}, {"train_layers": 1, "trainable_modules": ["lm_head"]}),
     "lora": ({}, {}),
     "lora+gc": ({"gradient_checkpointing": True}, {"kind": "lora"}),
+    "lora+top": ({}, {"kind": "lora", "layers": 1}),
     "dora": ({}, {}),
     "ia3": ({"learning_rate": 0.2}, {}),
     "prefix": ({"learning_rate": 0.05}, {"num_virtual_tokens": 4}),
@@ -97,7 +98,9 @@ def test_strategy_trains_and_reloads(case, tmp_path, tiny_model_dir, tiny64_dir,
         assert not any(".layers.0." in n for n in snap.trainable)
         assert any(".layers.1." in n for n in snap.trainable) and "model.norm.weight" in snap.trainable
         assert run.model_dir.is_dir() and not run.adapter_dir.exists()
-    elif kind != "full":
+    if case == "lora+top":  # adapters on the last layer only
+        assert snap.trainable and all(".layers.1." in n for n in snap.trainable)
+    if kind not in ("full", "freeze"):
         assert run.adapter_dir.is_dir() and not run.model_dir.exists()
 
     model, _, _ = load_trained(run, quantized_base=True)
@@ -141,6 +144,7 @@ def test_prompt_tuning_evaluates_and_exports_adapter_only(tmp_path, tiny_model_d
         ({"kind": "lora", "target_modules": ["q_proj", "nope"]}, r"\['nope'\] not found .* available linear modules"),
         ({"kind": "ia3", "target_modules": ["qkv"]}, "not found in the model"),
         ({"kind": "freeze", "train_layers": 5}, "has only 2 layers"),
+        ({"kind": "lora", "layers": 5}, r"strategy.layers=5, but the model has only 2 layers"),
         ({"kind": "freeze", "train_layers": None, "trainable_modules": ["attention_xyz"]}, "matches no module"),
         ({"kind": "freeze", "train_layers": None}, "trains nothing"),
         ({"kind": "prompt", "prompt_init_text": "  "}, "prompt_init_text is empty"),
@@ -155,6 +159,29 @@ def test_strategy_validation_errors(strategy, match, tiny_model_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     with pytest.raises(StrategyError, match=match):
         apply_strategy(model, section("strategy", **strategy), str(tiny_model_dir))
+
+
+def test_lora_on_the_last_layers_stops_backward_below_them(tiny_model_dir):
+    """strategy.layers=1: nothing below the last layer needs a gradient, so autograd records no
+    backward work there (the point of the option: less work per trained token)."""
+    from transformers import AutoModelForCausalLM
+
+    from tuneforge.model.strategies import apply_strategy
+    from tuneforge.recipe import section
+
+    model = apply_strategy(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), section("strategy", kind="lora", layers=1)
+    )
+    layers = model.base_model.model.model.layers
+    needs_grad = []
+    hooks = [m.register_forward_hook(lambda m, i, o: needs_grad.append(o[0].requires_grad)) for m in layers]
+    model.train()
+    out = model(input_ids=PROBE, attention_mask=torch.ones_like(PROBE), labels=PROBE)
+    for h in hooks:
+        h.remove()
+    assert needs_grad == [False, True]
+    out.loss.backward()
+    assert all(p.grad is None for n, p in model.named_parameters() if ".layers.0." in n)
 
 
 def test_qlora_errors(tiny_model_dir, monkeypatch):

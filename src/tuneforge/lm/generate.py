@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from .collator import shared_prefix
 from .load import base_of
-from .template import prompt_messages, render
+from .template import IGNORE_INDEX, prompt_messages, render
 
 
 def stop_token_ids(tokenizer: Any, model: Any) -> list[int]:
@@ -33,12 +34,15 @@ def generate(
         model.eval()
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
-            enc = {k: v.to(model.device) for k, v in enc.items()}
             with torch.inference_mode():
                 if plain_greedy(model):
-                    new = greedy_shrinking(model, enc["input_ids"], enc["attention_mask"], max_new_tokens, eos)
+                    ids = tokenizer([prompts[i] for i in idx], add_special_tokens=False)["input_ids"]
+                    new = greedy_shrinking_ids(model, ids, max_new_tokens, eos, tokenizer.pad_token_id)
                 else:
+                    enc = tokenizer(
+                        [prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
+                    )
+                    enc = {k: v.to(model.device) for k, v in enc.items()}
                     gen = model.generate(
                         **enc,
                         max_new_tokens=max_new_tokens,
@@ -52,6 +56,38 @@ def generate(
     finally:
         tokenizer.padding_side = side
     return out
+
+
+def common_prefix(rows: list[list[int]], min_prefix: int = 8) -> int:
+    """Length of the token prefix every row starts with, leaving each row at least one token of
+    its own (its last position gives the first reply token); 0 when shorter than `min_prefix`.
+
+    >>> common_prefix([[1, 2, 3, 4], [1, 2, 3, 9, 9]], min_prefix=2)
+    3
+    >>> common_prefix([[1, 2], [1, 2, 5]], min_prefix=2)
+    0
+    """
+    if len(rows) < 2:
+        return 0
+    p = shared_prefix([{"input_ids": r, "labels": [IGNORE_INDEX] * len(r)} for r in rows])
+    return p if p >= min_prefix else 0
+
+
+def greedy_shrinking_ids(model: Any, rows: list[list[int]], max_new_tokens: int, eos: list[int], pad_id: int | None):
+    """`greedy_shrinking` on unpadded token rows: the prefix all rows share (a chat template's
+    system prompt: ~20 of the ~50 prompt tokens of a short question with SmolLM2's default) is
+    run once and its cache copied to every row, the rest is left-padded after it."""
+    import torch
+
+    device = model.device
+    p = common_prefix(rows)
+    rest = [r[p:] for r in rows]
+    width = max(len(r) for r in rest)
+    pad = 0 if pad_id is None else pad_id
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rest], dtype=torch.long, device=device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rest], dtype=torch.long, device=device)
+    prefix = torch.tensor(rows[0][:p], dtype=torch.long, device=device) if p else None
+    return greedy_shrinking(model, ids, mask, max_new_tokens, eos, prefix=prefix)
 
 
 # generation-config fields that change greedy decoding: where one is set, model.generate decodes
@@ -83,12 +119,16 @@ def plain_greedy(model: Any) -> bool:
     return all(getattr(cfg, k, d) in (d, None) for k, d in _PROCESSORS.items())
 
 
-def greedy_shrinking(model: Any, input_ids: Any, attention_mask: Any, max_new_tokens: int, eos: list[int]) -> list:
+def greedy_shrinking(
+    model: Any, input_ids: Any, attention_mask: Any, max_new_tokens: int, eos: list[int], prefix: Any = None
+) -> list:
     """Greedy decoding of a left-padded batch that drops each row from the batch (and its KV cache)
     as soon as it emits a stop token: `model.generate` keeps computing finished rows until the
     longest one ends, so a batch of short tuned answers paid for its one rambling straggler.
     Returns the new token ids per row, the stop token included (decoded with special tokens
-    skipped, as generate's output is)."""
+    skipped, as generate's output is). `prefix`: token ids every row starts with, which
+    `input_ids` (left-padded) then leave out: they run once, as a batch of one, and the cache
+    is repeated for every row; the rows' padding then sits between prefix and text, masked."""
     import torch
     from transformers import DynamicCache
 
@@ -101,6 +141,12 @@ def greedy_shrinking(model: Any, input_ids: Any, attention_mask: Any, max_new_to
     cache = DynamicCache(config=getattr(model, "config", None))
     stop = torch.tensor(eos, dtype=torch.long, device=input_ids.device)
     next_logits = _last_logits(model, cache)
+    if prefix is not None and prefix.numel():
+        p = prefix.numel()
+        next_logits(prefix[None], mask.new_ones(1, p), torch.arange(p, device=prefix.device)[None])
+        cache.batch_repeat_interleave(n)
+        mask = torch.cat([mask.new_ones(n, p), mask], dim=1)
+        position = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)[:, p:]
     logits = next_logits(input_ids, mask, position)
     last = position[:, -1:]
     for step in range(max_new_tokens):

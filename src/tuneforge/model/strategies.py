@@ -103,6 +103,14 @@ def final_norm_names(model: Any, layers_name: str) -> list[str]:
     return out
 
 
+def last_layers(model: Any, n: int, key: str) -> list[int]:
+    """Indices of the last `n` decoder layers (an error naming `key` when the model has fewer)."""
+    _, layers = decoder_layers(model)
+    if n > len(layers):
+        raise StrategyError(f"{key}={n}, but the model has only {len(layers)} layers — use at most {len(layers)}")
+    return list(range(len(layers) - n, len(layers)))
+
+
 def apply_freeze(model: Any, cfg: StrategyConfig) -> Any:
     """Train only the last `train_layers` blocks (+ the final norm) and modules named in `trainable_modules`."""
     chosen: list[str] = []
@@ -168,13 +176,18 @@ def peft_config(model: Any, cfg: StrategyConfig, tokenizer_path: str | None = No
     import peft
 
     if cfg.kind in ("lora", "qlora", "dora"):
+        targets = check_targets(model, cfg)
+        layers = last_layers(model, cfg.layers, "strategy.layers") if cfg.layers else None
+        if layers and targets == "all-linear":  # PEFT takes layers_to_transform with module names only
+            targets = linear_module_names(model)
         return peft.LoraConfig(
             r=cfg.r,
             lora_alpha=cfg.alpha,
             lora_dropout=cfg.dropout,
             bias="none",
-            target_modules=check_targets(model, cfg),
+            target_modules=targets,
             use_dora=cfg.kind == "dora",
+            layers_to_transform=layers,
             task_type="CAUSAL_LM",
         )
     if cfg.kind == "ia3":

@@ -1,14 +1,15 @@
 """Training throughput: tuneforge's SFT path vs TRL SFTTrainer + PEFT LoRA, side by side.
 
     .venv/bin/python bench/train_throughput.py [--steps 8] [--repeats 3] [--datasets demo,synthetic]
-        [--sides trl,trl-fp32,tuneforge] [--peer-budget-s 300]
+        [--sides trl,trl-fp32,trl-fp32-nogc,tuneforge] [--peer-budget-s 300] [--layers K]
 
 Every side trains the embedded SmolLM2-135M-Instruct with the same LoRA config (r16,
-alpha 32, all-linear), the same data, steps, effective batch, learning rate, schedule
+alpha 32, all-linear; with --layers K on the last K layers only, on every side), the same data, steps, effective batch, learning rate, schedule
 and seed. The peer runs two ways: `trl` keeps TRL's library defaults for everything that
 affects speed (SFTConfig's bf16=True among them), `trl-fp32` is what a competent user sets
-on a CPU without bf16 units (bf16=False); the ratio that counts is against the faster of the
-two. A peer run that has not finished its steps after --peer-budget-s stops there and is
+on a CPU without bf16 units (bf16=False), `trl-fp32-nogc` also turns off SFTConfig's default
+gradient checkpointing (memory traded for speed, which a 135M model on a machine with GBs to
+spare does not need); the ratio that counts is against the fastest peer. A peer run that has not finished its steps after --peer-budget-s stops there and is
 timed over the steps it did (an emulated-bf16 run can take an hour for 8 steps); its loss is
 then not compared. Repeats are interleaved (A B A B …) so machine noise hits every side;
 each run is a fresh child process so its peak RSS is its own. Reported per side (medians):
@@ -72,7 +73,7 @@ def held_out_loss(model, tok, rows) -> float:
     return mean_loss(model, tok, [{"messages": m} for m in rows])["loss"]
 
 
-def side_trl(rows, steps, workdir, model_path, fp32=False, budget_s=None, layers=None):
+def side_trl(rows, steps, workdir, model_path, fp32=False, budget_s=None, layers=None, checkpointing=True):
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoTokenizer, TrainerCallback
@@ -96,6 +97,9 @@ def side_trl(rows, steps, workdir, model_path, fp32=False, budget_s=None, layers
         disable_tqdm=True,
         # trl-fp32: the one switch a user on a CPU without bf16 units flips; `trl` keeps the default
         **({"bf16": False} if fp32 else {}),
+        # trl-fp32-nogc: also TRL's gradient checkpointing (on by default in SFTConfig) off, as a user
+        # with memory to spare sets it for speed; it also lets layers_to_transform cut backward work
+        **({} if checkpointing else {"gradient_checkpointing": False}),
     )
     # --layers K: PEFT's own layers_to_transform, the same adapters tuneforge's strategy.layers puts on
     # (PEFT takes it only with module names, not 'all-linear')
@@ -239,7 +243,8 @@ def child(args) -> None:
                 args.steps,
                 work,
                 model_path,
-                fp32=args.side == "trl-fp32",
+                fp32=args.side in ("trl-fp32", "trl-fp32-nogc"),
+                checkpointing=args.side != "trl-fp32-nogc",
                 budget_s=args.peer_budget_s,
                 layers=args.layers,
             )
@@ -317,7 +322,7 @@ def data_stats(rows_file: Path) -> tuple[float, float]:
     return total / len(enc), labels / total
 
 
-PEERS = ("trl", "trl-fp32")
+PEERS = ("trl", "trl-fp32", "trl-fp32-nogc")
 
 
 def run_child(cmd: list[str], side: str, ds: str, budget_s: float | None) -> dict:

@@ -79,16 +79,14 @@ def check_targets(model: Any, cfg: StrategyConfig) -> list[str] | str:
 # -- freeze ---------------------------------------------------------------------------------------
 
 
-def decoder_layers(model: Any) -> tuple[str, Any]:
+def decoder_layers(model: Any, key: str = "strategy.train_layers") -> tuple[str, Any]:
     """(qualified name, ModuleList) of the transformer blocks: the longest ModuleList in the model."""
     import torch
 
     lists = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.ModuleList) and len(m) > 0]
     if not lists:
-        raise StrategyError(
-            "strategy.kind=freeze: no list of transformer layers found in the model — use "
-            "strategy.train_layers=null with strategy.trainable_modules"
-        )
+        fix = " with strategy.trainable_modules" if key == "strategy.train_layers" else " (adapt every layer)"
+        raise StrategyError(f"{key}: no list of transformer layers found in the model — use {key}=null{fix}")
     return max(lists, key=lambda nm: len(nm[1]))
 
 
@@ -105,7 +103,7 @@ def final_norm_names(model: Any, layers_name: str) -> list[str]:
 
 def last_layers(model: Any, n: int, key: str) -> list[int]:
     """Indices of the last `n` decoder layers (an error naming `key` when the model has fewer)."""
-    _, layers = decoder_layers(model)
+    _, layers = decoder_layers(model, key)
     if n > len(layers):
         raise StrategyError(f"{key}={n}, but the model has only {len(layers)} layers — use at most {len(layers)}")
     return list(range(len(layers) - n, len(layers)))

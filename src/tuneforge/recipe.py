@@ -518,6 +518,12 @@ class TrainingConfig(_Section):
     logits_at_labels_only: bool = Field(
         True, description="Compute the LM head and loss only where a label is (prompt positions skip the vocab matmul)."
     )
+    frozen_cache: bool = Field(
+        True,
+        description="Keep each example's hidden states below the lowest trained layer (adapters on the last N "
+        "layers, freeze) and start there when the example comes again (later epochs, validation): the same "
+        "numbers, half the forward. Packed batches, one process, no dropout in the frozen layers.",
+    )
     group_by_length: bool = Field(True, description="Without packing: batch examples of similar length (less padding).")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
     kl_to_base: float = Field(

@@ -240,6 +240,7 @@ def lm_trainer(
         logits_at_labels_only=logits_at_labels_only,
         fused_ops=cfg.fused_ops,
         kl_to_base=cfg.kl_to_base,
+        frozen_cache=cfg.frozen_cache,
     )
 
 
@@ -272,6 +273,7 @@ def fit(
         setup.info(),
         packing=setup.packing,
         fused_ops=trainer.fused_count,
+        frozen_cache=trainer.frozen_cache_info(),
         logits_at_labels_only=logits_at_labels_only,
         tracking=list(cfg.tracking),
     )

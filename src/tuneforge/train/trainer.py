@@ -1,4 +1,4 @@
-"""The HF Trainer with five changes, each measured in bench/train_throughput.py:
+"""The HF Trainer with these changes, each measured in bench/train_throughput.py:
 
 - transformers' `bf16=True` does nothing for a CPU run (it relies on accelerate, which
   does not autocast there), so autocast is entered here where the CPU has bf16 units.
@@ -12,6 +12,8 @@
 - `training.kl_to_base` (β > 0): the training loss adds β · KL(tuned ‖ base) per trained token,
   the base being the same model with its adapter off (`lm/loss.py::label_positions_loss_with_kl`);
   the KL is logged as `kl_to_base`.
+- Examples seen again (later epochs, validation) start at the lowest trained layer from the
+  hidden states kept the first time (`train/frozen_cache.py`) when the layers below are frozen.
 - Trainer writes `checkpoint-N` in place, so a crash mid-save leaves a half-written
   folder that resume would pick up. Here it is written under `.staging/` and renamed.
 """
@@ -35,6 +37,7 @@ from ..io import maybe_disk_full, replace_dir
 from ..lm.loss import label_positions_loss, label_positions_loss_with_kl
 from . import attention
 from .checkpoint import newest_verified, write_manifest
+from .frozen_cache import FrozenCache, why_not
 
 STAGING = ".staging"
 
@@ -100,9 +103,13 @@ class TuneforgeTrainer(Trainer):
         logits_at_labels_only: bool = False,
         fused_ops: bool = False,
         kl_to_base: float = 0.0,
+        frozen_cache: bool = False,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        self._frozen_wanted = frozen_cache
+        self._frozen: FrozenCache | None = None
+        self._frozen_off: str | None = None if frozen_cache else "training.frozen_cache is off"
         self.kl_to_base = kl_to_base
         self._kl_sum: torch.Tensor | float = 0.0  # KL summed over the trained tokens since the last log
         self._kl_tokens = 0
@@ -147,11 +154,13 @@ class TuneforgeTrainer(Trainer):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         inputs = dict(inputs)
         labels = inputs.pop("labels")
-        if beta:
-            loss, kl_sum, n_targets, outputs = label_positions_loss_with_kl(model, inputs, labels, beta)
-            self._kl_sum, self._kl_tokens = self._kl_sum + kl_sum, self._kl_tokens + n_targets  # no sync per step
-        else:
-            loss, n_targets, outputs = label_positions_loss(model, inputs, labels)
+        cache = self._frozen_cache()
+        with cache.forward(inputs) if cache else contextlib.nullcontext(inputs) as inputs:
+            if beta:
+                loss, kl_sum, n_targets, outputs = label_positions_loss_with_kl(model, inputs, labels, beta)
+                self._kl_sum, self._kl_tokens = self._kl_sum + kl_sum, self._kl_tokens + n_targets  # no sync per step
+            else:
+                loss, n_targets, outputs = label_positions_loss(model, inputs, labels)
         if num_items_in_batch is not None:
             loss = loss / num_items_in_batch
             if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
@@ -161,6 +170,20 @@ class TuneforgeTrainer(Trainer):
             loss = loss / max(n_targets, 1)
             self.loss_is_scaled_for_ga = False
         return (loss, outputs) if return_outputs else loss
+
+    def _frozen_cache(self) -> FrozenCache | None:
+        """The frozen-layer cache, decided on the first batch (the model is final by then)."""
+        if self._frozen is None and self._frozen_off is None:
+            lowest, self._frozen_off = why_not(self.model, self.args.world_size, self.args.neftune_noise_alpha)
+            if self._frozen_off is None:
+                self._frozen = FrozenCache(self.model, lowest)
+        return self._frozen
+
+    def frozen_cache_info(self) -> dict:
+        """What the run's train summary says about the cache (`train/frozen_cache.py`)."""
+        if self._frozen is not None:
+            return self._frozen.summary()
+        return {"off": self._frozen_off or "no batch went through the label-only loss"}
 
     def log(self, logs, start_time=None):
         if "loss" in logs and self._t_first is not None:

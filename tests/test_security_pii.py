@@ -1,6 +1,6 @@
 """PII recall per entity type on held-out corpora written after the detector was frozen (issue 17).
 
-tests/assets/pii/heldout_{a,b,c}.txt: at least 40 examples per type (EMAIL, PHONE, CREDIT_CARD,
+tests/assets/pii/heldout_{a,b,c,d}.txt: at least 40 examples per type (EMAIL, PHONE, CREDIT_CARD,
 IBAN, IP_ADDRESS, SSN, SECRET, PERSON) in varied contexts and formats, international names
 included, plus hard negatives. The protocol, in order:
 
@@ -8,21 +8,41 @@ included, plus hard negatives. The protocol, in order:
      then improved in general ways (Unicode names, role labels and hand-offs, SSN and phone
      contexts, URL credentials …), never by listing A's strings;
   B  written fresh after that; measured; a second round of general improvements;
-  C  written fresh after that and never used to change the detector: the honest held-out number.
+  C  written fresh after that; measured (the held-out number of round 2); a third round: name lists
+     across many languages in assets/pii_words.txt, surname shapes (-ov, -sson, -escu, Nw…), evidence
+     around a capitalised sequence (a person's verb or role after it, "talked to" before it, its own
+     line, an e-mail built from it), articles and organisation words against products and places,
+     more cues (ask for, belongs to, candidate, sign-offs), lower-case names after "my name is",
+     initials; "upgrade to 5.0.1.12" and netmasks are not addresses, "private key: …" is a secret;
+  D  written fresh after round 3 was frozen, with no name from the detector's lists, and never used
+     to change it: the honest held-out number.
 
 Measured (recall per type; overlap scoring of data/pii_eval.py), before → after:
 
-  set  detector  EMAIL PHONE CARD  IBAN  IP    SSN   SECRET PERSON
-  A    original  1.000 0.933 1.000 1.000 1.000 0.911 0.844  0.474
-  B    round 1   1.000 0.913 0.867 1.000 1.000 0.978 0.867  0.878
-  C    final     1.000 1.000 1.000 1.000 1.000 1.000 0.978  0.900   (original on C: PHONE 0.978,
+  set  detector     EMAIL PHONE CARD  IBAN  IP    SSN   SECRET PERSON
+  A    original     1.000 0.933 1.000 1.000 1.000 0.911 0.844  0.474
+  B    round 1      1.000 0.913 0.867 1.000 1.000 0.978 0.867  0.878
+  C    round 2      1.000 1.000 1.000 1.000 1.000 1.000 0.978  0.900   (original on C: PHONE 0.978,
                                                                      CARD 0.889, SSN 0.867,
                                                                      SECRET 0.844, PERSON 0.320)
+  A    round 3      1.000 1.000 1.000 1.000 1.000 1.000 0.956  1.000   (round 2: PERSON 0.947)
+  B    round 3      1.000 1.000 1.000 1.000 1.000 1.000 1.000  1.000   (round 2: PERSON 0.939)
+  C    round 3      1.000 1.000 1.000 1.000 1.000 1.000 1.000  1.000   (round 2: as above)
+  D    round 3      1.000 1.000 1.000 1.000 1.000 0.952 0.875  0.740   (round 2: PERSON 0.403,
+                                                                     the rest the same)
 
-PERSON stays under the issue's 0.95 on C: a name with no cue and an unlisted first name
-("Dawit Bekele sent the documents") is beyond a heuristic without a model. The floors below are
-the C measurements with a margin (recall −0.03 for the pattern types, −0.05 for PERSON), and A
-and B (tuned on, so higher) guard against regressions.
+Precision after round 3 is 1.000 for every type and set but B PERSON 0.980 (B leaves "name on card
+J. Smith" unlabelled) and D PHONE 0.976 (an account ID, 0048813).
+
+PERSON stays under the issue's 0.95 on D. Its misses: a single unknown name with no cue or a weak
+one ('Could Siaosi send…', 'Rustam signed for the box', 'Hoshino's new address', 'From: "Ezinne"'),
+cues the lists lack (Hej, Grüße an, Sláinte, loop in, names … as, refund for, application from,
+roles such as guide, mentor, interpreter), and unknown two-word names whose surname has no shape
+the detector knows (Urquiza, Sæther, Rangaswamy, Begay). SECRET misses plain passwords after
+"password … is" or in parentheses and a token with no vendor prefix; SSN misses "SSN (last verified
+2023): …" and "SSN on the loan application: …" (too many words between cue and number). The floors
+below are the D measurements with a margin (recall −0.03 for the pattern types, −0.05 for PERSON),
+and A, B and C (tuned on, so higher) guard against regressions.
 """
 
 from __future__ import annotations
@@ -35,21 +55,21 @@ from tuneforge.data.pii import TYPES, is_iban_valid, is_luhn_valid
 from tuneforge.data.pii_eval import read_corpus, render_table, score
 
 PII = Path(__file__).parent / "assets" / "pii"
-SETS = ("heldout_a.txt", "heldout_b.txt", "heldout_c.txt")
+SETS = ("heldout_a.txt", "heldout_b.txt", "heldout_c.txt", "heldout_d.txt")
 
-# C: never tuned on. recall floor = measured − margin
+# D: never tuned on. recall floor = measured − margin
 HELDOUT_FLOOR = {
     "EMAIL": 0.97,
     "PHONE": 0.97,
     "CREDIT_CARD": 0.97,
     "IBAN": 0.97,
     "IP_ADDRESS": 0.97,
-    "SSN": 0.97,
-    "SECRET": 0.95,
-    "PERSON": 0.85,
+    "SSN": 0.92,
+    "SECRET": 0.84,
+    "PERSON": 0.69,
 }
-# A and B: the detector was improved after reading their misses, so they must stay high
-TUNED_FLOOR = {**dict.fromkeys(TYPES, 0.97), "SECRET": 0.93, "PERSON": 0.9}
+# A, B and C: the detector was improved after reading their misses, so they must stay high
+TUNED_FLOOR = {**dict.fromkeys(TYPES, 0.97), "SECRET": 0.93, "PERSON": 0.95}
 
 
 @pytest.mark.parametrize("name", SETS)
@@ -69,7 +89,7 @@ def test_heldout_sets_are_big_varied_and_their_numbers_valid(name):
     assert sum(any(ord(c) > 127 for c in p) for p in persons) >= 4  # Björn, Yılmaz, Lefèvre, O’Brien …
 
 
-def test_the_three_sets_do_not_share_sentences():
+def test_the_sets_do_not_share_sentences():
     seen: dict[str, str] = {}
     for name in SETS:
         for text, _ in read_corpus(PII / name):
@@ -79,16 +99,16 @@ def test_the_three_sets_do_not_share_sentences():
 
 
 def test_recall_per_type_on_the_never_tuned_set(capsys):
-    result = score(read_corpus(PII / "heldout_c.txt"))
+    result = score(read_corpus(PII / "heldout_d.txt"))
     with capsys.disabled():
-        print("\nheld-out set C\n" + render_table(result))
+        print("\nheld-out set D\n" + render_table(result))
     per = result["per_type"]
     low = {t: per[t]["recall"] for t in TYPES if per[t]["recall"] < HELDOUT_FLOOR[t]}
     assert not low, (low, [e for e in result["errors"] if e["kind"] == "missed"])
     assert all(per[t]["precision"] >= 0.93 for t in TYPES), {t: per[t]["precision"] for t in TYPES}
 
 
-@pytest.mark.parametrize("name", SETS[:2])
+@pytest.mark.parametrize("name", SETS[:3])
 def test_recall_per_type_on_the_sets_the_detector_was_improved_after(name):
     per = score(read_corpus(PII / name))["per_type"]
     low = {t: per[t]["recall"] for t in TYPES if per[t]["recall"] < TUNED_FLOOR[t]}

@@ -99,7 +99,9 @@ def test_prepare_card_reports_pii_dupes_leaks_and_plots(tmp_path, tiny_model_dir
     train.append(dict(train[10]))  # exact duplicate
     test = _demo("test.jsonl")[:8] + [train[20]]  # a planted leak
     files = {"train": write_jsonl(tmp_path / "train.jsonl", train), "test": write_jsonl(tmp_path / "test.jsonl", test)}
-    recipe = tiny_recipe(tmp_path, tiny_model_dir, files, data={"pii": "redact"})
+    # the demo company's executives are named in its facts: allowed, as a user allows public names
+    execs = ["Marisol Dunkerley", "Pallas Ndiaye", "Ansel Prideaux", "Juno Castellane"]
+    recipe = tiny_recipe(tmp_path, tiny_model_dir, files, data={"pii": "redact", "pii_allow": execs})
     run, card = prepare_stage(recipe)
     assert card["sources"]["train"]["pii"]["counts"] == {"EMAIL": 1}
     assert card["dedup"]["exact"] == 1

@@ -5,6 +5,8 @@
 - `general_suite.jsonl`: general prompts with expected answers, the default regression suite
   (`evaluation.regression_suite`). The two files share no prompt (tests/test_assets.py), so
   replay never trains on what regression measures.
+- `pii_words.txt`: the word lists of the person-name heuristic (`data.pii_persons`): given names and
+  surnames across many languages, ordinary words, organisation words, places and brands.
 """
 
 from __future__ import annotations

@@ -224,7 +224,8 @@ def find_ibans(text: str) -> list[Entity]:
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
 _IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{0,4}|(?:\d{1,3}\.){3}\d{1,3})(?![\w:])")
 _VERSION_BEFORE = re.compile(
-    r"(?i)\b(?:v|version|release|build|firmware|ver\.?|update|patch|upgrade|rev(?:ision)?|section|chapter|clause)\s*$"
+    r"(?i)\b(?:v|version|release|build|firmware|ver\.?|update|patch|upgrade|rev(?:ision)?|section|chapter|clause|"
+    r"(?:sub)?net ?mask|mask)(?: to)?\s*$"
 )
 
 
@@ -232,7 +233,7 @@ def find_ips(text: str) -> list[Entity]:
     out = []
     for m in _IPV4.finditer(text):
         if _VERSION_BEFORE.search(text[max(0, m.start() - 12) : m.start()]):
-            continue  # "firmware 1.2.10.4" is a version, not an address
+            continue  # "firmware 1.2.10.4", "upgrade to 5.0.1.12", "netmask 255.255.255.0": not an address
         try:
             ipaddress.IPv4Address(m.group())
         except ValueError:
@@ -345,8 +346,8 @@ _VENDOR_SECRETS = re.compile(
 )
 _PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----")
 _KEY_VALUE = re.compile(
-    r"(?i)(?<![A-Za-z0-9])(?:api[_-]?key|apikey|secret(?:[_-]?key)?|access[_-]?(?:key|token)|auth[_-]?token|token|password|passwd|"
-    r"pwd|client[_-]?secret|private[_-]?key|bearer|passphrase|pre-?shared[ _-]?key|psk|pass(?=\s*[:=]))"
+    r"(?i)(?<![A-Za-z0-9])(?:api[ _-]?key|apikey|secret(?:[ _-]?key)?|access[ _-]?(?:key|token)|auth[ _-]?token|token|password|passwd|"
+    r"pwd|client[ _-]?secret|private[ _-]?key|bearer|passphrase|pre-?shared[ _-]?key|psk|pass(?=\s*[:=]))"
     r"(?![A-Za-z0-9])[\"']?\s*(?:[:=]|\b(?:is|to|was)\b|\s)\s*[\"']?([^\s\"',;<>()]{6,})"
 )
 _PASSWORD_WORD = re.compile(r"(?i)pass|pwd|pre-?shared|psk")

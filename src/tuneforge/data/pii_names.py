@@ -1,34 +1,53 @@
-"""Word lists for the person-name heuristic in pii.py (kept apart so pii.py stays readable).
+"""Word lists and word shapes for the person-name heuristic in pii_persons.py.
 
-FIRST_NAMES: common given names across several languages, minus words that are also
-ordinary English words or months (May, June, Will, Bill, Grace, Rose, Hope, Mark…),
-which would flag "May Day" or "Will Smith's…" ambiguously.
+The long lists live in the shipped asset `pii_words.txt` (read once, offline):
+
+FIRST_NAMES: given names across many languages, minus words that are also ordinary English words
+or months (May, June, Will, Grace, Hope, Mark …), which would flag "May Day" or "Will Power".
+SURNAMES: family names across many languages, minus common English words (Stone, King, Park …).
+COMMON: lowercase English words; capitalised, they are no evidence of a name ("Visit", "Cloud").
+ORG_WORDS: words that make a capitalised sequence an organisation, place or product.
+PLACES: countries, regions, cities, and brands that look like names.
+GIVEN_WORDS: given names that are also words (Grace, Will): a name only with a name-like word after.
 NOT_SURNAMES: capitalised words that follow a first name without being a surname.
+A name no list knows is still recognised by its shape: a surname ending (-ov, -sson, -escu, -poulos,
+-shvili, -oğlu …), a surname prefix (O'…, Mc…, Nw…), or a hyphenated Korean given name (Ji-woo).
+
+>>> is_surname_shaped("Sokolova"), is_surname_shaped("Bakery")
+(True, False)
 """
 
-FIRST_NAMES = frozenset(
-    """
-Aaron Abdul Abigail Adam Adrian Ahmed Aisha Alan Albert Alejandro Alex Alexander Alexandra Alice Alicia Alina
-Alison Amanda Amelia Amir Amy Ana Andrea Andreas Andrew Angela Anna Anne Anthony Antonio Arjun Arthur Ashley
-Barbara Beatriz Benjamin Bernard Beth Bianca Brandon Brian Bruno Carl Carla Carlos Carmen Caroline Catherine
-Charles Charlotte Chen Chloe Chris Christian Christina Christine Christopher Claire Claudia Daniel Daniela David
-Deborah Dennis Diana Diego Dmitri Dominic Donald Dorothy Edward Elena Elif Elizabeth Ella Emily Emma Eric Erik
-Ethan Eva Fatima Felix Fernando Fiona Francesca Francesco Frank Gabriel Gabriela George Georgia Gerald Giovanni
-Giulia Greta Hannah Hans Harry Heather Helen Henry Hiroshi Hugo Ian Ingrid Irene Isabel Isabella Ivan Jack Jacob
-James Jana Jane Janet Jason Javier Jean Jennifer Jessica Joanna Joe Johan John Jonathan Jorge Jose Joseph Joshua
-Juan Julia Julian Juliet Julie Justin Karen Karl Katarzyna Kate Katherine Kathleen Kenji Kevin Kim Klaus Laura
-Lauren Leila Lena Leo Liam Linda Lisa Lucas Lucia Luis Luca Lukas Maria Marie Marco Margaret Mariana Marta Martin
-Mary Mateo Matthew Mei Melissa Mia Michael Michelle Miguel Mohamed Mohammed Muhammad Nadia Natalia Nathan Nicholas
-Nicole Nina Noah Olga Oliver Olivia Omar Oscar Pablo Patricia Paul Paula Pedro Peter Pierre Priya Rachel Rafael
-Rahul Raj Rebecca Richard Robert Roberto Ryan Samantha Samuel Sandra Sara Sarah Sean Sebastian Sergei Sofia Sophie
-Stefan Stephanie Stephen Steven Susan Sven Tanya Thomas Timothy Tom Tomas Valentina Vanessa Victor Victoria
-Vikram Wei William Xavier Yasmin Yuki Yusuf Zoe Zhang Ali Amara Kofi Ngozi Sipho Thandiwe Oluwaseun Kwame Aditi
-Ananya Rohan Sanjay Deepa Hana Jun Minh Linh Nguyen Tariq Layla Hassan Youssef Ines Lars Astrid Magnus Freya Anja
-Jurgen Matteo Chiara Aleksandra Piotr Tomasz Marek Zofia Bogdan Irina Anastasia Pavel Svetlana Yara Rania Sina
-""".split()
-)
+from __future__ import annotations
 
-NOT_SURNAMES = frozenset(
+import re
+
+from ..assets import asset
+
+
+def _sections(text: str) -> dict[str, frozenset[str]]:
+    out: dict[str, set[str]] = {}
+    current = None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = out.setdefault(line[1:-1], set())
+        elif current is not None:
+            current.update(line.split())
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+_LISTS = _sections(asset("pii_words.txt").read_text(encoding="utf-8"))
+
+FIRST_NAMES = _LISTS["first_names"]
+SURNAMES = _LISTS["surnames"]
+COMMON = _LISTS["common"]
+ORG_WORDS = _LISTS["org"]
+PLACES = _LISTS["places"]
+GIVEN_WORDS = _LISTS["given_words"]
+
+NOT_SURNAMES = ORG_WORDS | frozenset(
     """
 Street St Road Rd Avenue Ave Lane Drive Boulevard Square Place Court Way Hall House Building Tower Centre
 Center Team Support Service Services Desk Office Department Group Inc Ltd LLC GmbH Corp Company Co Bank Hospital
@@ -41,6 +60,35 @@ North South East West New Old Great Little Big Saint San Santa Los Las City Coun
 Valley Bay Beach Hill Hills Airlines Air Express Foods Motors Labs Systems Software Cloud Online Store Shop Market
 Cafe Restaurant Bar Club Award Prize Act Law Day Night Morning Evening Week Weekend Year Month
 Customer Customers Client Clients Sir Madam Everyone Everybody All Folks Guys Friends Colleagues Valued Again
-Us Me Him Them Admin Sales Billing Accounts Reception Management Staff
+Us Me Him Them Admin Sales Billing Accounts Reception Management Staff My I I'm I'd I'll I've So Much Team There
+Guys Everyone Both Also Just Only Maybe Sure Okay OK Ok Soon Later Now Again Once
 """.split()
 )
+
+# family-name endings and beginnings across languages; a word with one looks like a surname
+_SURNAME_END = re.compile(
+    r"^.{3,}(?:ov|ova|ev|eva|ovich|evich|ovna|evna|sky|ski|ska|skiy|skaya|skyi|cki|cka|dzki|czyk|czak|wicz|vich|"
+    r"enko|chuk|czuk|yuk|iuk|ić|vić|šić|čić|sson|ssen|sen|dóttir|dottir|berg|ström|strom|qvist|kvist|lund|gren|"
+    r"holm|dahl|nen|mann|stein|feld|baum|poulos|opoulou|idis|idou|akis|akou|iadis|yan|shvili|dze|oğlu|oglu|escu|"
+    r"eanu|ini|elli|etti|otti|ucci|azzi|acci|eira|inho|ães|ez|moto|mura|kawa|gawa|yama|saki|zaki|shima|jima|"
+    r"uchi|guchi|ishi)$"
+)
+# O’Brien, McKenzie, MacLeod, Nwosu, Ndlovu, Mthembu, Dlamini, Tshabalala, Zhang, Xu, Qian, Szymon, Kwame
+_SURNAME_START = re.compile(r"^(?:O['’][A-Z]|Ma?c[A-Z]|Nw|Nk|Nd|Ng[a-z]|Mb|Mw|Mth|Dl|Hl|Tsh|Zh|X[iu]|Q[i]|Sz|Kw|Bj|Ø)")
+# English words with those endings ("Italian", "Bakery" …) are in COMMON or caught below
+_NOT_SHAPED = re.compile(r"(?i)(?:tion|ment|ness|ship|ity|ing|less|ful|able|ible|ware|land|ville|town|ford)$")
+
+
+def is_surname_shaped(word: str) -> bool:
+    """A word that looks like a family name in some language, whether a list knows it or not."""
+    if len(word) < 4 or word.lower() in COMMON or word in PLACES or word in ORG_WORDS or _NOT_SHAPED.search(word):
+        return False
+    return bool(_SURNAME_END.search(word) or _SURNAME_START.match(word))
+
+
+def is_common(word: str) -> bool:
+    """An ordinary word, place, brand or organisation word: no evidence of a name by itself."""
+    low = word.lower()
+    if low in COMMON or word in PLACES or word in ORG_WORDS or word in NOT_SURNAMES:
+        return True
+    return "-" in low and all(part in COMMON for part in low.split("-"))  # Check-in, Follow-up

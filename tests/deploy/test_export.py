@@ -260,6 +260,17 @@ def test_quantized_int8_export_reloads_and_passes_its_tolerance(tiny_run):
     assert config["quantization_config"]["quant_method"] == "bitsandbytes"
 
 
+def test_a_quantised_export_with_pickle_weights_is_refused(tmp_path):
+    """Whatever the backend wrote, a .bin/.pt in the export fails it (every loader here refuses pickle)."""
+    from tuneforge.deploy.quantize import QuantizationUnsupported, refuse_pickle
+
+    (tmp_path / "model.safetensors").write_bytes(b"x")
+    refuse_pickle(tmp_path, "torchao-int8")  # safetensors only: fine
+    (tmp_path / "pytorch_model.bin").write_bytes(b"x")
+    with pytest.raises(QuantizationUnsupported, match=r"wrote pickle weights \(pytorch_model.bin\)"):
+        refuse_pickle(tmp_path, "torchao-int8")
+
+
 def test_nf4_round_trip_and_tolerance_enforced(tmp_path):
     """NF4 saves and reloads as 4-bit; on a random model (no logit margins) the check rejects it.
 
@@ -287,6 +298,7 @@ def test_nf4_round_trip_and_tolerance_enforced(tmp_path):
     tok = load_tokenizer(str(src))
     info = quantize_folder(src, tmp_path / "nf4", "nf4", tok)
     assert info["method"] == "nf4"
+    assert {f.suffix for f in (tmp_path / "nf4").iterdir() if f.name.startswith("model")} == {".safetensors"}
     qcfg = json.loads((tmp_path / "nf4" / "config.json").read_text())["quantization_config"]
     assert qcfg["load_in_4bit"] and qcfg["bnb_4bit_quant_type"] == "nf4"
     loaded = load_quantized(tmp_path / "nf4")

@@ -71,16 +71,31 @@ def quantize_folder(merged_dir: Path, out_dir: Path, method: str, tokenizer: Any
         model = AutoModelForCausalLM.from_pretrained(
             str(merged_dir), quantization_config=quantization_config(method), device_map="cpu"
         )
-        # torchao tensor subclasses are not plain tensors; transformers saves them through torch.save
-        model.save_pretrained(str(out_dir), safe_serialization=QUANT_METHODS[method][0] != "torchao")
+        # transformers 5 writes safetensors only (torchao's tensor subclasses are flattened into
+        # safetensors by its quantizer's get_state_dict_and_metadata); checked below all the same
+        model.save_pretrained(str(out_dir))
     except (RuntimeError, ValueError, ImportError, NotImplementedError) as exc:
         raise QuantizationUnsupported(
             f"quantised export '{method}' ({QUANT_METHODS[method][1]}) failed on this "
             f"machine: {type(exc).__name__}: {exc}"
         ) from exc
+    refuse_pickle(out_dir, method)
     tokenizer.save_pretrained(str(out_dir))
     size = sum(f.stat().st_size for f in out_dir.iterdir() if f.is_file())
     return {"method": method, "what": QUANT_METHODS[method][1], "bytes": size}
+
+
+def refuse_pickle(out_dir: Path, method: str) -> None:
+    """A quantised export must load where tuneforge loads models: safetensors only (pickle weights
+    are refused by every loader here, `lm/load.py`), so an export that wrote one fails now."""
+    from ..lm.load import PICKLE_SUFFIXES
+
+    pickled = sorted(f.name for f in Path(out_dir).iterdir() if f.suffix.lower() in PICKLE_SUFFIXES)
+    if pickled:
+        raise QuantizationUnsupported(
+            f"quantised export '{method}' wrote pickle weights ({', '.join(pickled)}) in {out_dir}, which no "
+            f"tuneforge loader accepts — use another export.quantization method or a transformers that saves safetensors"
+        )
 
 
 def load_quantized(folder: Path) -> Any:

@@ -522,7 +522,7 @@ class TrainingConfig(_Section):
         True,
         description="Keep each example's hidden states below the lowest trained layer (adapters on the last N "
         "layers, freeze) and start there when the example comes again (later epochs, validation): the same "
-        "numbers, half the forward. Packed batches, one process, no dropout in the frozen layers.",
+        "numbers without the frozen layers' forward. Packed batches, one CPU process, no dropout in the frozen layers.",
     )
     group_by_length: bool = Field(True, description="Without packing: batch examples of similar length (less padding).")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")

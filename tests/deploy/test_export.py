@@ -307,3 +307,34 @@ def test_nf4_round_trip_and_tolerance_enforced(tmp_path):
         ExportMismatch, match=r"quantized nf4: greedy output differs .*first tokens agree; required 25%"
     ):
         _reference(model, tok).verify(loaded, load_tokenizer(str(tmp_path / "nf4")), "quantized nf4", TOLERANCES["nf4"])
+
+
+def test_convert_gguf_parses_once_and_matches_a_plain_load(tiny, tmp_path, monkeypatch):
+    """`convert_gguf` hands transformers one parsed reader and one tensor-name map per conversion
+    (model/sources.py): the folder it writes holds exactly the weights a plain GGUF load gives,
+    the file is parsed once, and gguf-py's own functions are back in place afterwards."""
+    import gguf
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tuneforge.model.sources import convert_gguf
+
+    model, tok = tiny
+    write_gguf(model, tok, tmp_path / "m.gguf", "f16")
+    plain, _ = _load_gguf(tmp_path, "m.gguf")
+    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    opened = []
+
+    def counting_reader(path, mode="r"):
+        opened.append(str(path))
+        return reader(path, mode)
+
+    monkeypatch.setattr(gguf, "GGUFReader", counting_reader)
+    folder, digest = convert_gguf(tmp_path / "m.gguf", tmp_path / "cache", "tiny")
+    assert opened == [str(tmp_path / "m.gguf")]  # transformers asks for it twice or more
+    assert gguf.GGUFReader is counting_reader and gguf.get_tensor_name_map is name_map
+    converted = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    want, got = plain.state_dict(), converted.state_dict()
+    assert set(got) == set(want)
+    assert all(got[k].equal(want[k]) for k in want)
+    assert len(digest) == 64

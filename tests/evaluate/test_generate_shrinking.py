@@ -1,4 +1,5 @@
-"""The evaluation decoder that drops finished rows gives what model.generate gives."""
+"""The batch-at-a-time decoder that drops finished rows gives what model.generate gives
+(the continuous one: test_generate_continuous.py)."""
 
 from __future__ import annotations
 
@@ -84,6 +85,8 @@ def test_shared_prefix_runs_once_and_replies_stay_the_same(model_tok, monkeypatc
         return real(model, ids, mask, n, eos, prefix=prefix)
 
     monkeypatch.setattr(g, "greedy_shrinking", spy)
+    # the batch-at-a-time path (models whose cache has sliding-window layers take it)
+    monkeypatch.setattr("tuneforge.lm.continuous.supported", lambda model: False)
     fast = g.generate(model, tok, convs, max_new_tokens=12, batch_size=5)
     assert seen == [g.common_prefix(rows)]
     slow = _with_generate(monkeypatch, lambda: g.generate(model, tok, convs, max_new_tokens=12, batch_size=5))

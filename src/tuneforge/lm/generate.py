@@ -23,6 +23,8 @@ def generate(
     """Greedy replies to each conversation (the trailing assistant reply, if any, is dropped)."""
     import torch
 
+    from . import continuous
+
     prompts = [render(tokenizer, prompt_messages(c), add_generation_prompt=True) for c in conversations]
     # longest first: batches of similar length waste less compute on left padding
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
@@ -32,6 +34,16 @@ def generate(
     eos = stop_token_ids(tokenizer, model)
     try:
         model.eval()
+        if plain_greedy(model) and continuous.supported(model):
+            ids = tokenizer([prompts[i] for i in order], add_special_tokens=False)["input_ids"]
+            p = common_prefix(ids)
+            with torch.inference_mode():
+                new = continuous.greedy_continuous(
+                    model, [r[p:] for r in ids], ids[0][:p], max_new_tokens, eos, tokenizer.pad_token_id, batch_size
+                )
+            for i, row in zip(order, new):
+                out[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
+            return out
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             with torch.inference_mode():

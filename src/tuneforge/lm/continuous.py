@@ -4,17 +4,21 @@
 every batch ends in a tail of a few long answers running at a batch size where a step costs
 almost what a full one does (SmolLM2-135M, fp32, AVX2, 2 cores: 56 ms/step for 1 row, 96 ms
 for 8, 221 ms for 64). Here up to `slots` rows are in flight and free slots are refilled from
-the queue, so there is one tail per call instead of one per batch. Simulated on the demo's
-evaluation answers, decode time fell 109 -> 91 s, and on its replay answers 51 -> 33 s.
+the queue, so there is one tail per call instead of one per batch. Measured (base model,
+fp32, AVX2 kernels, 2-core EPYC, identical replies): the replay pass (150 pool prompts, 128
+tokens) 51.3 s batch-at-a-time at 96 -> 46.5 s at 96 slots, 44.2 s at 64; the demo's 389
+evaluation prompts at 48 tokens are a wash (68.6-74.1 s vs 72.8-73.7 s): their answers are
+short, the tails were short, and attention over the strided buffer costs more than the
+per-step `torch.cat` it replaces (13 % vs 8 % + 4 % of the profile).
 
 Layout. One key/value buffer per layer, [slots, kv_heads, capacity, head_dim], written in
-place (no per-step `torch.cat` of the whole cache, which was ~19 % of a 64-row decode step).
-Column c is "cache position" c for every row; a row's own positions (RoPE) are passed apart,
+place. Column c is "cache position" c for every row; a row's own positions (RoPE) are passed apart,
 so rows need not line up: the shared prefix (a template's system prompt, run once) sits in
 columns [0, p) of every slot, and a row that joins when the buffer is `width` columns wide
 writes its prompt right-aligned into [width - len, width), masked elsewhere. Decode steps
-write column `width` for every row. Columns no live row uses any more (left of every row's
-prompt) are cut out once they add up, so attention does not grow with the queue.
+write column `width` for every row (no per-step copy of the whole cache). Columns no live
+row uses any more (left of every row's prompt) are cut out once they add up, so attention
+does not grow with the queue.
 
 A row that stops leaves its slot by moving the last live row into it (one row copied, not
 the batch). New rows are prefilled together once an eighth of the slots is free (one extra
@@ -109,7 +113,7 @@ def greedy_continuous(
     first avoids widening the buffer for a later, longer prompt."""
     from transformers import DynamicCache
 
-    from .generate import _last_logits
+    from .step import _last_logits
 
     n = len(rows)
     out: list[list[int]] = [[] for _ in range(n)]

@@ -6,6 +6,7 @@ tests/jobs is a package, so this file is `jobs.conftest` and does not shadow tes
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -52,6 +53,45 @@ def train_file(tmp_path) -> Path:
     path = tmp_path / "train.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in demo_rows(16)))
     return path
+
+
+@pytest.fixture
+def new_job(jobs_cfg, tiny_model_dir):
+    """new_job(rows, seed=None, **hyperparameters) -> a validated, queued job id, through the service (as the API)."""
+    from tuneforge.jobs.service import JobService
+    from tuneforge.jobs.spec import CreateJobRequest
+
+    service = JobService(jobs_cfg, {"tiny": str(tiny_model_dir)})
+
+    def make(rows: int = 16, seed=None, **hp) -> str:
+        data = "".join(json.dumps(r) + "\n" for r in demo_rows(rows)).encode()
+        f = service.add_file("train.jsonl", "fine-tune", io.BytesIO(data))
+        req = CreateJobRequest(model="tiny", training_file=f["id"], hyperparameters=hp or None, seed=seed)
+        job = service.create_job(req)
+        assert service.validate(job["id"])["status"] == "queued"
+        return job["id"]
+
+    return make
+
+
+def wait_until(cond, what: str, timeout: float = 60.0):
+    """Poll `cond()` until it is truthy; its value."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not (out := cond()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+    return out
+
+
+def running(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie nobody has reaped yet does not; Linux's /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 @pytest.fixture

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
-from .conftest import DEMO, demo_rows, wait_for
+from .conftest import DEMO, demo_rows, running, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -165,6 +166,9 @@ def test_cancel_stops_a_running_job(jobs_server, tmp_path):
         time.sleep(0.05)
     at = stopped[0].data["step"]
     assert 0 < at < 48 * 50
+    # it trained in a process of its own, which has ended by the time the job says it stopped
+    [pid] = [e.data["pid"] for e in client.fine_tuning.jobs.list_events(job.id, limit=100) if (e.data or {}).get("pid")]
+    assert pid != os.getpid() and not running(pid)
     time.sleep(0.3)
     steps = [e.data["step"] for e in client.fine_tuning.jobs.list_events(job.id, limit=100) if e.type == "metrics"]
     assert max(steps) <= at

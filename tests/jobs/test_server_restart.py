@@ -49,7 +49,8 @@ def _start(cfg, model_dir):
 
     ctx = multiprocessing.get_context("fork")
     ports = ctx.Queue()
-    proc = ctx.Process(target=_serve, args=(cfg, str(model_dir), ports), daemon=True)
+    # not daemonic: a daemonic process may not start children, and its worker starts one per job
+    proc = ctx.Process(target=_serve, args=(cfg, str(model_dir), ports))
     proc.start()
     url = f"http://127.0.0.1:{ports.get(timeout=60)}"
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)

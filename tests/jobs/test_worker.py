@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from .conftest import TINY_JOB_OVERRIDES, demo_rows, wait_for
+from .conftest import TINY_JOB_OVERRIDES, demo_rows, running, wait_for, wait_until
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -46,7 +46,8 @@ def test_killed_worker_job_resumes_from_its_checkpoint(jobs_server, tmp_path, jo
     # and is SIGKILLed as soon as it has written a checkpoint: no chance to clean up after itself.
     # Its lease is short (3 s; a heartbeat every 0.2 s), so the job can be taken over soon after.
     killed_cfg = dataclasses.replace(jobs_cfg, stale_after_s=3.0)
-    proc = multiprocessing.get_context("fork").Process(target=_work, args=(killed_cfg,), daemon=True)
+    # (not daemonic: a daemonic process may not start children, and the worker trains in one per job)
+    proc = multiprocessing.get_context("fork").Process(target=_work, args=(killed_cfg,))
     proc.start()
     try:
         deadline = time.monotonic() + 60
@@ -57,6 +58,11 @@ def test_killed_worker_job_resumes_from_its_checkpoint(jobs_server, tmp_path, jo
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.join()
+    # the job's training process outlives the worker only until its next step: the worker is gone
+    events = client.fine_tuning.jobs.list_events(job.id, limit=100)
+    [pid] = [e.data["pid"] for e in events if (e.data or {}).get("pid")]
+    assert pid != proc.pid
+    wait_until(lambda: not running(pid), "the orphaned training process to stop", timeout=20)
 
     store = Store(jobs_cfg.db_path)
     killed = store.get_job(job.id)

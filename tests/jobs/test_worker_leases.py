@@ -5,7 +5,6 @@ never leaves a job looping, and logs/metrics.jsonl is read whatever its last lin
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import threading
 import time
@@ -13,35 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import demo_rows
+from .conftest import wait_until as _wait
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-def new_job(jobs_cfg, tiny_model_dir):
-    """new_job(rows, **hyperparameters) -> a validated, queued job id, through the service (as the API)."""
-    from tuneforge.jobs.service import JobService
-    from tuneforge.jobs.spec import CreateJobRequest
-
-    service = JobService(jobs_cfg, {"tiny": str(tiny_model_dir)})
-
-    def make(rows: int = 16, **hp) -> str:
-        data = "".join(json.dumps(r) + "\n" for r in demo_rows(rows)).encode()
-        f = service.add_file("train.jsonl", "fine-tune", io.BytesIO(data))
-        job = service.create_job(CreateJobRequest(model="tiny", training_file=f["id"], hyperparameters=hp or None))
-        assert service.validate(job["id"])["status"] == "queued"
-        return job["id"]
-
-    return make
-
-
-def _wait(cond, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while not (out := cond()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-    return out
 
 
 def _messages(store, jid: str) -> list[str]:

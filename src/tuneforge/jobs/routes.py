@@ -12,7 +12,8 @@
 
 A job's files are checked by the data stage right after it is created (`validating_files`
 → `queued`, or `failed` naming the bad lines). A worker (a thread of this server, and/or
-`tuneforge jobs worker` processes on the same jobs folder) trains it; the result is served
+`tuneforge jobs worker` processes on the same jobs folder) trains it, in a process of its own
+per job (so a seeded request here never touches training's torch state); the result is served
 as `ft:<base>:<suffix>:<id>` by this server as soon as the job has `succeeded`: an
 in-process worker hot-loads it first, and models finished by other workers are picked up
 within `poll_s` (and every finished job's model is loaded again at start-up).

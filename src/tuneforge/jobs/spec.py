@@ -34,6 +34,7 @@ class JobsConfig:
     heartbeat_s: float = 5.0  # how often a busy worker says it is alive
     stale_after_s: float = 60.0  # a job's lease: taken over once no heartbeat renewed it for this long
     max_attempts: int = 3  # runs of one job (a killed worker's job is resumed until then)
+    stop_grace_s: float = 30.0  # a job's training process told to stop (at its next step) is killed after this
     max_file_bytes: int = 100 << 20  # largest upload
 
     def __post_init__(self) -> None:

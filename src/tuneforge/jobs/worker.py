@@ -5,7 +5,11 @@
 
 A job runs as an ordinary run directory (`<root>/runs/<job id>`): `prepare_stage` then the
 objective's `train` (dispatch), exactly as `tuneforge run` does, with a Trainer callback that
-records metrics events and checkpoints and stops the job once it is cancelled.
+records metrics events and checkpoints and stops the job once it is cancelled. Training runs in a
+process of its own per job (child.py), so the server's torch state (seeds, threads) and the job's
+never mix; this worker keeps the lease, the job's status and its result, and hot-loads it
+(`on_model`) here, where the serving engine is. A training process that dies (SIGKILL, a crash,
+out of memory) is retried like a dead worker: resumed from its checkpoint until `max_attempts`.
 
 A worker holds its job under a lease of `stale_after_s` that its heartbeat (every
 `heartbeat_s`) extends, and names the job's fencing token in every write (store.py). A worker
@@ -21,83 +25,17 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import multiprocessing
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Optional
 
-from transformers import TrainerCallback
-
 from ..io import atomic_write_text
+from .child import JobAborted, TrainingDied, TrainingFailed, run_training, stop_reason
 from .service import validate_job
 from .spec import JobsConfig, model_name
 from .store import Store, new_id, worker_id
-
-
-class JobAborted(Exception):
-    """Raised inside training to stop a job: it was cancelled, or the worker is shutting down."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-class JobCallback(TrainerCallback):
-    """Events for logged metrics, a row per checkpoint, and the cancellation check each step."""
-
-    def __init__(self, worker: Worker, job: dict, name: str):
-        self.worker, self.job, self.name = worker, job, name
-        self.store, self.token = worker.store, job["token"]
-        self.tokens: Optional[int] = None
-        self.step = 0
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        logs = logs or {}
-        step, total = state.global_step, state.max_steps
-        if "loss" in logs:
-            data = {
-                "step": step,
-                "total_steps": total,
-                "train_loss": logs["loss"],
-                "learning_rate": logs.get("learning_rate"),
-                "epoch": round(state.epoch or 0, 4),
-            }
-            self.store.add_event(
-                self.job["id"],
-                f"Step {step}/{total}: training loss={logs['loss']:.4f}",
-                type="metrics",
-                data=data,
-                token=self.token,
-            )
-        if "eval_loss" in logs:
-            self.store.add_event(
-                self.job["id"],
-                f"Step {step}/{total}: validation loss={logs['eval_loss']:.4f}",
-                type="metrics",
-                data={"step": step, "total_steps": total, "valid_loss": logs["eval_loss"]},
-                token=self.token,
-            )
-
-    def on_save(self, args, state, control, **kwargs):
-        step = state.global_step
-        metrics: dict[str, Any] = {}
-        for h in reversed(state.log_history):
-            if "loss" in h and "train_loss" not in metrics:
-                metrics["train_loss"] = h["loss"]
-            if "eval_loss" in h and "valid_loss" not in metrics:
-                metrics["valid_loss"] = h["eval_loss"]
-        path = Path(args.output_dir) / f"checkpoint-{step}"
-        jid = self.job["id"]
-        if self.store.add_checkpoint(jid, step, f"{self.name}:ckpt-step-{step}", str(path), metrics, self.token):
-            self.store.add_event(jid, f"Checkpoint created at step {step}", data={"step": step}, token=self.token)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.step = state.global_step
-        self.worker.check(self.job)
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self.tokens = state.num_input_tokens_seen  # restored from the checkpoint on resume: all attempts
 
 
 class _Heartbeat:
@@ -158,6 +96,11 @@ class Worker:
         """`on_model(name, run_dir)` is called before a job is marked succeeded (the server hot-loads the
         adapter there, so the model answers as soon as the job says `succeeded`). `overrides` are dotted
         recipe keys for this machine (e.g. training.threads=2), applied to the jobs it starts."""
+        if multiprocessing.current_process().daemon:  # fail here, not on every job it would claim
+            raise RuntimeError(
+                "a jobs worker cannot run in a daemonic multiprocessing process: it starts a process per "
+                "job to train in, and daemonic processes may not have children"
+            )
         self.cfg, self.on_model, self.overrides, self.log = cfg, on_model, tuple(overrides), log
         self.store = Store(cfg.db_path)
         self.id = worker_id()
@@ -211,31 +154,34 @@ class Worker:
             raise JobAborted("stopping")
         beat = self._beat
         held = beat is None or beat.held() or beat.renew()
-        if held and self.store.owns(job["id"], job["token"]):
+        reason = stop_reason(self.store, job)
+        if held and reason is None:
             return
-        row = self.store.get_job(job["id"]) or {}
-        mine = row.get("token") == job["token"]
-        raise JobAborted("cancelled" if mine and row.get("status") == "cancelled" else "lost")
+        raise JobAborted(reason or "lost")
 
     # one job ---------------------------------------------------------------------------
     def run_job(self, job: dict) -> dict:
-        """Train a claimed job and record how it ended; the job row afterwards."""
+        """Train a claimed job (in a process of its own) and record how it ended; the job row afterwards."""
         jid, token = job["id"], job["token"]
         name = model_name(job["model"], job["suffix"], jid)
         self.log(f"{jid}: running (attempt {job['attempts']})")
-        cb = JobCallback(self, job, name)
         self._beat = _Heartbeat(self.store, job, self.cfg.heartbeat_s, self.cfg.stale_after_s)
         trained = False
         try:
             with self._beat:  # held until the result is recorded: serving it may take a while
-                info = self._train(job, cb)
+                tokens = run_training(job, name, self.cfg, self.overrides, lambda: self.check(job), self.log)
                 trained = True
-                self._succeed(job, name, info, cb.tokens)
+                self._succeed(job, name, tokens)
         except JobAborted as exc:
-            self._aborted(job, exc.reason, cb.step)
+            self._aborted(job, exc.reason, exc.step)
+        except TrainingFailed as exc:  # raised in the training process: its message, as the job's error
+            self._fail(job, exc.message, *(("invalid_training_file", "training_file") if exc.data_error else ()))
+        except TrainingDied as exc:
+            self._died(job, str(exc))
         except Exception as exc:
-            self._fail(job, exc, trained)
-        except BaseException:  # Ctrl-C / SystemExit: hand the job back before going
+            done = "training finished, but recording its result failed: " if trained else ""
+            self._fail(job, f"{done}{type(exc).__name__}: {exc}")
+        except BaseException:  # Ctrl-C / SystemExit: the training process is ended; hand the job back
             self.store.requeue(
                 jid, token, "The worker was interrupted; job re-queued to resume from its last checkpoint"
             )
@@ -250,25 +196,17 @@ class Worker:
             self.store.add_event(
                 jid, f"Training stopped at step {step} (job cancelled)", data={"step": step}, token=job["token"]
             )
-        elif reason == "stopping":
-            self.store.requeue(
-                jid, job["token"], "The worker is shutting down; job re-queued to resume from its last checkpoint"
+        elif reason in ("stopping", "terminated"):  # a polite stop, not a crash: no attempt used up
+            why = (
+                "The worker is shutting down" if reason == "stopping" else "The training process was stopped (SIGTERM)"
             )
+            self.store.requeue(jid, job["token"], f"{why}; job re-queued to resume from its last checkpoint")
         else:  # the job is someone else's now: write nothing, not even an event
             self.log(f"{jid}: stopped at step {step}: this worker's lease on the job ended (taken over or expired)")
 
-    def _fail(self, job: dict, exc: Exception, trained: bool) -> None:
-        from ..data.load import DataFileError
-        from ..data.validate import DataValidationError
-
+    def _fail(self, job: dict, message: str, code: str = "training_failed", param: Optional[str] = None) -> None:
         jid = job["id"]
-        data_error = isinstance(exc, (DataValidationError, DataFileError))
-        error = {
-            "code": "invalid_training_file" if data_error else "training_failed",
-            "param": "training_file" if data_error else None,
-            "message": ("training finished, but recording its result failed: " if trained else "")
-            + f"{type(exc).__name__}: {exc}",
-        }
+        error = {"code": code, "param": param, "message": message}
         self.store.update_owned(
             jid,
             job["token"],
@@ -277,46 +215,31 @@ class Worker:
             lease_until=None,
             error=error,
             finished_at=int(time.time()),
-            events=[(f"Fine-tuning job failed: {error['message']}", "error")],
+            events=[(f"Fine-tuning job failed: {message}", "error")],
         )
-        self.log(f"{jid}: failed: {error['message']}")
+        self.log(f"{jid}: failed: {message}")
 
-    def _train(self, job: dict, cb: JobCallback) -> dict:
-        from ..pipeline import prepare_stage
-        from ..recipe import apply_overrides, recipe_from_dict
-        from ..run import RunDir
-        from ..train.dispatch import train_run
-        from ..train.trainer import last_checkpoint
+    def _died(self, job: dict, reason: str) -> None:
+        """The training process ended without an outcome (killed, crashed, out of memory): as for a
+        worker that died, the job resumes from its last checkpoint, the attempt counted, until it has
+        used `max_attempts` (an out-of-memory kill on every attempt must end, with the reason)."""
+        jid, n, most = job["id"], job["attempts"], self.cfg.max_attempts
+        if n >= most:
+            self._fail(job, f"{reason}; giving up after {n} attempt(s)", "training_process_died")
+            return
+        message = f"{reason[0].upper()}{reason[1:]}; job re-queued to resume from its last checkpoint"
+        if self.store.update_owned(
+            jid,
+            job["token"],
+            status="queued",
+            worker=None,
+            lease_until=None,
+            resume=1,
+            events=[(f"{message} (attempt {n} of {most})", "warn")],
+        ):
+            self.log(f"{jid}: {message}")
 
-        jid = job["id"]
-        run = RunDir(job["run_dir"])
-        prepared = run.exists() and run.manifest().get("stages", {}).get("prepare", {}).get("status") == "done"
-        ckpt = last_checkpoint(str(run.checkpoints_dir)) if job["resume"] and prepared else None
-        if ckpt is None:
-            recipe = recipe_from_dict(apply_overrides(job["recipe"], list(self.overrides)), f"job {jid}")
-            self.store.add_event(jid, "Preparing data", token=job["token"])
-            self.check(job)  # the run directory is wiped next: only while the lease is held
-            run, card = prepare_stage(recipe, overwrite=True)
-            rows = ", ".join(f"{s}: {v['rows']}" for s, v in card["splits"].items() if v["rows"])
-            self.store.add_event(
-                jid,
-                f"Data prepared ({rows} examples)",
-                data={"splits": {s: v["rows"] for s, v in card["splits"].items()}},
-                token=job["token"],
-            )
-            self.check(job)
-            self.store.add_event(jid, "Fine-tuning job started", token=job["token"])
-        else:
-            step = int(ckpt.rsplit("-", 1)[-1])
-            self.store.add_event(
-                jid,
-                f"Resuming from the checkpoint at step {step} (attempt {job['attempts']})",
-                data={"step": step, "attempt": job["attempts"]},
-                token=job["token"],
-            )
-        return train_run(run, resume=ckpt is not None, callbacks=[cb])
-
-    def _succeed(self, job: dict, name: str, info: dict, tokens: Optional[int]) -> None:
+    def _succeed(self, job: dict, name: str, tokens: Optional[int]) -> None:
         """Record a trained job as succeeded. What follows training (the result file, the registry,
         loading the model for serving) cannot undo it: a failure there is a warning event on the job."""
         from ..registry import maybe_register
@@ -351,7 +274,7 @@ class Worker:
             lease_until=None,
             fine_tuned_model=name,
             finished_at=int(time.time()),
-            trained_tokens=tokens or info.get("tokens_seen"),
+            trained_tokens=tokens,
             result_files=[results] if results else [],
             events=[(f"New fine-tuned model created: {name}", "info"), ("The job has successfully completed", "info")],
         ):

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,27 @@ def test_a_killed_training_process_is_resumed_then_failed_naming_the_signal(jobs
     assert worker.run_once() is None  # failed for good: not picked up again
 
 
+def _stop_outside_a_write(pid: int, db_path) -> None:
+    """SIGSTOP the training process at a moment it holds no SQLite write lock (its event and
+    checkpoint writes are milliseconds long; stopped inside one, every writer would wait on it,
+    which is not the hang under test: a step that never ends)."""
+    import sqlite3
+
+    for _ in range(200):
+        os.kill(pid, signal.SIGSTOP)
+        db = sqlite3.connect(str(db_path), timeout=0.2, isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:  # stopped mid-write: let it finish, stop it again
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(0.05)
+        finally:
+            db.close()
+    raise AssertionError("the training process always held the jobs database's write lock")
+
+
 def test_a_cancelled_job_whose_training_process_hangs_is_killed_after_the_grace(jobs_cfg, new_job):
     from tuneforge.jobs.store import Store
     from tuneforge.jobs.worker import Worker
@@ -127,7 +149,7 @@ def test_a_cancelled_job_whose_training_process_hangs_is_killed_after_the_grace(
     thread, out = _in_thread(Worker(cfg))
     [pid] = wait_until(lambda: _pids(store, jid), "the training process")
     wait_until(lambda: _losses(store, jid), "training steps")
-    os.kill(pid, signal.SIGSTOP)  # a step that never ends: it cannot see it was told to stop
+    _stop_outside_a_write(pid, cfg.db_path)  # a step that never ends: it cannot see it was told to stop
     try:
         assert store.cancel(jid)
         thread.join(timeout=30)  # 1 s grace, SIGTERM (held while it is stopped), 5 s, SIGKILL

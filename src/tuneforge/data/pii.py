@@ -257,9 +257,10 @@ def find_ips(text: str) -> list[Entity]:
 
 
 _SSN = re.compile(r"(?<![\w-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\w-])")
-# a cue (SSN, social security, soc. sec., SS#) and, a few words on, 9 digits in any grouping
+# a cue (SSN, social security, soc. sec., SS#) and, a few words on, 9 digits in any grouping; digits
+# between them only inside parentheses ("SSN (verified 2023): 384 06 6951")
 _SSN_CONTEXT = re.compile(
-    r"(?i)(?<![a-z])(?:ssns?|social[ -]security|soc\.? ?sec\.?|ss ?#|ss no\.?|social(?= *[:#]))(?![a-z])[^0-9\n]{0,25}?"
+    r"(?i)(?<![a-z])(?:ssns?|social[ -]security|soc\.? ?sec\.?|ss ?#|ss no\.?|social(?= *[:#]))(?![a-z])(?:[^0-9\n]|\([^)\n]{0,30}\)){0,40}?"
     r"(?<![\w-])((?!000|666|9\d\d)\d{3}[ -]?(?!00)\d{2}[ -]?(?!0000)\d{4})(?![\w-])"
 )
 
@@ -355,6 +356,21 @@ _PASSWORD_WORD = re.compile(r"(?i)pass|pwd|pre-?shared|psk")
 _PASSWORD_PHRASE = re.compile(
     r"(?i)\b(?:pass(?:word|wd|phrase)|pwd|pin(?: code)?)\b[^:\n.!?]{0,40}:\s*[\"']?([^\s\"',;<>()]{4,})"
 )
+# a credential word, a few words, then "is", "was set to", ":" or "(" and the value: "the password
+# for the portal is X", "the token for the staging API: X", "the Wi-Fi key … is X", "password (X)"
+_CREDENTIAL_PHRASE = re.compile(
+    r"(?i)\b(?:pass(?:word|wd|phrase|code)|pwd|pin(?: code)?|token|secret|(?:api|access|secret|wi-?fi|wpa2?|"
+    r"network|licen[cs]e|product|encryption|recovery)[ _-]?key)s?\b[^:\n.!?()=]{0,40}?"
+    r"(?:\b(?:is|was|are|were|set to|changed to|reset to)\b|[:=(])\s*[\"'(]?([^\s\"',;<>()]{6,})"
+)
+
+
+def _char_classes(value: str) -> int:
+    return sum(
+        (any(c.islower() for c in value), any(c.isupper() for c in value), any(c.isdigit() for c in value))
+    ) + any(not c.isalnum() for c in value)
+
+
 # credentials in a URL: scheme://user:password@host
 _URL_PASSWORD = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://[^\s:/@]+:([^\s@/]{3,})@[\w.-]")
 
@@ -376,6 +392,12 @@ def find_secrets(text: str) -> list[Entity]:
     for m in _PASSWORD_PHRASE.finditer(text):
         value = m.group(1).rstrip(".")
         if not value.isalpha() and not value.endswith(":"):
+            out.append(Entity("SECRET", m.start(1), m.start(1) + len(value), value))
+    for m in _CREDENTIAL_PHRASE.finditer(text):
+        value = m.group(1).rstrip(".!?")
+        # a plain word or number after the cue is prose ("is shown", "was 2024"); a value with three
+        # kinds of characters (lower, upper, digit, symbol) or that looks random is the credential
+        if _char_classes(value) >= 3 or is_secret_like(value):
             out.append(Entity("SECRET", m.start(1), m.start(1) + len(value), value))
     out += [Entity("SECRET", m.start(1), m.end(1), m.group(1)) for m in _URL_PASSWORD.finditer(text)]
     return out

@@ -20,8 +20,10 @@ A name no list knows is still recognised by its shape: a surname ending (-ov, -s
 from __future__ import annotations
 
 import re
+from functools import cache
 
 from ..assets import asset
+from .pii_gazetteer import gazetteer
 
 
 def _sections(text: str) -> dict[str, frozenset[str]]:
@@ -92,3 +94,21 @@ def is_common(word: str) -> bool:
     if low in COMMON or word in PLACES or word in ORG_WORDS or word in NOT_SURNAMES:
         return True
     return "-" in low and all(part in COMMON for part in low.split("-"))  # Check-in, Follow-up
+
+
+@cache
+def gazetteer_names() -> tuple[frozenset[str], frozenset[str], frozenset[str], frozenset[str]]:
+    """(given names, lone given names, surnames, lone names): the curated lists plus the gazetteer.
+
+    Gazetteer words that the curated lists call ordinary, a place or an organisation word are left
+    out. Inside a longer name any of its names is evidence; a lone capitalised word only a "lone"
+    one (popular, and rare as a word: pii_gazetteer.LONE_RANK) — "Lumina", a given name of rank
+    4,495, is as likely a product.
+    """
+    g = gazetteer()
+
+    def keep(names: dict[str, int]) -> frozenset[str]:
+        return frozenset(w for w in names if not is_common(w) and w not in GIVEN_WORDS)
+
+    lone = keep(g["lone"])
+    return FIRST_NAMES | keep(g["first"]), FIRST_NAMES | (lone & g["first"].keys()), SURNAMES | keep(g["last"]), lone

@@ -34,7 +34,18 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from .pii_names import COMMON, FIRST_NAMES, GIVEN_WORDS, NOT_SURNAMES, PLACES, SURNAMES, is_common, is_surname_shaped
+from . import pii_names as curated
+from .pii_names import (
+    COMMON,
+    FIRST_NAMES,
+    GIVEN_WORDS,
+    NOT_SURNAMES,
+    PLACES,
+    SURNAMES,
+    gazetteer_names,
+    is_common,
+    is_surname_shaped,
+)
 
 
 def _letters(lo: int, hi: int, upper: bool) -> str:
@@ -134,6 +145,9 @@ _SEQ = re.compile(rf"(?<![{UP}{LOW}0-9_'’.@/-])({NAME}){_END}(?![0-9@/_-])")
 _ARTICLE_BEFORE = re.compile(
     r"(?i)\b(?:the|a|an|this|that|these|those|our|your|their|its|any|every|each|new|my)\s+$|\b(?:St\.|Saint)\s+$"
 )
+# "repair center in Dunmore Flats": after a place's preposition a name the gazetteer alone knows is
+# more likely a place (its lists hold whatever people typed, towns included)
+_PLACE_BEFORE = re.compile(r"(?i)\b(?:in|near|at|outside|around|across|via|through|into|towards?|of)\s+$")
 _AUX = r"(?:will|would|can|could|should|must|may|might|has|have|had|is|was|did|does|just|also|already|then|still|never|kindly|personally|not|won't|didn't|can't|cannot)"
 _BASE_VERBS = (
     r"call|contact|sign|visit|meet|join|collect|approve|confirm|reply|respond|be in touch|be back|take over|"
@@ -205,6 +219,19 @@ _KOREAN_GIVEN = re.compile(rf"^[{UP}][{LOW}]{{1,4}}-[{LOW}]{{2,4}}$")  # Ji-woo,
 
 
 _KNOWN_GIVEN = FIRST_NAMES | GIVEN_WORDS
+ANY_FIRST = FIRST_NAMES  # any-rank given names: evidence inside a longer name only
+LONE = frozenset()  # gazetteer names that may stand alone before a person's verb ("Rafferty said")
+_LISTS_READY = False
+
+
+def _use_gazetteer() -> None:
+    """Widen the name lists with the names-dataset gazetteer, on the first call (not at import:
+    reading it costs ~0.5 s and importing pii must stay cheap for commands that never redact)."""
+    global FIRST_NAMES, ANY_FIRST, SURNAMES, LONE, _KNOWN_GIVEN, _LISTS_READY
+    if not _LISTS_READY:
+        ANY_FIRST, FIRST_NAMES, SURNAMES, LONE = gazetteer_names()
+        _KNOWN_GIVEN = FIRST_NAMES | GIVEN_WORDS
+        _LISTS_READY = True
 
 
 def _fold(word: str) -> str:
@@ -238,7 +265,7 @@ def _is_name(name: str, strong: bool = False) -> bool:
 
 def _name_like(word: str, first: bool, last: bool) -> bool:
     """Not an ordinary word, place or organisation word, unless a name list knows it in this position."""
-    if first and (word in FIRST_NAMES or word in GIVEN_WORDS) or last and word in SURNAMES:
+    if first and (word in ANY_FIRST or word in GIVEN_WORDS) or last and word in SURNAMES:
         return True
     return not is_common(word)
 
@@ -285,11 +312,15 @@ def _sequence_names(text: str, email_locals: list[str]) -> list[tuple[int, int]]
             continue
         if len(words) == 1:
             w = words[0]
-            if (w in FIRST_NAMES and w not in PLACES and len(w) > 2) or (len(w) > 2 and _PERSON_AFTER_ONE.match(after)):
+            if (
+                (w in FIRST_NAMES and w not in PLACES and len(w) > 2)
+                or (len(w) > 2 and _PERSON_AFTER_ONE.match(after))
+                or (w in LONE and _PERSON_AFTER.match(after))  # "Rafferty said", "Hoshino's"
+            ):
                 out.append((start, end))
             continue
         evidence = (
-            words[0] in FIRST_NAMES
+            words[0] in ANY_FIRST
             or any(w in SURNAMES or is_surname_shaped(w) for w in words)
             or bool(_KOREAN_GIVEN.match(words[0]) or _KOREAN_GIVEN.match(words[-1]))
             or any(p in {"bin", "bint", "ibn", "van", "von", "al", "el"} for _, p in toks)
@@ -299,6 +330,8 @@ def _sequence_names(text: str, email_locals: list[str]) -> list[tuple[int, int]]
             and bool(re.match(r"[ \t]*(?:\n|$)", after))  # a signature line, not a title
             or _built_from_email(words, email_locals)
         )
+        if evidence and _PLACE_BEFORE.search(before):
+            evidence = words[0] in curated.FIRST_NAMES or any(w in curated.SURNAMES for w in words)
         if evidence:
             out.append((start, end))
     return out
@@ -306,6 +339,7 @@ def _sequence_names(text: str, email_locals: list[str]) -> list[tuple[int, int]]
 
 def find_persons(text: str) -> list[tuple[int, int]]:
     """(start, end) spans of person names; see the module docstring for the cues."""
+    _use_gazetteer()
     spans: list[tuple[int, int]] = []
 
     def add(start: int, name: str, strong: bool = False) -> None:
@@ -356,7 +390,7 @@ def find_persons(text: str) -> list[tuple[int, int]]:
                 continue
             name = _trim_name(m.group(1))
             span = (base + m.start(1), base + m.start(1) + len(name))
-            if _is_name(name) and span not in spans:
+            if (_is_name(name) or name in ANY_FIRST) and span not in spans:
                 spans.append(span)
                 todo.append(span)
     # a name once found is a name wherever it repeats ("Mr Okafor … Okafor said")

@@ -359,10 +359,22 @@ _PASSWORD_PHRASE = re.compile(
 # a credential word, a few words, then "is", "was set to", ":" or "(" and the value: "the password
 # for the portal is X", "the token for the staging API: X", "the Wi-Fi key … is X", "password (X)"
 _CREDENTIAL_PHRASE = re.compile(
-    r"(?i)\b(?:pass(?:word|wd|phrase|code)|pwd|pin(?: code)?|token|secret|(?:api|access|secret|wi-?fi|wpa2?|"
-    r"network|licen[cs]e|product|encryption|recovery)[ _-]?key)s?\b[^:\n.!?()=]{0,40}?"
-    r"(?:\b(?:is|was|are|were|set to|changed to|reset to)\b|[:=(])\s*[\"'(]?([^\s\"',;<>()]{6,})"
+    r"(?i)\b(?:pass(?:word|wd|phrase|code)|pwd|pin(?: code)?|token|secret|key)s?\b"
+    r"(?:[^:\n.!?()=]{0,40}?(?:\b(?:is|was|are|were|set to|changed to|reset to)\b|[:=(])|,?(?=\s))"
+    r"\s*[\"'(]?([^\s\"',;<>()]{6,})"
 )
+# "The PIN for the side door is 4719": PINs are short and all digits
+_PIN = re.compile(
+    r"(?i)\bpin(?: code| number)?\b[^:\n.!?()=]{0,40}?(?:\b(?:is|was|set to|changed to)\b|[:=])\s*(\d{4,8})\b"
+)
+# a passphrase is words: the rest of the line after "passphrase:" (up to 80 characters)
+_PASSPHRASE = re.compile(r"(?i)\bpass ?phrase\b\s*(?:is|was|:|=)\s*[\"']?([^\n\"']{6,80}?)[\"']?\s*(?:$|\n)", re.M)
+# a key=value field whose name ends in key/token/secret/password: AccountKey=…, DB_PASSWORD=…
+_FIELD_SECRET = re.compile(
+    r"(?i)(?<![\w-])[a-z][\w.-]*?(?:key|token|secret|passw(?:or)?d|pwd|signature)[\"']?\s*[:=]\s*[\"']?([^\s\"',;<>]{8,})"
+)
+# a password glued to a client's -p flag: mysql -u root -pS3cret!
+_CLI_PASSWORD = re.compile(r"\b(?:mysql|mysqldump|mysqladmin|mariadb|mariadb-dump)\b[^\n]*?\s-p(?!\s)([^\s\"']{3,})")
 
 
 def _char_classes(value: str) -> int:
@@ -372,7 +384,7 @@ def _char_classes(value: str) -> int:
 
 
 # credentials in a URL: scheme://user:password@host
-_URL_PASSWORD = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://[^\s:/@]+:([^\s@/]{3,})@[\w.-]")
+_URL_PASSWORD = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://[^\s:/@]*:([^\s@/]{3,})@[\w.-]")
 
 
 def find_secrets(text: str) -> list[Entity]:
@@ -393,6 +405,13 @@ def find_secrets(text: str) -> list[Entity]:
         value = m.group(1).rstrip(".")
         if not value.isalpha() and not value.endswith(":"):
             out.append(Entity("SECRET", m.start(1), m.start(1) + len(value), value))
+    out += [
+        Entity("SECRET", m.start(1), m.end(1), m.group(1)) for m in (*_PIN.finditer(text), *_PASSPHRASE.finditer(text))
+    ]
+    out += [Entity("SECRET", m.start(1), m.end(1), m.group(1)) for m in _CLI_PASSWORD.finditer(text)]
+    for m in _FIELD_SECRET.finditer(text):
+        if is_secret_like(m.group(1)) or _char_classes(m.group(1)) >= 3:
+            out.append(Entity("SECRET", m.start(1), m.end(1), m.group(1)))
     for m in _CREDENTIAL_PHRASE.finditer(text):
         value = m.group(1).rstrip(".!?")
         # a plain word or number after the cue is prose ("is shown", "was 2024"); a value with three

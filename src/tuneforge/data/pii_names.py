@@ -23,7 +23,7 @@ import re
 from functools import cache
 
 from ..assets import asset
-from .pii_gazetteer import gazetteer
+from .pii_gazetteer import english_zipf, gazetteer
 
 
 def _sections(text: str) -> dict[str, frozenset[str]]:
@@ -112,3 +112,8 @@ def gazetteer_names() -> tuple[frozenset[str], frozenset[str], frozenset[str], f
 
     lone = keep(g["lone"])
     return FIRST_NAMES | keep(g["first"]), FIRST_NAMES | (lone & g["first"].keys()), SURNAMES | keep(g["last"]), lone
+
+
+def is_frequent_word(word: str, min_zipf: float = 3.5) -> bool:
+    """A word English uses often (wordfreq, Zipf >= 3.5: "Facilities", "Coordinator", "Success")."""
+    return english_zipf().get(word.lower(), 0.0) >= min_zipf

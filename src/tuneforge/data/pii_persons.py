@@ -44,6 +44,7 @@ from .pii_names import (
     SURNAMES,
     gazetteer_names,
     is_common,
+    is_frequent_word,
     is_surname_shaped,
 )
 
@@ -81,6 +82,7 @@ STRONG_CUES = (
     r"my name is|my name's|signed|regards|kind regards|best regards|warm regards|sincerely|cheers|thanks|thank you|"
     r"best wishes|best(?=,)|warmly|happy birthday|congratulations|congrats|well done|good luck|get well soon|yours|yours truly|respectfully|take care|talk soon|all the best|many thanks|"
     r"hello|hi|hey|dear|greetings|good (?:morning|afternoon|evening)|welcome(?: aboard| back)?|"
+    r"(?:say hi|say hello|greetings|regards|love|hugs|best wishes|gr[üu](?:ß|ss)e|saludos|salutations|bisous) (?:to|an|a)|"
     r"hola|bonjour|salut|hallo|ciao|ol[aá]|merhaba|salam|namaste|cordialement|saludos|gr[üu](?:ß|ss)e|pozdrawiam|"
     r"atenciosamente|groeten|my (?:husband|wife|partner|son|daughter|colleague|manager|boss|friend|brother|sister|"
     r"mother|father|mum|mom|dad|uncle|aunt|cousin|neighbou?r|landlord|landlady|tenant|doctor|lawyer|assistant|"
@@ -95,7 +97,9 @@ _ROLES = (
     r"homeowner|trustee|executor|guardian|parent|next of kin|emergency contact|speaker|host|moderator|instructor|"
     r"teacher|tutor|coach|trainee|pharmacist|recipient|sender|author|contact person|full name|name|user|member|"
     r"student|caller|requester|reporter|assignee|supervisor|dependent|spouse|witness|consignee|addressee|"
-    r"signatory|notary|auditor|inspector|analyst|developer|designer|accountant|lawyer|attorney|solicitor|broker"
+    r"signatory|notary|auditor|inspector|analyst|developer|designer|accountant|lawyer|attorney|solicitor|broker|"
+    r"mentor|mentee|guide|buddy|sponsor|chaperone|referee|carer|caregiver|nanny|babysitter|caretaker|"
+    r"interpreter|translator|chauffeur|escort|tour guide|point of contact|on-call|on call"
 )
 # after these a name needs two words or a known first name
 CUES = (
@@ -108,7 +112,7 @@ CUES = (
     r"received|picked up|paid|ordered|issued|confirmed|cancell?ed|updated|prepared|checked|verified)(?: for)? by|"
     rf"{_ROLES}|(?:shipping|billing|delivery|postal|mailing) address|ship to|bill to|deliver to"
 )
-_CUE_TAIL = rf"(?:{_SP}+name)?[,:=]?(?:{_SP}+(?:is|was|are|were))?[\s\u00a0]*[\"'“]?"
+_CUE_TAIL = rf"(?:{_SP}+name)?(?:[,:=]|{_SP}+[-–])?(?:{_SP}+(?:is|was|are|were))?[\s\u00a0]*[\"'“]?"
 # after these only a known first name: "reach Ingrid", not "reach Kelderwick"
 WEAK_CUES = r"reach|call|email|e-mail|text|ping|ask|tell|thank|meet|met|with"
 # after these one unknown word is a name: you ask for, speak to and remind people, not products
@@ -214,6 +218,14 @@ _LOWER_INTRO = re.compile(
 _LOWER_GREETING = re.compile(
     r"(?i:\b(?:hi|hello|hey|dear|thanks|thank you|cheers|regards))[ ,]+([a-z]{3,})(?=\s*(?:[,!.]|$))"
 )
+# "lol ask ifeoma", "hey barış are you coming": a lower-case word after a cue, if it is a popular
+# name and rare as a word (pii_gazetteer's lone list)
+_LOWER_CUED = re.compile(
+    rf"(?i:\b(?:hi|hello|hey|dear|thanks|thank you|cheers|ask|tell|told|ping|cc|call|text|remind|with|and))"
+    rf"[ ,]+([{LOW}]{{3,}}){_END}"
+)
+# "Hope said the van …", "Grace rang": a name that is also a word, before a person's verb
+_GIVEN_VERB = re.compile(rf"(?<![{UP}{LOW}])([{UP}][{LOW}]+)(?=,?{_SP}+(?:{_PAST_VERBS})\b)")
 _EMAIL_LOCAL = re.compile(r"([A-Za-z0-9._%+'-]+)@[A-Za-z0-9-]+\.")
 _KOREAN_GIVEN = re.compile(rf"^[{UP}][{LOW}]{{1,4}}-[{LOW}]{{2,4}}$")  # Ji-woo, Seo-yeon
 
@@ -253,14 +265,21 @@ def _trim_name(name: str) -> str:
 
 def _is_name(name: str, strong: bool = False) -> bool:
     words = _SPACES.split(name)
-    if words[0] in NOT_SURNAMES or re.fullmatch(TITLES, words[0]):
-        return False
+    if words[0] in NOT_SURNAMES and not (strong and words[0] in GIVEN_WORDS) or re.fullmatch(TITLES, words[0]):
+        return False  # "Contact Support", "Dr" — but "ask Will", "hi Hope" are people
     if strong and len(words) == 1 and is_common(words[0]) and words[0] not in _KNOWN_GIVEN:
         return False  # "Hello,\n\nLast night …", "Hi there"
     caps = [w for w in words if not re.fullmatch(PARTICLE, w)]
     if not strong and all(is_common(w) for w in caps):  # "Contact Billing", "Sales Policy"
         return False
+    if not strong and len(caps) > 1 and all(_ordinary(w) for w in caps):  # "…, Facilities Coordinator"
+        return False
     return strong or len(words) > 1 or words[0] in FIRST_NAMES
+
+
+def _ordinary(word: str) -> bool:
+    """An ordinary word by the curated lists or by how often English uses it, and no known name."""
+    return is_common(word) or is_frequent_word(word) and word not in FIRST_NAMES and word not in SURNAMES
 
 
 def _name_like(word: str, first: bool, last: bool) -> bool:
@@ -355,6 +374,15 @@ def find_persons(text: str) -> list[tuple[int, int]]:
     for pat in (_INTRO, _DASH_SIGNATURE, _FROM_DEPT):
         for m in pat.finditer(text):
             add(m.start(1), m.group(1))
+            if pat is _FROM_DEPT and m.group(1) in GIVEN_WORDS:  # "Bill from accounts rang"
+                spans.append((m.start(1), m.end(1)))
+    for m in _GIVEN_VERB.finditer(text):
+        if m.group(1) in GIVEN_WORDS or m.group(1) in LONE:
+            spans.append((m.start(1), m.end(1)))
+    for m in _LOWER_CUED.finditer(text):
+        w = m.group(1)
+        if w not in COMMON and w[0].upper() + w[1:] in LONE:
+            spans.append((m.start(1), m.end(1)))
     for m in _WEAK.finditer(text):
         if _SPACES.split(m.group(1))[0] in FIRST_NAMES:
             add(m.start(1), m.group(1))

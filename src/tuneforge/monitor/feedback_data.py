@@ -159,7 +159,9 @@ def from_feedback(
         from ..run import RunDir
 
         existing_files.append(RunDir(run_dir).require().split_file("train"))
-    existing = load_existing([p for p in existing_files if p.is_file()])
+    # compared redacted with redacted: a correction that repeats a training row holding a name or
+    # an address is a copy even though the feedback side now reads "<PERSON> co-founded …"
+    existing = [redact_row(r, types, allow)[0] for r in load_existing([p for p in existing_files if p.is_file()])]
     copies = {x["other_index"] for x in find_leaks(existing, sft, threshold)} if existing and sft else set()
     fresh = [r for i, r in enumerate(sft) if i not in copies]
     kept, dup = dedup_rows(fresh, "near", threshold)

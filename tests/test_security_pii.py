@@ -1,6 +1,6 @@
 """PII recall per entity type on held-out corpora written after the detector was frozen (issue 17).
 
-tests/assets/pii/heldout_{a,b,c,d}.txt: at least 40 examples per type (EMAIL, PHONE, CREDIT_CARD,
+tests/assets/pii/heldout_{a,b,c,d,e,f}.txt: at least 40 examples per type (EMAIL, PHONE, CREDIT_CARD,
 IBAN, IP_ADDRESS, SSN, SECRET, PERSON) in varied contexts and formats, international names
 included, plus hard negatives. The protocol, in order:
 
@@ -34,15 +34,35 @@ Measured (recall per type; overlap scoring of data/pii_eval.py), before → afte
 Precision after round 3 is 1.000 for every type and set but B PERSON 0.980 (B leaves "name on card
 J. Smith" unlabelled) and D PHONE 0.976 (an account ID, 0048813).
 
-PERSON stays under the issue's 0.95 on D. Its misses: a single unknown name with no cue or a weak
-one ('Could Siaosi send…', 'Rustam signed for the box', 'Hoshino's new address', 'From: "Ezinne"'),
-cues the lists lack (Hej, Grüße an, Sláinte, loop in, names … as, refund for, application from,
-roles such as guide, mentor, interpreter), and unknown two-word names whose surname has no shape
-the detector knows (Urquiza, Sæther, Rangaswamy, Begay). SECRET misses plain passwords after
-"password … is" or in parentheses and a token with no vendor prefix; SSN misses "SSN (last verified
-2023): …" and "SSN on the loan application: …" (too many words between cue and number). The floors
-below are the D measurements with a margin (recall −0.03 for the pattern types, −0.05 for PERSON),
-and A, B and C (tuned on, so higher) guard against regressions.
+Round 4 (2026-12-04) put a gazetteer under the person heuristic (data/pii_gazetteer.py: the
+names-dataset lists, filtered by wordfreq word frequencies and GeoNames places) and fixed D's
+secret/SSN misses in general ways; D is tuned on from here. From E on, each set was written by a
+separate author (who never read the detector) and scored with the detector frozen, then the next
+round fixed its misses in general ways and the set joined the tuned ones. Round 5 (E's misses):
+credential words with the value right after, PINs, passphrases, *Key= fields, mysql -p, lower-case
+names after a cue, given-word names before a person's verb, dash role labels, Title-Case job titles
+are not names. Round 6 (F's misses): a password-shaped token within the line after a credential
+word in several languages ("Passwort … lautet X", "pw … is still X", "pass X"), keypad/door codes,
+PINs followed by the digits, Authorization: Basic, a cut-off private key, masked values are not
+secrets; names after "hey"/"@", lower-case pairs ("dmitri and aroha"), speaker labels
+("00:04:12 MARTA:", "Ama: my …"), "Hi it's X", given words before "will bring" and ", who";
+German/French/Spanish function words are not names ("Rufen Sie"); dates and SSN shapes are not
+phones, tracking codes before digits, a card as a CSV field, "my social is …".
+
+  set  detector     EMAIL PHONE CARD  IBAN  IP    SSN   SECRET PERSON (precision)
+  D    round 4      1.000 1.000 1.000 1.000 1.000 1.000 1.000  0.974  (1.000)
+  E    round 4      1.000 0.981 1.000 1.000 1.000 1.000 0.826  0.906  (0.950)   fresh
+  E    round 5      1.000 0.981 1.000 1.000 1.000 1.000 1.000  0.972  (0.981)
+  F    round 5      1.000 1.000 0.983 1.000 1.000 0.982 0.821  0.902  (0.960)   fresh
+  F    round 6      1.000 1.000 1.000 1.000 1.000 1.000 1.000  0.977  (0.985)
+  G    round 6      1.000 0.957 0.969 1.000 1.000 0.983 0.776  0.872  (0.890)   fresh
+
+The fresh-set PERSON and SECRET numbers do not rise from round to round (0.906, 0.902, 0.872;
+0.826, 0.821, 0.776): each new author finds shapes the rules have not seen (ALL-CAPS names in forms
+and transcripts, passwords after credential words in Vietnamese, Swahili or romaji). The issue's
+0.95 per type on a never-tuned set is not reached. The floors below are G's measurements with a
+margin (recall −0.03 for the pattern types, −0.05 for PERSON and SECRET); A–F (tuned on, so
+higher) guard against regressions.
 """
 
 from __future__ import annotations
@@ -55,20 +75,23 @@ from tuneforge.data.pii import TYPES, is_iban_valid, is_luhn_valid
 from tuneforge.data.pii_eval import read_corpus, render_table, score
 
 PII = Path(__file__).parent / "assets" / "pii"
-SETS = ("heldout_a.txt", "heldout_b.txt", "heldout_c.txt", "heldout_d.txt")
+SETS = tuple(f"heldout_{x}.txt" for x in "abcdefg")
+FRESH = "heldout_g.txt"
 
-# D: never tuned on. recall floor = measured − margin
+# G: never tuned on. recall floor = measured − margin
 HELDOUT_FLOOR = {
     "EMAIL": 0.97,
-    "PHONE": 0.97,
-    "CREDIT_CARD": 0.97,
+    "PHONE": 0.92,
+    "CREDIT_CARD": 0.93,
     "IBAN": 0.97,
     "IP_ADDRESS": 0.97,
-    "SSN": 0.92,
-    "SECRET": 0.84,
-    "PERSON": 0.69,
+    "SSN": 0.95,
+    "SECRET": 0.72,
+    "PERSON": 0.82,
 }
-# A, B and C: the detector was improved after reading their misses, so they must stay high
+# precision on it: measured (PERSON 0.890, the rest >= 0.967) minus a margin
+HELDOUT_PRECISION = {**dict.fromkeys(TYPES, 0.93), "PERSON": 0.85}
+# A–F: the detector was improved after reading their misses, so they must stay high
 TUNED_FLOOR = {**dict.fromkeys(TYPES, 0.97), "SECRET": 0.93, "PERSON": 0.95}
 
 
@@ -99,16 +122,16 @@ def test_the_sets_do_not_share_sentences():
 
 
 def test_recall_per_type_on_the_never_tuned_set(capsys):
-    result = score(read_corpus(PII / "heldout_d.txt"))
+    result = score(read_corpus(PII / FRESH))
     with capsys.disabled():
-        print("\nheld-out set D\n" + render_table(result))
+        print(f"\nheld-out set {FRESH}\n" + render_table(result))
     per = result["per_type"]
     low = {t: per[t]["recall"] for t in TYPES if per[t]["recall"] < HELDOUT_FLOOR[t]}
     assert not low, (low, [e for e in result["errors"] if e["kind"] == "missed"])
-    assert all(per[t]["precision"] >= 0.93 for t in TYPES), {t: per[t]["precision"] for t in TYPES}
+    assert all(per[t]["precision"] >= HELDOUT_PRECISION[t] for t in TYPES), {t: per[t]["precision"] for t in TYPES}
 
 
-@pytest.mark.parametrize("name", SETS[:3])
+@pytest.mark.parametrize("name", [s for s in SETS if s != FRESH])
 def test_recall_per_type_on_the_sets_the_detector_was_improved_after(name):
     per = score(read_corpus(PII / name))["per_type"]
     low = {t: per[t]["recall"] for t in TYPES if per[t]["recall"] < TUNED_FLOOR[t]}

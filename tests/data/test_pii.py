@@ -112,3 +112,45 @@ def test_policy(policy, n_rows, text):
     if policy != "off":
         assert report["counts"] == {"SSN": 1} and report["lines"] == [{"line": 7, "types": {"SSN": 1}}]
     assert "123-45-6789" not in str(report)  # the card never repeats the personal data
+
+
+# round 6 (set F's misses, fixed in general ways): each case is a new sentence, not a corpus line
+@pytest.mark.parametrize(
+    ("text", "typ", "value"),
+    [
+        ("Das Kennwort für das WLAN im Lager lautet Tannenzapfen#42.", "SECRET", "Tannenzapfen#42"),
+        ("El usuario es soporte y la contraseña es Mariposa_7731", "SECRET", "Mariposa_7731"),
+        ("fyi the pw on the staging box is still the old one, hunter-Kayak9", "SECRET", "hunter-Kayak9"),
+        ("vpn creds: user ops / pass Lantern%2210", "SECRET", "Lantern%2210"),
+        ("The keypad code for the loading bay is 40917.", "SECRET", "40917"),
+        ("Use recovery PIN 583920 if the app locks you out.", "SECRET", "583920"),
+        ("curl -H 'Authorization: Basic b3BzOmxhbnRlcm4tMjI=' https://api.internal", "SECRET", "b3BzOmxhbnRlcm4tMjI="),
+        ("my social is 512 33 8890, is that enough?", "SSN", "512 33 8890"),
+        ("export,2026-01-02,5500005555555559,88.10,ok", "CREDIT_CARD", "5500005555555559"),
+        ("hey lakshmi can u check the build", "PERSON", "lakshmi"),
+        ("@ingrid please rebase before merging", "PERSON", "ingrid"),
+        ("so svetlana and kaveh are on call this weekend?", "PERSON", "kaveh"),
+        ("[10:02] TOMASZ: the invoice is wrong again", "PERSON", "TOMASZ"),
+        ("Hi it's Yusuf, I lost my phone so this is a new number", "PERSON", "Yusuf"),
+        ("The card is signed by everyone for Ivy, who moves to Lisbon next week.", "PERSON", "Ivy"),
+    ],
+)
+def test_round6_cases_are_found(text, typ, value):
+    assert (typ, value) in {(e.type, e.text) for e in find_pii(text)}, find_pii(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "password: ********",
+        "Enter PIN 1111 to pair the speaker.",
+        "Config key cache.max_entries defaults to 512.",
+        "Bitte rufen Sie uns unter der Nummer auf der Rechnung an.",
+        "Date of birth 1988-07-21 (as on the passport).",
+        "Tracking number 1Z 4F7 X92 03 5521 1180 was scanned in Lyon.",
+        "Sample SSN format from the form guide: 000-00-0000.",
+        "The Drucker-Account password must be changed every 90 days.",
+    ],
+)
+def test_round6_negatives_stay_clean(text):
+    assert not find_pii(text), find_pii(text)

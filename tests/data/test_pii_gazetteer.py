@@ -36,7 +36,7 @@ def test_the_unpickler_builds_plain_data_and_refuses_any_class(tmp_path):
 
 
 def test_the_cache_is_verified_and_a_damaged_one_is_rebuilt(tmp_path, monkeypatch):
-    lists = {"first": {"Ngozi": 12}, "last": {"Okonkwo": 40}, "lone": {"Ngozi": 12}}
+    lists = {"first": {"Ngozi": 12}, "last": {"Okonkwo": 40}, "lone": {"Ngozi": 12}, "function": {"und": 0}}
     text = _serialise(lists)
     assert _parse(text) == lists
     assert _parse(text.replace("Okonkwo", "Okonkwa")) is None  # one changed byte

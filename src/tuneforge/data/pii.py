@@ -186,7 +186,8 @@ def find_emails(text: str) -> list[Entity]:
 
 
 # not after a digit and a dot or comma (1.4111... is a number), but "card no.4111..." is a card
-_CARD = re.compile(r"(?<![\w,-])(?<!\d[.,])\d(?:[ -]?\d){12,18}(?![\w.,]?\d)")
+# not inside a grouped or decimal number (1,234… / …,45); CSV fields around it are fine (…02,5500…0187,129.00)
+_CARD = re.compile(r"(?<![\w-])(?<!\d\.)(?:(?<!\d,)|(?=\d{13}))\d(?:[ -]?\d){12,18}(?![\w.]?\d)(?!,\d\d?(?!\d|\.\d))")
 
 
 def find_credit_cards(text: str) -> list[Entity]:
@@ -260,7 +261,7 @@ _SSN = re.compile(r"(?<![\w-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?
 # a cue (SSN, social security, soc. sec., SS#) and, a few words on, 9 digits in any grouping; digits
 # between them only inside parentheses ("SSN (verified 2023): 384 06 6951")
 _SSN_CONTEXT = re.compile(
-    r"(?i)(?<![a-z])(?:ssns?|social[ -]security|soc\.? ?sec\.?|ss ?#|ss no\.?|social(?= *[:#]))(?![a-z])(?:[^0-9\n]|\([^)\n]{0,30}\)){0,40}?"
+    r"(?i)(?<![a-z])(?:ssns?|social[ -]security|soc\.? ?sec\.?|ss ?#|ss no\.?|social(?= *(?:[:#]|is\b|number\b|no\b)))(?![a-z])(?:[^0-9\n]|\([^)\n]{0,30}\)){0,40}?"
     r"(?<![\w-])((?!000|666|9\d\d)\d{3}[ -]?(?!00)\d{2}[ -]?(?!0000)\d{4})(?![\w-])"
 )
 
@@ -285,7 +286,7 @@ _PHONE_PATTERNS = [
 _NOT_PHONE_CONTEXT = re.compile(
     r"(?i)\b(?:part|order|invoice|ref(?:erence)?|serial|sku|model|item|ticket|case|tracking|isbn|lot|batch|"
     r"po|product|article|art|id|code|pin|passcode|meeting)\b\.?(?: ?(?:no\.?|nr\.?|number|num|#|id|code))?"
-    r"(?: is)?[ :#.]*$"
+    r"(?: is)?[ :#.]*(?:(?=[A-Z]*\d)[A-Z0-9]{1,4}[ -])*$"  # "Tracking number 1Z 999 AA1 01 2345 6784"
 )
 _PHONE_CONTEXT = re.compile(
     r"(?i)\b(?:phone|tel|telephone|mobile|mob|cell|call|fax|whatsapp|text me|ring|sms|dial|contact|"
@@ -328,7 +329,11 @@ def find_phones(text: str) -> list[Entity]:
         for m in pat.finditer(text):
             if 7 <= _digits(m.group()) <= 15 and any(_AFTER_PHONE.match(text[e.end : m.start()]) for e in out):
                 out.append(Entity("PHONE", m.start(), m.end(), m.group()))
-    return out
+    return [e for e in out if not _NOT_PHONE_SHAPE.fullmatch(e.text)]
+
+
+# a date (1979-02-11) or the SSN shape (000-12-3456): never a phone number
+_NOT_PHONE_SHAPE = re.compile(r"(?:1[89]|20)\d\d-[01]\d-[0-3]\d|\d{3}-\d{2}-\d{4}")
 
 
 _VENDOR_SECRETS = re.compile(
@@ -363,9 +368,24 @@ _CREDENTIAL_PHRASE = re.compile(
     r"(?:[^:\n.!?()=]{0,40}?(?:\b(?:is|was|are|were|set to|changed to|reset to)\b|[:=(])|,?(?=\s))"
     r"\s*[\"'(]?([^\s\"',;<>()]{6,})"
 )
-# "The PIN for the side door is 4719": PINs are short and all digits
+# "The PIN for the side door is 4719", "the door code is 2468", "backup PIN 771302": PINs and
+# keypad codes are short and all digits
 _PIN = re.compile(
-    r"(?i)\bpin(?: code| number)?\b[^:\n.!?()=]{0,40}?(?:\b(?:is|was|set to|changed to)\b|[:=])\s*(\d{4,8})\b"
+    r"(?i)\b(?:pin(?: code| number)?|(?:door|gate|alarm|keypad|lock|access|entry|safe|locker|garage|building|"
+    r"unlock|recovery|backup)[ -]?(?:code|pin))\b"
+    r"(?:[^:\n.!?()=]{0,40}?(?:\b(?:is|was|set to|changed to)\b|[:=])\s*|\s+(?=\d))(\d{4,8})\b"
+)
+# credential words of other languages and chat: "Das Passwort … lautet X", "mot de passe … est X",
+# "pw for the mailbox is X", "creds are user deploy / pass X" (the value is found by _near_credential)
+_CREDENTIAL_WORD = re.compile(
+    r"(?i)\b(?:pass(?:word|wd|phrase|code)?s?|pw|pwd|creds?|credentials|passwort|kennwort|mot de passe|"
+    r"contrase[ñn]a|clave|senha|wachtwoord|has[łl]o|l[öo]senord|adgangskode|salasana|[şs]ifre|parola|jelszó)\b"
+)
+# a private key whose END line was cut off (a pasted fragment): the base64 body after BEGIN
+_PEM_OPEN = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----\s*([A-Za-z0-9+/=]{16,}(?:\s+[A-Za-z0-9+/=]{16,})*)")
+# Authorization: Basic dXNlcjpwYXNz / Bearer … / Token …
+_AUTH_HEADER = re.compile(
+    r"(?i)\bauthori[sz]ation\b[\"']?\s*[:=]\s*[\"']?(?:basic|bearer|token|digest)\s+([A-Za-z0-9+/=._~-]{8,})"
 )
 # a passphrase is words: the rest of the line after "passphrase:" (up to 80 characters)
 _PASSPHRASE = re.compile(r"(?i)\bpass ?phrase\b\s*(?:is|was|:|=)\s*[\"']?([^\n\"']{6,80}?)[\"']?\s*(?:$|\n)", re.M)
@@ -387,7 +407,41 @@ def _char_classes(value: str) -> int:
 _URL_PASSWORD = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://[^\s:/@]*:([^\s@/]{3,})@[\w.-]")
 
 
+def _near_credential(text: str, start: int) -> tuple[int, str] | None:
+    """The first password-shaped token within 80 characters after a credential word, same line.
+
+    Password-shaped: 6+ characters, three kinds of characters (lower, upper, digit, symbol), a
+    lower-case letter, and a digit or a symbol other than a hyphen or dot ("Blumenkohl!77",
+    "admin1234!") — so "Drucker-Account", "Wi-Fi", dates and e-mail addresses are not taken.
+
+    >>> text = "the router admin password is still the default-ish admin1234! please change it"
+    >>> _near_credential(text, text.index("password") + 8)
+    (51, 'admin1234!')
+    """
+    window = text[start : start + 80].split("\n", 1)[0]
+    for m in re.finditer(r"\S+", window):
+        tok = m.group().strip("\"'“”‘’()[]<>")
+        tok = re.sub(r"[.,;:!?]$", "", tok) if re.search(r"[.,;:?]$", tok) else tok
+        if (
+            len(tok) >= 6
+            and "@" not in tok
+            and "://" not in tok
+            and _char_classes(tok) >= 3
+            and re.search(r"[a-z]", tok)
+            and re.search(r"[\d]|[^\w.\-'’]", tok)
+        ):
+            return start + m.start() + m.group().index(tok), tok
+    return None
+
+
+_MASKED = re.compile(r"[*•xX#.]+|<[A-Z_]+>|\[[A-Z_]+\]")
+
+
 def find_secrets(text: str) -> list[Entity]:
+    return [e for e in _find_secrets(text) if not _MASKED.fullmatch(e.text)]  # "password: ********"
+
+
+def _find_secrets(text: str) -> list[Entity]:
     out = [Entity("SECRET", m.start(), m.end(), m.group()) for m in _VENDOR_SECRETS.finditer(text)]
     out += [Entity("SECRET", m.start(), m.end(), m.group()) for m in _PEM.finditer(text)]
     pos = 0
@@ -405,20 +459,28 @@ def find_secrets(text: str) -> list[Entity]:
         value = m.group(1).rstrip(".")
         if not value.isalpha() and not value.endswith(":"):
             out.append(Entity("SECRET", m.start(1), m.start(1) + len(value), value))
-    out += [
-        Entity("SECRET", m.start(1), m.end(1), m.group(1)) for m in (*_PIN.finditer(text), *_PASSPHRASE.finditer(text))
-    ]
+    # a PIN of one repeated digit is a factory default or an example ("Enter PIN 0000 to reset")
+    pins = [m for m in _PIN.finditer(text) if len(set(m.group(1))) > 1]
+    out += [Entity("SECRET", m.start(1), m.end(1), m.group(1)) for m in (*pins, *_PASSPHRASE.finditer(text))]
     out += [Entity("SECRET", m.start(1), m.end(1), m.group(1)) for m in _CLI_PASSWORD.finditer(text)]
     for m in _FIELD_SECRET.finditer(text):
         if is_secret_like(m.group(1)) or _char_classes(m.group(1)) >= 3:
             out.append(Entity("SECRET", m.start(1), m.end(1), m.group(1)))
     for m in _CREDENTIAL_PHRASE.finditer(text):
         value = m.group(1).rstrip(".!?")
+        if re.fullmatch(r"[a-z]+(?:[._][a-z]+)+", value):
+            continue  # a dotted or snake_case setting name: "config key session.timeout.minutes"
         # a plain word or number after the cue is prose ("is shown", "was 2024"); a value with three
         # kinds of characters (lower, upper, digit, symbol) or that looks random is the credential
         if _char_classes(value) >= 3 or is_secret_like(value):
             out.append(Entity("SECRET", m.start(1), m.start(1) + len(value), value))
     out += [Entity("SECRET", m.start(1), m.end(1), m.group(1)) for m in _URL_PASSWORD.finditer(text)]
+    out += [Entity("SECRET", m.start(1), m.end(1), m.group(1)) for m in _AUTH_HEADER.finditer(text)]
+    if not _PEM.search(text):
+        out += [Entity("SECRET", m.start(1), m.end(1), m.group(1)) for m in _PEM_OPEN.finditer(text)]
+    for m in _CREDENTIAL_WORD.finditer(text):
+        if found := _near_credential(text, m.end()):
+            out.append(Entity("SECRET", found[0], found[0] + len(found[1]), found[1]))
     return out
 
 

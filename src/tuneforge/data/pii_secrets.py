@@ -144,7 +144,7 @@ def _near_credential(text: str, start: int) -> tuple[int, str] | None:
     window = text[start : start + 80].split("\n", 1)[0]
     for m in re.finditer(r"\S+", window):
         tok = m.group().strip("\"'“”‘’()[]<>")
-        tok = re.sub(r"[.,;:!?]$", "", tok) if re.search(r"[.,;:?]$", tok) else tok
+        tok = re.sub(r"[.,;:?]$", "", tok)  # sentence punctuation; a final "!" may be the password's
         if (
             len(tok) >= 6
             and "@" not in tok
